@@ -1,0 +1,273 @@
+// Every requirement zo places on user types, in one place.
+//
+// Each role is a C++20 concept. The public entry points (zo_optimizer and the stores' users)
+// do not constrain their templates with these directly; they call the check_* functions below,
+// whose static_asserts name the exact member that is missing, so a user composing a custom
+// policy gets "zo: ... needs ..." instead of a page of substitution failures.
+// docs/concepts.md gives the same requirements as tables of valid expressions.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <type_traits>
+
+#include "zo/perturbations/pass.hpp"
+#include "zo/selectors/all_blocks.hpp"
+
+namespace zo {
+
+// ---------------------------------------------------------------------------------------------
+// Block: one tensor of the model.
+template <class B>
+concept parameter_block = requires(const B& b) {
+  typename B::value_type;
+  requires std::floating_point<typename B::value_type>;
+  { b.id() } -> std::convertible_to<std::size_t>;
+  { b.name() } -> std::convertible_to<std::string_view>;
+  { b.layer() } -> std::convertible_to<std::optional<int>>;
+  { b.rows() } -> std::convertible_to<std::size_t>;
+  { b.cols() } -> std::convertible_to<std::size_t>;
+  { b.size() } -> std::convertible_to<std::size_t>;
+  { b.decay() } -> std::convertible_to<bool>;
+  { b.data() } -> std::same_as<typename B::value_type*>;
+};
+
+// Backend: schedules a policy's element functor over an index range; owns scratch buffers.
+template <class B>
+concept execution_backend = requires(std::size_t n) {
+  typename B::template buffer<float>;
+  B::for_each_index(n, [](std::size_t) {});
+};
+
+// Parameter store: an indexed sequence of blocks of one element type on one backend.
+template <class S>
+concept parameter_store = requires(const S& s, std::size_t i) {
+  typename S::value_type;
+  typename S::backend_type;
+  requires execution_backend<typename S::backend_type>;
+  { s.size() } -> std::convertible_to<std::size_t>;
+  { s.block(i) } -> parameter_block;
+  requires std::same_as<typename decltype(s.block(i))::value_type, typename S::value_type>;
+};
+
+// Objective: the loss at the store's current values, called either with no argument or with
+// the step index (to pick that step's mini-batch). It must not modify the store.
+template <class F>
+concept objective = (std::invocable<F&> && std::convertible_to<std::invoke_result_t<F&>, double>) ||
+                    (std::invocable<F&, std::uint64_t> &&
+                     std::convertible_to<std::invoke_result_t<F&, std::uint64_t>, double>);
+
+// ---------------------------------------------------------------------------------------------
+// Archetypes: the least a policy may rely on. Concepts are checked against these, so a policy
+// that needs more than the archetype offers is rejected even before it meets a real optimizer.
+namespace archetypes {
+
+struct block {
+  using value_type = float;
+  std::size_t id() const { return 0; }
+  std::string_view name() const { return {}; }
+  std::optional<int> layer() const { return std::nullopt; }
+  std::size_t rows() const { return 1; }
+  std::size_t cols() const { return 1; }
+  std::size_t size() const { return 1; }
+  bool decay() const { return true; }
+  float* data() const { return nullptr; }
+};
+
+struct backend {
+  template <class T>
+  struct buffer {};
+  template <class F>
+  static void for_each_index(std::size_t, const F&) {}
+};
+
+struct store {
+  using value_type = float;
+  using backend_type = backend;
+  std::size_t size() const { return 0; }
+  archetypes::block block(std::size_t) const { return {}; }
+};
+
+// What an estimator may do: move along direction j, return to base, evaluate the loss.
+struct probe {
+  void shift(std::size_t /*sample*/, double /*alpha*/) {}
+  void reset() {}
+  double evaluate() { return 0; }
+};
+
+// What a step rule's per-block callback may do to one block's update.
+struct block_change {
+  void scale_by(double) {}
+  void add_direction(std::size_t /*sample*/, double /*alpha*/) {}
+};
+
+// What a zeroth-order step rule sees of a step.
+struct zo_update {
+  std::uint64_t step() const { return 0; }
+  std::span<const double> projected_gradients() const { return {}; }
+  template <class F>
+  void for_each_block(F&& f) {
+    block_change change;
+    f(archetypes::block{}, change);
+  }
+};
+
+}  // namespace archetypes
+
+// ---------------------------------------------------------------------------------------------
+// Perturbation policy: runs one pass (pass.hpp) over a block with its own directions.
+template <class P, class Store = archetypes::store>
+concept perturbation_policy = std::copy_constructible<P> &&
+    requires(const P& p, const typename Store::backend_type& backend,
+             const decltype(std::declval<const Store&>().block(0))& block,
+             const pass<typename Store::value_type>& sweep) {
+  p.apply(backend, block, sweep);
+};
+
+// Estimator: drives a probe through its evaluation pattern and fills one projected gradient per
+// direction; returns the loss it reports for the step.
+template <class E>
+concept estimator = std::copy_constructible<E> &&
+    requires(const E& e, archetypes::probe& probe, std::span<double> g) {
+  { e.samples() } -> std::convertible_to<std::size_t>;
+  { e.epsilon() } -> std::convertible_to<double>;
+  { e.estimate(probe, g) } -> std::convertible_to<double>;
+};
+
+// Zeroth-order step rule: a learning rate per step and an update expressed per block.
+template <class R>
+concept zo_step_rule = std::copy_constructible<R> &&
+    requires(const R& r, archetypes::zo_update& u, std::uint64_t step) {
+  { r.learning_rate(step) } -> std::convertible_to<double>;
+  r.update(u);
+};
+
+// Layer selector: assigns every block a role for the given step.
+template <class S, class Store = archetypes::store>
+concept layer_selector = std::copy_constructible<S> &&
+    requires(const S& s, const Store& store, std::uint64_t step, std::span<block_role> roles) {
+  s.select(step, store, roles);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Readable diagnostics. Each assertion names the missing piece; the concept check that follows
+// it catches anything the list does not spell out.
+template <class S>
+constexpr bool check_parameter_store() {
+  static_assert(
+      requires { typename S::value_type; },
+      "zo: the parameter store needs a member type value_type (float or double)");
+  static_assert(
+      requires { typename S::backend_type; },
+      "zo: the parameter store needs a member type backend_type (e.g. "
+      "zo::backends::cpu)");
+  static_assert(
+      requires(const S& s) {
+        { s.size() } -> std::convertible_to<std::size_t>;
+      },
+      "zo: the parameter store needs size() returning the number of blocks");
+  static_assert(
+      requires(const S& s, std::size_t i) { s.block(i); },
+      "zo: the parameter store needs block(i) returning a block");
+  if constexpr (requires(const S& s, std::size_t i) { s.block(i); }) {
+    using B = std::remove_cvref_t<decltype(std::declval<const S&>().block(0))>;
+    static_assert(
+        requires(const B& b) {
+          { b.id() } -> std::convertible_to<std::size_t>;
+        },
+        "zo: a block needs id() returning its stable id");
+    static_assert(
+        requires(const B& b) {
+          { b.name() } -> std::convertible_to<std::string_view>;
+        },
+        "zo: a block needs name() returning its name");
+    static_assert(
+        requires(const B& b) {
+          { b.layer() } -> std::convertible_to<std::optional<int>>;
+        },
+        "zo: a block needs layer() returning std::optional<int>");
+    static_assert(
+        requires(const B& b) {
+          { b.rows() } -> std::convertible_to<std::size_t>;
+          { b.cols() } -> std::convertible_to<std::size_t>;
+          { b.size() } -> std::convertible_to<std::size_t>;
+        },
+        "zo: a block needs rows(), cols() and size()");
+    static_assert(
+        requires(const B& b) {
+          { b.decay() } -> std::convertible_to<bool>;
+        },
+        "zo: a block needs decay() saying whether weight decay applies");
+    static_assert(
+        requires(const B& b) { b.data(); },
+        "zo: a block needs data() returning a pointer to its elements");
+    static_assert(parameter_block<B>, "zo: the store's block type does not model parameter_block");
+  }
+  static_assert(parameter_store<S>, "zo: the type does not model zo::parameter_store");
+  return true;
+}
+
+template <class F>
+constexpr bool check_objective() {
+  static_assert(objective<F>,
+                "zo: the objective must be callable as f() or f(std::uint64_t step) and return "
+                "a loss convertible to double");
+  return true;
+}
+
+template <class P, class Store>
+constexpr bool check_perturbation_policy() {
+  static_assert(perturbation_policy<P, Store>,
+                "zo: the perturbation policy needs apply(backend, block, zo::pass<T>) const");
+  return true;
+}
+
+template <class E>
+constexpr bool check_estimator() {
+  static_assert(
+      requires(const E& e) {
+        { e.samples() } -> std::convertible_to<std::size_t>;
+      },
+      "zo: the estimator needs samples() returning the directions per step");
+  static_assert(
+      requires(const E& e) {
+        { e.epsilon() } -> std::convertible_to<double>;
+      },
+      "zo: the estimator needs epsilon() returning the perturbation scale");
+  static_assert(
+      requires(const E& e, archetypes::probe& p, std::span<double> g) {
+        { e.estimate(p, g) } -> std::convertible_to<double>;
+      },
+      "zo: the estimator needs estimate(probe, std::span<double> g) returning the loss");
+  static_assert(estimator<E>, "zo: the type does not model zo::estimator");
+  return true;
+}
+
+template <class R>
+constexpr bool check_zo_step_rule() {
+  static_assert(
+      requires(const R& r, std::uint64_t s) {
+        { r.learning_rate(s) } -> std::convertible_to<double>;
+      },
+      "zo: the step rule needs learning_rate(step) returning the learning rate");
+  static_assert(
+      requires(const R& r, archetypes::zo_update& u) { r.update(u); },
+      "zo: the step rule needs update(u), applying its change through "
+      "u.for_each_block(...)");
+  static_assert(zo_step_rule<R>, "zo: the type does not model zo::zo_step_rule");
+  return true;
+}
+
+template <class S, class Store>
+constexpr bool check_layer_selector() {
+  static_assert(layer_selector<S, Store>,
+                "zo: the layer selector needs select(step, store, std::span<zo::block_role>) "
+                "const");
+  return true;
+}
+
+}  // namespace zo

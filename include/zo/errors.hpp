@@ -1,0 +1,34 @@
+// Exceptions thrown by zo. Every message starts with "zo:" and names the offending value, so a
+// user embedding zo in a larger framework can tell where an error came from.
+#pragma once
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace zo {
+
+// Bad hyperparameters, shapes or stores. Always thrown before any parameter is modified.
+class invalid_argument : public std::invalid_argument {
+ public:
+  explicit invalid_argument(const std::string& what) : std::invalid_argument("zo: " + what) {}
+};
+
+namespace detail {
+
+inline void require(bool condition, const std::string& message) {
+  if (!condition) throw zo::invalid_argument(message);
+}
+
+inline void require_positive_finite(double value, const char* name) {
+  require(std::isfinite(value) && value > 0,
+          std::string(name) + " must be positive and finite, got " + std::to_string(value));
+}
+
+inline void require_non_negative_finite(double value, const char* name) {
+  require(std::isfinite(value) && value >= 0,
+          std::string(name) + " must be non-negative and finite, got " + std::to_string(value));
+}
+
+}  // namespace detail
+}  // namespace zo

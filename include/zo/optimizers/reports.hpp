@@ -1,0 +1,60 @@
+// What an optimizer tells its caller and its callbacks.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+namespace zo {
+
+enum class step_status {
+  completed,
+  // A loss evaluation returned NaN or ±inf: no update was applied and the parameters were
+  // returned to their values before the step (bit for bit with restore_mode::exact).
+  skipped_nonfinite_loss,
+};
+
+struct evaluation_report {
+  std::uint64_t step = 0;
+  std::size_t index = 0;  // 0-based count of evaluations within the step
+  double loss = 0;
+};
+
+struct step_report {
+  std::uint64_t step = 0;
+  step_status status = step_status::completed;
+  double loss = 0;  // the estimator's loss for the step (the non-finite value when skipped)
+  double learning_rate = 0;
+  // One projected gradient per direction; empty when skipped. Points into the optimizer and
+  // stays valid until its next step.
+  std::span<const double> projected_gradients;
+  std::size_t evaluations = 0;
+  bool stop_requested = false;  // a callback asked to stop after this step
+
+  bool skipped() const { return status != step_status::completed; }
+};
+
+struct run_summary {
+  std::uint64_t steps = 0;          // steps attempted, skipped ones included
+  std::uint64_t skipped_steps = 0;  // steps skipped for a non-finite loss
+  bool stopped_early = false;       // a callback returned true
+  double last_loss = 0;
+};
+
+namespace detail {
+
+// ensmallen-style callbacks: a callback implements only the hooks it needs, and a hook may
+// return void or a bool; true asks the optimizer to stop once the current step is complete.
+template <class Hook>
+bool asks_to_stop(Hook&& hook) {
+  if constexpr (std::is_void_v<std::invoke_result_t<Hook>>) {
+    hook();
+    return false;
+  } else {
+    return static_cast<bool>(hook());
+  }
+}
+
+}  // namespace detail
+}  // namespace zo

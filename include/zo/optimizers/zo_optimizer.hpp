@@ -1,0 +1,417 @@
+// The zeroth-order optimizer template: composes a perturbation policy, an estimator, a step rule
+// and a layer selector (ensmallen's policy style). MeZO and its variants are aliases of it.
+#pragma once
+
+#include <any>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "zo/concepts.hpp"
+#include "zo/errors.hpp"
+#include "zo/optimizers/reports.hpp"
+#include "zo/perturbations/pass.hpp"
+#include "zo/random/keyed.hpp"
+#include "zo/selectors/all_blocks.hpp"
+
+namespace zo {
+
+// How the parameters are returned to the base point after measuring.
+enum class restore_mode {
+  // Keep a snapshot of the zeroth-order blocks, written during the first perturbation pass of
+  // each step. Every measured point and the update are computed from it, so perturbations leave
+  // no rounding residue and a skipped step restores the parameters bit for bit. Costs one copy
+  // of the zeroth-order parameters.
+  exact,
+  // Undo each perturbation by applying its negative (as the MeZO reference does). No memory
+  // beyond the parameters; each step leaves a rounding residue of a few ulps (see docs), and a
+  // skipped step restores the parameters only up to that residue.
+  arithmetic,
+};
+
+struct zo_options {
+  std::uint64_t seed = 0;
+  restore_mode restore = restore_mode::exact;
+};
+
+namespace detail {
+
+// Thrown inside a step when a loss is NaN or infinite; caught by the step itself.
+struct nonfinite_loss {
+  double loss;
+};
+
+// Scratch kept between steps so that a step allocates nothing once the first one has run.
+template <class Store>
+struct zo_workspace {
+  using value_type = typename Store::value_type;
+  using backend = typename Store::backend_type;
+
+  std::vector<typename backend::template buffer<value_type>> snapshots;
+  std::vector<block_role> roles;
+  std::vector<double> gradients;
+  std::vector<direction_term<value_type>> terms;
+};
+
+// Carries the parameters through one step's perturbations. It tracks two offsets from the base
+// point, the one in memory (applied) and the one the next evaluation needs (desired), and moves
+// between them in a single pass per block; the update of the step rule joins the last move.
+template <class Store, class Perturbation, class Evaluate>
+class probe {
+ public:
+  using value_type = typename Store::value_type;
+  using backend = typename Store::backend_type;
+
+  probe(const Store& store, const Perturbation& perturbation, zo_workspace<Store>& workspace,
+        const zo_options& options, std::uint32_t step, Evaluate& evaluate)
+      : store_(store),
+        perturbation_(perturbation),
+        workspace_(workspace),
+        options_(options),
+        step_(step),
+        evaluate_(evaluate) {}
+
+  // Estimator interface (concepts.hpp, archetypes::probe).
+  void shift(std::size_t sample, double alpha) {
+    desired_.add(step_, static_cast<std::uint8_t>(sample), static_cast<value_type>(alpha));
+  }
+  void reset() { desired_.clear(); }
+  double evaluate() {
+    move_all();
+    return evaluate_();
+  }
+
+  // Step-rule interface (archetypes::zo_update): f(block, change) describes each zeroth-order
+  // block's update; it is applied in the same pass that returns the block to the base point.
+  template <class F>
+  void for_each_block(F&& f) {
+    desired_.clear();
+    for (std::size_t i = 0; i < store_.size(); ++i) {
+      if (workspace_.roles[i] != block_role::zeroth_order) continue;
+      workspace_.terms.clear();
+      block_change change{workspace_.terms, step_};
+      const auto block = store_.block(i);
+      f(block, change);
+      move(i, block, change.scale, workspace_.terms);
+    }
+    applied_.clear();
+  }
+
+  // Returns every block to the base point: bit for bit from the snapshot in exact mode.
+  void abort() {
+    desired_.clear();
+    move_all();
+  }
+
+  class block_change {
+   public:
+    block_change(std::vector<direction_term<value_type>>& terms, std::uint32_t step)
+        : terms_(terms), step_(step) {}
+    void scale_by(double factor) { scale *= static_cast<value_type>(factor); }
+    void add_direction(std::size_t sample, double alpha) {
+      terms_.push_back({step_, static_cast<std::uint8_t>(sample), static_cast<value_type>(alpha)});
+    }
+    value_type scale = 1;
+
+   private:
+    std::vector<direction_term<value_type>>& terms_;
+    std::uint32_t step_;
+  };
+
+ private:
+  bool from_snapshot() const { return options_.restore == restore_mode::exact && saved_; }
+
+  void move_all() {
+    if (same_terms(applied_, desired_)) return;
+    for (std::size_t i = 0; i < store_.size(); ++i) {
+      if (workspace_.roles[i] != block_role::zeroth_order) continue;
+      workspace_.terms.clear();
+      move(i, store_.block(i), value_type(1), workspace_.terms);
+    }
+    applied_ = desired_;
+  }
+
+  // One pass: block ← scale·(base + desired) + extra, where base is read from the snapshot in
+  // exact mode and recovered as (block − applied) in arithmetic mode.
+  template <class Block>
+  void move(std::size_t i, const Block& block, value_type scale,
+            std::vector<direction_term<value_type>>& extra) {
+    pass<value_type> sweep;
+    sweep.seed = options_.seed;
+    sweep.scale = scale;
+    sweep.target = block.data();
+    sweep.source = block.data();
+    const bool exact = options_.restore == restore_mode::exact;
+    if (exact) {
+      auto& snapshot = workspace_.snapshots[i];
+      if (saved_) {
+        sweep.source = backend::data(snapshot);
+      } else {
+        sweep.save_to = backend::data(snapshot);
+      }
+    }
+    // Offsets relative to the source, scaled like it, join the caller's terms; merging keeps
+    // each direction to one generation per pass.
+    auto& terms = extra;
+    const auto merge = [&](const direction_term<value_type>& t, value_type factor) {
+      for (auto& existing : terms) {
+        if (existing.step == t.step && existing.sample == t.sample) {
+          existing.alpha += factor * t.alpha;
+          return;
+        }
+      }
+      terms.push_back({t.step, t.sample, factor * t.alpha});
+    };
+    for (std::size_t k = 0; k < desired_.size(); ++k)
+      merge(desired_[k], scale);
+    if (!from_snapshot()) {
+      for (std::size_t k = 0; k < applied_.size(); ++k)
+        merge(applied_[k], -scale);
+    }
+    std::size_t next = 0;
+    do {
+      for (; next < terms.size() && !sweep.terms.full(); ++next) {
+        if (terms[next].alpha != value_type(0)) {
+          sweep.terms.items[sweep.terms.count++] = terms[next];
+        }
+      }
+      perturbation_.apply(backend{}, block, sweep);
+      // Later chunks continue from what the first wrote.
+      sweep =
+          pass<value_type>{block.data(), block.data(), nullptr, value_type(1), options_.seed, {}};
+    } while (next < terms.size());
+    if (exact && i + 1 == last_zo_block()) saved_ = true;
+  }
+
+  std::size_t last_zo_block() const {
+    for (std::size_t i = store_.size(); i > 0; --i) {
+      if (workspace_.roles[i - 1] == block_role::zeroth_order) return i;
+    }
+    return 0;
+  }
+
+  static bool same_terms(const term_list<value_type>& a, const term_list<value_type>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t k = 0; k < a.size(); ++k) {
+      if (a[k].step != b[k].step || a[k].sample != b[k].sample || a[k].alpha != b[k].alpha) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  const Store& store_;
+  const Perturbation& perturbation_;
+  zo_workspace<Store>& workspace_;
+  const zo_options& options_;
+  std::uint32_t step_;
+  Evaluate& evaluate_;
+  term_list<value_type> applied_;
+  term_list<value_type> desired_;
+  bool saved_ = false;
+};
+
+}  // namespace detail
+
+template <class Perturbation, class Estimator, class StepRule, class Selector = all_blocks>
+class zo_optimizer {
+  static_assert(check_estimator<Estimator>());
+  static_assert(check_zo_step_rule<StepRule>());
+
+ public:
+  using perturbation_type = Perturbation;
+  using estimator_type = Estimator;
+  using step_rule_type = StepRule;
+  using selector_type = Selector;
+
+  zo_optimizer(Perturbation perturbation, Estimator estimator, StepRule rule,
+               Selector selector = {}, zo_options options = {})
+      : perturbation_(std::move(perturbation)),
+        estimator_(std::move(estimator)),
+        rule_(std::move(rule)),
+        selector_(std::move(selector)),
+        options_(options) {}
+
+  // The common case: default-constructed perturbation and selector.
+  zo_optimizer(Estimator estimator, StepRule rule, zo_options options = {})
+      : zo_optimizer(Perturbation{}, std::move(estimator), std::move(rule), Selector{}, options) {}
+
+  // One step on the loss `f` (the same mini-batch for every evaluation of the step). Throws
+  // zo::invalid_argument before touching any parameter when the store or a hyperparameter is
+  // invalid; if `f` throws, the parameters are returned to the base point and it is rethrown.
+  template <class Store, class Objective, class... Callbacks>
+  step_report step(Store& store, Objective&& f, Callbacks&... callbacks) {
+    static_assert(check_parameter_store<Store>());
+    static_assert(check_objective<std::remove_reference_t<Objective>>());
+    static_assert(check_perturbation_policy<Perturbation, Store>());
+    static_assert(check_layer_selector<Selector, Store>());
+
+    auto& ws = workspace_for(store);
+    const double lr = rule_.learning_rate(step_);
+    validate(store, lr);
+    ws.roles.assign(store.size(), block_role::zeroth_order);
+    selector_.select(step_, store, std::span<block_role>(ws.roles));
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      detail::require(ws.roles[i] != block_role::first_order,
+                      "the layer selector gave block '" + std::string(store.block(i).name()) +
+                          "' a first-order role; a zeroth-order optimizer cannot train it (use "
+                          "zo::hybrid)");
+    }
+    if (options_.restore == restore_mode::exact) prepare_snapshots(store, ws);
+    ws.gradients.assign(estimator_.samples(), 0.0);
+
+    step_report report;
+    report.step = step_;
+    report.learning_rate = lr;
+    bool stop = false;
+    auto evaluate = [&]() -> double {
+      double loss;
+      if constexpr (std::invocable<Objective&, std::uint64_t>) {
+        loss = static_cast<double>(f(step_));
+      } else {
+        loss = static_cast<double>(f());
+      }
+      [[maybe_unused]] const evaluation_report seen{step_, report.evaluations++, loss};
+      ((stop |= detail::asks_to_stop([&] { return cb_after_evaluation(callbacks, seen); })), ...);
+      if (!std::isfinite(loss)) throw detail::nonfinite_loss{loss};
+      return loss;
+    };
+    detail::probe<Store, Perturbation, decltype(evaluate)> probe(
+        store, perturbation_, ws, options_, static_cast<std::uint32_t>(step_), evaluate);
+    try {
+      report.loss = estimator_.estimate(probe, std::span<double>(ws.gradients));
+      update_context<decltype(probe)> update{probe, step_, ws.gradients};
+      rule_.update(update);
+      report.projected_gradients = ws.gradients;
+    } catch (const detail::nonfinite_loss& bad) {
+      probe.abort();
+      report.status = step_status::skipped_nonfinite_loss;
+      report.loss = bad.loss;
+    } catch (...) {
+      probe.abort();
+      ++step_;
+      throw;
+    }
+    ++step_;
+    ((stop |= detail::asks_to_stop([&] { return cb_after_step(callbacks, report); })), ...);
+    report.stop_requested = stop;
+    return report;
+  }
+
+  // Runs up to `steps` steps, stopping early when a callback asks to.
+  template <class Store, class Objective, class... Callbacks>
+  run_summary optimize(Store& store, Objective&& f, std::uint64_t steps, Callbacks&&... callbacks) {
+    run_summary summary;
+    for (std::uint64_t k = 0; k < steps; ++k) {
+      const step_report r = step(store, f, callbacks...);
+      ++summary.steps;
+      if (r.skipped()) ++summary.skipped_steps;
+      summary.last_loss = r.loss;
+      if (r.stop_requested) {
+        summary.stopped_early = true;
+        break;
+      }
+    }
+    return summary;
+  }
+
+  // The index of the next step; directions are keyed by it, so setting it resumes a run.
+  std::uint64_t step_count() const { return step_; }
+  void set_step_count(std::uint64_t step) { step_ = step; }
+
+  const zo_options& options() const { return options_; }
+  const Perturbation& perturbation() const { return perturbation_; }
+  const Estimator& estimator() const { return estimator_; }
+  const StepRule& step_rule() const { return rule_; }
+  const Selector& selector() const { return selector_; }
+
+ private:
+  template <class Probe>
+  class update_context {
+   public:
+    update_context(Probe& probe, std::uint64_t step, std::span<const double> g)
+        : probe_(probe), step_(step), g_(g) {}
+    std::uint64_t step() const { return step_; }
+    std::span<const double> projected_gradients() const { return g_; }
+    template <class F>
+    void for_each_block(F&& f) {
+      probe_.for_each_block(std::forward<F>(f));
+    }
+
+   private:
+    Probe& probe_;
+    std::uint64_t step_;
+    std::span<const double> g_;
+  };
+
+  template <class Callback, class Report>
+  static auto cb_after_evaluation(Callback& cb, const Report& r) {
+    if constexpr (requires { cb.after_evaluation(r); }) return cb.after_evaluation(r);
+  }
+  template <class Callback, class Report>
+  static auto cb_after_step(Callback& cb, const Report& r) {
+    if constexpr (requires { cb.after_step(r); }) return cb.after_step(r);
+  }
+
+  template <class Store>
+  detail::zo_workspace<Store>& workspace_for(const Store&) {
+    using workspace = detail::zo_workspace<Store>;
+    if (auto* ws = std::any_cast<workspace>(&workspace_)) return *ws;
+    workspace_ = workspace{};
+    return *std::any_cast<workspace>(&workspace_);
+  }
+
+  template <class Store>
+  void validate(const Store& store, double lr) const {
+    detail::require(store.size() > 0, "the parameter store has no blocks");
+    detail::require(std::isfinite(lr) && lr >= 0, "learning rate at step " + std::to_string(step_) +
+                                                      " must be non-negative and finite, got " +
+                                                      std::to_string(lr));
+    detail::require(step_ < (std::uint64_t{1} << 32),
+                    "step index " + std::to_string(step_) + " exceeds the 2^32 steps a key holds");
+    const std::size_t q = estimator_.samples();
+    detail::require(q >= 1 && q <= max_samples_per_step,
+                    "the estimator asks for " + std::to_string(q) + " directions per step; 1 to " +
+                        std::to_string(max_samples_per_step) + " are supported");
+    detail::require_positive_finite(estimator_.epsilon(), "estimator epsilon");
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      const auto b = store.block(i);
+      const std::string name(b.name());
+      detail::require(b.rows() > 0 && b.cols() > 0, "block '" + name + "' has an empty shape");
+      detail::require(b.size() == b.rows() * b.cols(),
+                      "block '" + name + "' has shape " + std::to_string(b.rows()) + "x" +
+                          std::to_string(b.cols()) + " but holds " + std::to_string(b.size()) +
+                          " elements");
+      detail::require(b.data() != nullptr, "block '" + name + "' has no storage");
+      detail::require(b.size() < max_elements_per_block,
+                      "block '" + name + "' has more than 2^48 elements");
+      detail::require(b.id() <= std::numeric_limits<std::uint32_t>::max(),
+                      "block '" + name + "' has an id above 2^32 - 1");
+    }
+  }
+
+  template <class Store>
+  static void prepare_snapshots(const Store& store, detail::zo_workspace<Store>& ws) {
+    ws.snapshots.resize(store.size());
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      const std::size_t n = ws.roles[i] == block_role::zeroth_order ? store.block(i).size() : 0;
+      if (ws.snapshots[i].size() != n) ws.snapshots[i].resize(n);
+    }
+  }
+
+  Perturbation perturbation_;
+  Estimator estimator_;
+  StepRule rule_;
+  Selector selector_;
+  zo_options options_;
+  std::uint64_t step_ = 0;
+  std::any workspace_;
+};
+
+}  // namespace zo

@@ -1,0 +1,62 @@
+// One sweep over a block: target = scale · source + Σ_j alpha_j · direction_j, optionally saving
+// source to a snapshot on the way. Every pass of every optimizer (perturb, restore, update, and
+// the fused update-plus-next-perturbation) is one of these, so a perturbation policy implements
+// a single kernel and the optimizers decide only which terms go into it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "zo/config.hpp"
+#include "zo/errors.hpp"
+#include "zo/random/keyed.hpp"
+
+namespace zo {
+
+// One keyed direction of a pass. The block id and the stream come from the block and the
+// policy, the seed from the pass, so a term names only what varies inside a run.
+template <class T>
+struct direction_term {
+  std::uint32_t step = 0;
+  std::uint8_t sample = 0;
+  T alpha = 0;
+};
+
+// A fixed-capacity, trivially copyable list, so a pass can be captured by value in a device
+// functor. Longer lists are split over several passes by the caller.
+inline constexpr std::size_t max_terms_per_pass = 8;
+
+template <class T>
+struct term_list {
+  direction_term<T> items[max_terms_per_pass] = {};
+  std::size_t count = 0;
+
+  ZO_HOST_DEVICE std::size_t size() const { return count; }
+  void clear() { count = 0; }
+  ZO_HOST_DEVICE bool full() const { return count == max_terms_per_pass; }
+  ZO_HOST_DEVICE const direction_term<T>& operator[](std::size_t i) const { return items[i]; }
+
+  // Adds alpha to the term with the same (step, sample), or appends a new term.
+  void add(std::uint32_t step, std::uint8_t sample, T alpha) {
+    for (std::size_t i = 0; i < count; ++i) {
+      if (items[i].step == step && items[i].sample == sample) {
+        items[i].alpha += alpha;
+        return;
+      }
+    }
+    detail::require(count < max_terms_per_pass, "internal: too many directions in one pass");
+    items[count++] = direction_term<T>{step, sample, alpha};
+  }
+};
+
+template <class T>
+struct pass {
+  const T* source = nullptr;  // read from: the block itself or its snapshot
+  T* target = nullptr;        // written to: the block
+  T* save_to = nullptr;       // when set, receives source before anything changes
+  T scale = T(1);             // multiplies source (weight decay folds in here)
+  std::uint64_t seed = 0;
+  term_list<T> terms;
+};
+
+}  // namespace zo

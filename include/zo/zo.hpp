@@ -1,0 +1,27 @@
+// Umbrella header: everything zo offers on the CPU.
+#pragma once
+
+#include "zo/concepts.hpp"
+#include "zo/config.hpp"
+#include "zo/errors.hpp"
+
+#include "zo/random/keyed.hpp"
+
+#include "zo/backends/cpu.hpp"
+#include "zo/stores/block.hpp"
+#include "zo/stores/eigen_store.hpp"
+#include "zo/stores/view_store.hpp"
+
+#include "zo/perturbations/dense.hpp"
+#include "zo/perturbations/pass.hpp"
+
+#include "zo/estimators/estimators.hpp"
+
+#include "zo/step_rules/schedules.hpp"
+#include "zo/step_rules/sgd.hpp"
+
+#include "zo/selectors/all_blocks.hpp"
+
+#include "zo/optimizers/mezo.hpp"
+#include "zo/optimizers/reports.hpp"
+#include "zo/optimizers/zo_optimizer.hpp"
