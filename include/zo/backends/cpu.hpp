@@ -10,6 +10,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace zo::backends {
 
 struct cpu {
@@ -25,11 +29,25 @@ struct cpu {
   template <class F>
   static void for_each_index(std::size_t count, const F& f) {
     const auto n = static_cast<std::int64_t>(count);
+    if (count < parallel_threshold) {
+      for (std::int64_t i = 0; i < n; ++i)
+        f(static_cast<std::size_t>(i));
+      return;
+    }
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (count >= parallel_threshold)
-#endif
+    // Contiguous equal shares, one per thread, as schedule(static) would give.
+#pragma omp parallel
+    {
+      const auto threads = static_cast<std::int64_t>(omp_get_num_threads());
+      const auto t = static_cast<std::int64_t>(omp_get_thread_num());
+      const std::int64_t begin = n * t / threads, end = n * (t + 1) / threads;
+      for (std::int64_t i = begin; i < end; ++i)
+        f(static_cast<std::size_t>(i));
+    }
+#else
     for (std::int64_t i = 0; i < n; ++i)
       f(static_cast<std::size_t>(i));
+#endif
   }
 
   template <class T>

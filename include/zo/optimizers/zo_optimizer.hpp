@@ -183,8 +183,10 @@ class probe {
       }
       perturbation_.apply(backend{}, block, sweep);
       // Later chunks continue from what the first wrote.
-      sweep =
-          pass<value_type>{block.data(), block.data(), nullptr, value_type(1), options_.seed, {}};
+      sweep.source = block.data();
+      sweep.save_to = nullptr;
+      sweep.scale = value_type(1);
+      sweep.terms.clear();
     } while (next < terms.size());
     if (exact && i + 1 == last_zo_block()) saved_ = true;
   }

@@ -1,0 +1,153 @@
+// Shared fixtures of the test suite: small problems and dense reference implementations that
+// materialise every direction element by element, independent of zo's passes.
+#pragma once
+
+#include <Eigen/Dense>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#include <zo/zo.hpp>
+
+namespace zo_test {
+
+// ½‖A·θ − b‖² / m over all blocks' elements concatenated, evaluated in double from the store's
+// current values.
+template <class Store>
+struct least_squares {
+  const Store* store;
+  Eigen::MatrixXd a;
+  Eigen::VectorXd b;
+
+  Eigen::VectorXd flatten() const {
+    Eigen::VectorXd theta(static_cast<Eigen::Index>(parameter_count()));
+    Eigen::Index k = 0;
+    for (std::size_t i = 0; i < store->size(); ++i) {
+      const auto block = store->block(i);
+      for (std::size_t e = 0; e < block.size(); ++e)
+        theta[k++] = block.data()[e];
+    }
+    return theta;
+  }
+  std::size_t parameter_count() const {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < store->size(); ++i)
+      n += store->block(i).size();
+    return n;
+  }
+  double operator()() const { return loss(flatten()); }
+  double loss(const Eigen::VectorXd& theta) const {
+    return 0.5 * (a * theta - b).squaredNorm() / static_cast<double>(a.rows());
+  }
+};
+
+// A dense m × n design with a planted solution and a little noise.
+inline std::pair<Eigen::MatrixXd, Eigen::VectorXd> random_problem(Eigen::Index m, Eigen::Index n,
+                                                                  unsigned seed) {
+  std::srand(seed);
+  Eigen::MatrixXd a = Eigen::MatrixXd::Random(m, n);
+  Eigen::VectorXd truth = Eigen::VectorXd::Random(n);
+  Eigen::VectorXd b = a * truth + 0.01 * Eigen::VectorXd::Random(m);
+  return {a, b};
+}
+
+// Copies every block's elements out, for bitwise comparisons.
+template <class Store>
+std::vector<typename Store::value_type> snapshot(const Store& store) {
+  std::vector<typename Store::value_type> out;
+  for (std::size_t i = 0; i < store.size(); ++i) {
+    const auto b = store.block(i);
+    out.insert(out.end(), b.data(), b.data() + b.size());
+  }
+  return out;
+}
+
+// One zeroth-order SGD step computed the way the papers write it, with every direction
+// materialised element by element through direction_element and every perturbed value rounded
+// to T exactly as a pass rounds it (1·x + alpha·z in T), so the measured losses match bit for bit
+// and only the update's arithmetic differs. Central differences (MeZO), or one-sided ones, over
+// q directions (n-SPSA) averaged.
+template <class T, class Distribution = zo::gaussian_distribution>
+struct dense_reference {
+  std::uint64_t seed;
+  std::uint32_t step;
+  double eps, lr, weight_decay;
+  std::size_t q = 1;
+  bool one_sided = false;
+
+  // blocks[i] holds block i's values, decays[i] its decay flag. Returns the projected gradients.
+  template <class Loss>
+  std::vector<double> run(std::vector<std::vector<T>>& blocks, const std::vector<bool>& decays,
+                          Loss&& loss_of) const {
+    std::vector<std::vector<std::vector<T>>> z(q, blocks);
+    std::vector<double> g(q);
+    const double base_loss = one_sided ? loss_of(blocks) : 0.0;
+    for (std::size_t j = 0; j < q; ++j) {
+      auto plus = blocks, minus = blocks;
+      for (std::size_t i = 0; i < blocks.size(); ++i) {
+        const zo::direction_key key{seed, step, static_cast<std::uint32_t>(i), zo::stream::dense,
+                                    static_cast<std::uint8_t>(j)};
+        for (std::size_t e = 0; e < blocks[i].size(); ++e) {
+          z[j][i][e] = zo::direction_element<Distribution, T>(key, e);
+          plus[i][e] = T(1) * blocks[i][e] + T(eps) * z[j][i][e];
+          minus[i][e] = T(1) * blocks[i][e] + T(-eps) * z[j][i][e];
+        }
+      }
+      g[j] = one_sided ? (loss_of(plus) - base_loss) / eps
+                       : (loss_of(plus) - loss_of(minus)) / (2 * eps);
+    }
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      const double decay = decays[i] ? weight_decay : 0.0;
+      for (std::size_t e = 0; e < blocks[i].size(); ++e) {
+        double direction = 0;
+        for (std::size_t j = 0; j < q; ++j)
+          direction += g[j] * double(z[j][i][e]);
+        const double theta = blocks[i][e];
+        blocks[i][e] = static_cast<T>(theta - lr * (direction / double(q) + decay * theta));
+      }
+    }
+    return g;
+  }
+};
+
+double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+template <class T>
+std::vector<double> widen(const std::vector<std::vector<T>>& blocks) {
+  std::vector<double> out;
+  for (const auto& b : blocks)
+    out.insert(out.end(), b.begin(), b.end());
+  return out;
+}
+
+// A weight matrix (decayed) and a bias (not decayed) with a least-squares loss over both.
+template <class T>
+struct two_block_problem {
+  Eigen::MatrixXd a;
+  Eigen::VectorXd b;
+  std::vector<std::vector<T>> values;
+
+  two_block_problem() {
+    auto [pa, pb] = zo_test::random_problem(60, 7 * 5 + 5, 7);
+    a = pa;
+    b = pb;
+    values = {std::vector<T>(35), std::vector<T>(5)};
+    for (std::size_t e = 0; e < 35; ++e)
+      values[0][e] = T(0.1) * T(e % 7) - T(0.3);
+    for (std::size_t e = 0; e < 5; ++e)
+      values[1][e] = T(0.05) * T(e);
+  }
+  double loss(const std::vector<std::vector<T>>& blocks) const {
+    const auto flat = widen(blocks);
+    const Eigen::VectorXd theta = Eigen::Map<const Eigen::VectorXd>(flat.data(), flat.size());
+    return 0.5 * (a * theta - b).squaredNorm() / static_cast<double>(a.rows());
+  }
+};
+
+}  // namespace zo_test

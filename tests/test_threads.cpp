@@ -1,0 +1,79 @@
+// Results do not depend on the number of OpenMP threads: every element is computed by one
+// thread from its own key and counter, and no reduction crosses threads.
+#define BOOST_TEST_MODULE threads
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+#include <cstring>
+#include <vector>
+#include <zo/zo.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "support.hpp"
+
+namespace {
+
+using element_types = boost::mpl::list<float, double>;
+
+// Blocks well above the CPU backend's parallel threshold, plus a small one and odd sizes so
+// thread shares end inside a group of four.
+template <class T>
+std::vector<T> run_with_threads(int threads, zo::restore_mode mode) {
+#if defined(_OPENMP)
+  omp_set_num_threads(threads);
+#endif
+  std::vector<T> big(300007), medium(65536 + 3), small(5);
+  for (std::size_t i = 0; i < big.size(); ++i)
+    big[i] = T(0.001) * T(i % 1000);
+  for (std::size_t i = 0; i < medium.size(); ++i)
+    medium[i] = T(-0.5) + T(i % 7);
+  zo::view_store<T> store;
+  store.add("big", std::span<T>(big), 300007, 1);
+  store.add("medium", std::span<T>(medium), 65539, 1, {.decay = false});
+  store.add("small", std::span<T>(small));
+  auto loss = [&] {
+    double s = 0;
+    for (std::size_t i = 0; i < big.size(); i += 101)
+      s += double(big[i]) * big[i];
+    for (std::size_t i = 0; i < medium.size(); i += 13)
+      s += double(medium[i]);
+    return s + double(small[0]);
+  };
+  zo::mezo opt(zo::central_difference(1e-3), zo::sgd<>(1e-4, 0.01), {.seed = 77, .restore = mode});
+  opt.optimize(store, loss, 8);
+  return zo_test::snapshot(store);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(built_with_openmp) {
+#if defined(_OPENMP)
+  omp_set_num_threads(4);
+  int seen = 0;
+#pragma omp parallel
+  {
+#pragma omp single
+    seen = omp_get_num_threads();
+  }
+  BOOST_TEST(seen == 4);  // otherwise the tests below would compare a run with itself
+#else
+  BOOST_FAIL(
+      "the test suite must be built with OpenMP for the thread-count tests to mean anything");
+#endif
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(parameters_are_bit_identical_for_1_2_and_4_threads, T,
+                              element_types) {
+  for (auto mode : {zo::restore_mode::exact, zo::restore_mode::arithmetic}) {
+    const auto one = run_with_threads<T>(1, mode);
+    for (int threads : {2, 4}) {
+      const auto many = run_with_threads<T>(threads, mode);
+      BOOST_TEST_CONTEXT(threads << " threads") {
+        BOOST_REQUIRE_EQUAL(one.size(), many.size());
+        BOOST_TEST(std::memcmp(one.data(), many.data(), one.size() * sizeof(T)) == 0);
+      }
+    }
+  }
+}
