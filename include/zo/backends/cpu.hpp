@@ -2,17 +2,14 @@
 //
 // The seam between policies and backends is deliberately narrow (the Boost.Odeint
 // state/algebra split): a policy builds a functor that updates the elements it is given an index
-// for, and a backend only decides how the indices are scheduled. The Thrust backend implements
-// the same two members with thrust::for_each, so policies never change between backends.
+// for, and a backend only decides how the indices are scheduled. A Thrust backend needs only the
+// same members (for_each_index through thrust::for_each, a device buffer), so policies are
+// written once for every backend.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace zo::backends {
 
@@ -29,25 +26,11 @@ struct cpu {
   template <class F>
   static void for_each_index(std::size_t count, const F& f) {
     const auto n = static_cast<std::int64_t>(count);
-    if (count < parallel_threshold) {
-      for (std::int64_t i = 0; i < n; ++i)
-        f(static_cast<std::size_t>(i));
-      return;
-    }
 #if defined(_OPENMP)
-    // Contiguous equal shares, one per thread, as schedule(static) would give.
-#pragma omp parallel
-    {
-      const auto threads = static_cast<std::int64_t>(omp_get_num_threads());
-      const auto t = static_cast<std::int64_t>(omp_get_thread_num());
-      const std::int64_t begin = n * t / threads, end = n * (t + 1) / threads;
-      for (std::int64_t i = begin; i < end; ++i)
-        f(static_cast<std::size_t>(i));
-    }
-#else
+#pragma omp parallel for schedule(static) if (count >= parallel_threshold)
+#endif
     for (std::int64_t i = 0; i < n; ++i)
       f(static_cast<std::size_t>(i));
-#endif
   }
 
   template <class T>

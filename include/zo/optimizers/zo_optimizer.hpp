@@ -100,11 +100,12 @@ class probe {
       f(block, change);
       move(i, block, change.scale, workspace_.terms);
     }
-    applied_.clear();
+    moved_all();
   }
 
-  // Returns every block to the base point: bit for bit from the snapshot in exact mode.
-  void abort() {
+  // Returns every block to the base point (bit for bit from the snapshot in exact mode); does
+  // nothing when the step rule has already moved them all.
+  void return_to_base() {
     desired_.clear();
     move_all();
   }
@@ -134,7 +135,14 @@ class probe {
       workspace_.terms.clear();
       move(i, store_.block(i), value_type(1), workspace_.terms);
     }
+    moved_all();
+  }
+
+  // After a sweep over every block: memory holds the desired point, and from the first sweep on
+  // the snapshot holds the base point.
+  void moved_all() {
     applied_ = desired_;
+    saved_ = options_.restore == restore_mode::exact;
   }
 
   // One pass: block ← scale·(base + desired) + extra, where base is read from the snapshot in
@@ -188,14 +196,6 @@ class probe {
       sweep.scale = value_type(1);
       sweep.terms.clear();
     } while (next < terms.size());
-    if (exact && i + 1 == last_zo_block()) saved_ = true;
-  }
-
-  std::size_t last_zo_block() const {
-    for (std::size_t i = store_.size(); i > 0; --i) {
-      if (workspace_.roles[i - 1] == block_role::zeroth_order) return i;
-    }
-    return 0;
   }
 
   static bool same_terms(const term_list<value_type>& a, const term_list<value_type>& b) {
@@ -290,13 +290,14 @@ class zo_optimizer {
       report.loss = estimator_.estimate(probe, std::span<double>(ws.gradients));
       update_context<decltype(probe)> update{probe, step_, ws.gradients};
       rule_.update(update);
+      probe.return_to_base();
       report.projected_gradients = ws.gradients;
     } catch (const detail::nonfinite_loss& bad) {
-      probe.abort();
+      probe.return_to_base();
       report.status = step_status::skipped_nonfinite_loss;
       report.loss = bad.loss;
     } catch (...) {
-      probe.abort();
+      probe.return_to_base();
       ++step_;
       throw;
     }
