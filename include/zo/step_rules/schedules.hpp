@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include <string>
 
 #include "zo/errors.hpp"
 
@@ -21,46 +22,47 @@ class constant_schedule {
   double lr_;
 };
 
-// Decays linearly from learning_rate at step 0 to final_learning_rate at total_steps, then stays.
-class linear_schedule {
+namespace detail {
+
+// Moves from `start` at step 0 to `end` at total_steps along Shape, a map of [0, 1] onto [0, 1];
+// holds `end` afterwards.
+template <class Shape>
+class decaying_schedule {
  public:
-  linear_schedule(double learning_rate, std::uint64_t total_steps, double final_learning_rate = 0)
-      : lr_(learning_rate), final_(final_learning_rate), total_(total_steps) {
-    detail::require_non_negative_finite(learning_rate, "linear_schedule: learning rate");
-    detail::require_non_negative_finite(final_learning_rate,
-                                        "linear_schedule: final learning rate");
-    detail::require(total_steps > 0, "linear_schedule: total_steps must be positive, got 0");
+  decaying_schedule(double start, std::uint64_t total_steps, double end = 0)
+      : start_(start), end_(end), total_(total_steps) {
+    const std::string name = Shape::name;
+    require_non_negative_finite(start, (name + ": learning rate").c_str());
+    require_non_negative_finite(end, (name + ": final learning rate").c_str());
+    require(total_steps > 0, name + ": total_steps must be positive, got 0");
   }
   double operator()(std::uint64_t step) const {
-    if (step >= total_) return final_;
+    if (step >= total_) return end_;
     const double t = static_cast<double>(step) / static_cast<double>(total_);
-    return lr_ + (final_ - lr_) * t;
+    return start_ + (end_ - start_) * Shape{}(t);
   }
 
  private:
-  double lr_, final_;
+  double start_, end_;
   std::uint64_t total_;
 };
 
-// Half a cosine from learning_rate at step 0 to min_learning_rate at total_steps, then stays.
-class cosine_schedule {
- public:
-  cosine_schedule(double learning_rate, std::uint64_t total_steps, double min_learning_rate = 0)
-      : lr_(learning_rate), min_(min_learning_rate), total_(total_steps) {
-    detail::require_non_negative_finite(learning_rate, "cosine_schedule: learning rate");
-    detail::require_non_negative_finite(min_learning_rate,
-                                        "cosine_schedule: minimum learning rate");
-    detail::require(total_steps > 0, "cosine_schedule: total_steps must be positive, got 0");
-  }
-  double operator()(std::uint64_t step) const {
-    if (step >= total_) return min_;
-    const double t = static_cast<double>(step) / static_cast<double>(total_);
-    return min_ + (lr_ - min_) * 0.5 * (1 + std::cos(std::numbers::pi * t));
-  }
-
- private:
-  double lr_, min_;
-  std::uint64_t total_;
+struct linear_shape {
+  static constexpr const char* name = "linear_schedule";
+  double operator()(double t) const { return t; }
 };
+
+// Half a cosine period.
+struct cosine_shape {
+  static constexpr const char* name = "cosine_schedule";
+  double operator()(double t) const { return 0.5 * (1 - std::cos(std::numbers::pi * t)); }
+};
+
+}  // namespace detail
+
+// linear_schedule(lr, total_steps, final_lr = 0): straight line from lr to final_lr.
+using linear_schedule = detail::decaying_schedule<detail::linear_shape>;
+// cosine_schedule(lr, total_steps, min_lr = 0): half a cosine from lr down to min_lr.
+using cosine_schedule = detail::decaying_schedule<detail::cosine_shape>;
 
 }  // namespace zo
