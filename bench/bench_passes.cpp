@@ -34,8 +34,9 @@ void dense_pass(benchmark::State& state) {
     sweep.terms.add(static_cast<std::uint32_t>(t), 0, 1e-3f);
   }
   const zo::dense_perturbation<Distribution> perturbation;
+  zo::scratch_arena<zo::backends::cpu, float> scratch;
   for (auto _ : state) {
-    perturbation.apply(zo::backends::cpu{}, store.block(0), sweep);
+    perturbation.apply(zo::backends::cpu{}, store.block(0), sweep, scratch);
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * 2 * elements * sizeof(float)));

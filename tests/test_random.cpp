@@ -165,7 +165,8 @@ BOOST_AUTO_TEST_CASE(elements_regenerate_alone_in_reverse_order_and_from_four_th
   std::vector<float> storage(size);
   for (std::uint32_t b = 0; b < 10; ++b)
     store.add("b" + std::to_string(b), storage);
-  zo::gaussian_perturbation{}.apply(zo::backends::cpu{}, store.block(9), sweep);
+  zo::scratch_arena<zo::backends::cpu, float> scratch;
+  zo::gaussian_perturbation{}.apply(zo::backends::cpu{}, store.block(9), sweep, scratch);
 
   std::vector<float> reverse(size);
   for (std::size_t i = size; i-- > 0;) {

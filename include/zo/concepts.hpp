@@ -41,6 +41,8 @@ template <class B>
 concept execution_backend = requires(std::size_t n) {
   typename B::template buffer<float>;
   B::for_each_index(n, [](std::size_t) {});
+  B::for_each_index(
+      n, [](std::size_t) {}, n);
 };
 
 // Parameter store: an indexed sequence of blocks of one element type on one backend.
@@ -82,8 +84,10 @@ struct backend {
   template <class T>
   struct buffer {};
   template <class F>
-  static void for_each_index(std::size_t, const F&) {}
+  static void for_each_index(std::size_t, const F&, std::size_t = 1) {}
 };
+
+struct perturbation {};
 
 struct store {
   using value_type = float;
@@ -107,7 +111,12 @@ struct block_change {
 
 // What a zeroth-order step rule sees of a step.
 struct zo_update {
+  using value_type = float;
+  using backend_type = backend;
+  archetypes::perturbation policy;
   std::uint64_t step() const { return 0; }
+  std::uint64_t seed() const { return 0; }
+  const archetypes::perturbation& perturbation() const { return policy; }
   std::span<const double> projected_gradients() const { return {}; }
   template <class F>
   void for_each_block(F&& f) {
@@ -119,13 +128,15 @@ struct zo_update {
 }  // namespace archetypes
 
 // ---------------------------------------------------------------------------------------------
-// Perturbation policy: runs one pass (pass.hpp) over a block with its own directions.
+// Perturbation policy: runs one pass (pass.hpp) over a block with its own directions, taking
+// any temporary memory from the scratch arena.
 template <class P, class Store = archetypes::store>
 concept perturbation_policy = std::copy_constructible<P> &&
     requires(const P& p, const typename Store::backend_type& backend,
              const decltype(std::declval<const Store&>().block(0))& block,
-             const pass<typename Store::value_type>& sweep) {
-  p.apply(backend, block, sweep);
+             const pass<typename Store::value_type>& sweep,
+             scratch_arena<typename Store::backend_type, typename Store::value_type>& scratch) {
+  p.apply(backend, block, sweep, scratch);
 };
 
 // Estimator: drives a probe through its evaluation pattern and fills one projected gradient per
@@ -138,11 +149,12 @@ concept estimator = std::copy_constructible<E> &&
   { e.estimate(probe, g) } -> std::convertible_to<double>;
 };
 
-// Zeroth-order step rule: a learning rate per step and an update expressed per block.
+// Zeroth-order step rule: a learning rate per step and an update expressed per block. update may
+// change the rule's own state (momentum), so it is called on a non-const rule.
 template <class R>
 concept zo_step_rule = std::copy_constructible<R> &&
-    requires(const R& r, archetypes::zo_update& u, std::uint64_t step) {
-  { r.learning_rate(step) } -> std::convertible_to<double>;
+    requires(R& r, const R& cr, archetypes::zo_update& u, std::uint64_t step) {
+  { cr.learning_rate(step) } -> std::convertible_to<double>;
   r.update(u);
 };
 
@@ -221,8 +233,9 @@ constexpr bool check_objective() {
 
 template <class P, class Store>
 constexpr bool check_perturbation_policy() {
-  static_assert(perturbation_policy<P, Store>,
-                "zo: the perturbation policy needs apply(backend, block, zo::pass<T>) const");
+  static_assert(
+      perturbation_policy<P, Store>,
+      "zo: the perturbation policy needs apply(backend, block, zo::pass<T>, scratch) const");
   return true;
 }
 
@@ -255,7 +268,7 @@ constexpr bool check_zo_step_rule() {
       },
       "zo: the step rule needs learning_rate(step) returning the learning rate");
   static_assert(
-      requires(const R& r, archetypes::zo_update& u) { r.update(u); },
+      requires(R & r, archetypes::zo_update & u) { r.update(u); },
       "zo: the step rule needs update(u), applying its change through "
       "u.for_each_block(...)");
   static_assert(zo_step_rule<R>, "zo: the type does not model zo::zo_step_rule");

@@ -13,15 +13,19 @@
 #include "zo/stores/view_store.hpp"
 
 #include "zo/perturbations/dense.hpp"
+#include "zo/perturbations/low_rank.hpp"
 #include "zo/perturbations/pass.hpp"
 
 #include "zo/estimators/estimators.hpp"
 
+#include "zo/step_rules/low_rank_momentum.hpp"
 #include "zo/step_rules/schedules.hpp"
 #include "zo/step_rules/sgd.hpp"
 
 #include "zo/selectors/all_blocks.hpp"
 
+#include "zo/optimizers/lozo.hpp"
 #include "zo/optimizers/mezo.hpp"
 #include "zo/optimizers/reports.hpp"
+#include "zo/optimizers/state_io.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"

@@ -4,9 +4,10 @@
 
 struct perturbation_without_apply {
 #ifdef ZO_COMPILE_FAIL_CONTROL
-  template <class Backend, class Block, class T>
-  void apply(const Backend& backend, const Block& block, const zo::pass<T>& p) const {
-    zo::gaussian_perturbation{}.apply(backend, block, p);
+  template <class Backend, class Block, class T, class Scratch>
+  void apply(const Backend& backend, const Block& block, const zo::pass<T>& p,
+             Scratch& scratch) const {
+    zo::gaussian_perturbation{}.apply(backend, block, p, scratch);
   }
 #endif
 };

@@ -18,16 +18,17 @@ struct cpu {
   template <class T>
   using buffer = std::vector<T>;
 
-  // Below this many indices a parallel region costs more than it saves.
-  static constexpr std::size_t parallel_threshold = 1 << 12;
+  // Below this much work (indices × work per index) a parallel region costs more than it saves.
+  static constexpr std::size_t parallel_threshold = 1 << 14;
 
   // Calls f(i) for every i in [0, count). Each index is handled by exactly one thread and f
   // must not depend on the order, so results do not depend on the number of threads.
+  // work_per_index is a hint (elements touched per call) for deciding whether to go parallel.
   template <class F>
-  static void for_each_index(std::size_t count, const F& f) {
+  static void for_each_index(std::size_t count, const F& f, std::size_t work_per_index = 1) {
     const auto n = static_cast<std::int64_t>(count);
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (count >= parallel_threshold)
+#pragma omp parallel for schedule(static) if (count * work_per_index >= parallel_threshold)
 #endif
     for (std::int64_t i = 0; i < n; ++i)
       f(static_cast<std::size_t>(i));
@@ -36,6 +37,20 @@ struct cpu {
   template <class T>
   static T* data(buffer<T>& b) {
     return b.data();
+  }
+  template <class T>
+  static const T* data(const buffer<T>& b) {
+    return b.data();
+  }
+
+  // Moving state between the backend and the host (saving and loading optimizer state).
+  template <class T>
+  static void to_host(const buffer<T>& from, std::vector<T>& to) {
+    to.assign(from.begin(), from.end());
+  }
+  template <class T>
+  static void from_host(const std::vector<T>& from, buffer<T>& to) {
+    to.assign(from.begin(), from.end());
   }
 };
 

@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <istream>
 #include <limits>
+#include <ostream>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -16,6 +18,7 @@
 #include "zo/concepts.hpp"
 #include "zo/errors.hpp"
 #include "zo/optimizers/reports.hpp"
+#include "zo/optimizers/state_io.hpp"
 #include "zo/perturbations/pass.hpp"
 #include "zo/random/keyed.hpp"
 #include "zo/selectors/all_blocks.hpp"
@@ -57,6 +60,7 @@ struct zo_workspace {
   std::vector<block_role> roles;
   std::vector<double> gradients;
   std::vector<direction_term<value_type>> terms;
+  scratch_arena<backend, value_type> scratch;
 };
 
 // Carries the parameters through one step's perturbations. It tracks two offsets from the base
@@ -98,7 +102,7 @@ class probe {
       block_change change{workspace_.terms, step_};
       const auto block = store_.block(i);
       f(block, change);
-      move(i, block, change.scale, workspace_.terms);
+      move(i, block, change.scale, workspace_.terms, change.extra);
     }
     moved_all();
   }
@@ -118,7 +122,21 @@ class probe {
     void add_direction(std::size_t sample, double alpha) {
       terms_.push_back({step_, static_cast<std::uint8_t>(sample), static_cast<value_type>(alpha)});
     }
+    // Terms the step rule computed itself (see explicit_terms): alpha · values, elementwise.
+    void add_dense(const value_type* values, double alpha) {
+      extra.addend = values;
+      extra.addend_scale = static_cast<value_type>(alpha);
+    }
+    // alpha · left · rightᵀ with left (rows × rank) and right (cols × rank), row-major.
+    void add_low_rank(const value_type* left, const value_type* right, std::size_t rank,
+                      double alpha) {
+      extra.left = left;
+      extra.right = right;
+      extra.rank = rank;
+      extra.low_rank_scale = static_cast<value_type>(alpha);
+    }
     value_type scale = 1;
+    explicit_terms<value_type> extra;
 
    private:
     std::vector<direction_term<value_type>>& terms_;
@@ -133,7 +151,7 @@ class probe {
     for (std::size_t i = 0; i < store_.size(); ++i) {
       if (workspace_.roles[i] != block_role::zeroth_order) continue;
       workspace_.terms.clear();
-      move(i, store_.block(i), value_type(1), workspace_.terms);
+      move(i, store_.block(i), value_type(1), workspace_.terms, {});
     }
     moved_all();
   }
@@ -149,10 +167,12 @@ class probe {
   // exact mode and recovered as (block − applied) in arithmetic mode.
   template <class Block>
   void move(std::size_t i, const Block& block, value_type scale,
-            std::vector<direction_term<value_type>>& extra) {
+            std::vector<direction_term<value_type>>& terms,
+            const explicit_terms<value_type>& extra) {
     pass<value_type> sweep;
     sweep.seed = options_.seed;
     sweep.scale = scale;
+    sweep.extra = extra;
     sweep.target = block.data();
     sweep.source = block.data();
     const bool exact = options_.restore == restore_mode::exact;
@@ -166,7 +186,6 @@ class probe {
     }
     // Offsets relative to the source, scaled like it, join the caller's terms; merging keeps
     // each direction to one generation per pass.
-    auto& terms = extra;
     const auto merge = [&](const direction_term<value_type>& t, value_type factor) {
       for (auto& existing : terms) {
         if (existing.step == t.step && existing.sample == t.sample) {
@@ -189,12 +208,13 @@ class probe {
           sweep.terms.items[sweep.terms.count++] = terms[next];
         }
       }
-      perturbation_.apply(backend{}, block, sweep);
+      perturbation_.apply(backend{}, block, sweep, workspace_.scratch);
       // Later chunks continue from what the first wrote.
       sweep.source = block.data();
       sweep.save_to = nullptr;
       sweep.scale = value_type(1);
       sweep.terms.clear();
+      sweep.extra = {};
     } while (next < terms.size());
   }
 
@@ -288,7 +308,7 @@ class zo_optimizer {
         store, perturbation_, ws, options_, static_cast<std::uint32_t>(step_), evaluate);
     try {
       report.loss = estimator_.estimate(probe, std::span<double>(ws.gradients));
-      update_context<decltype(probe)> update{probe, step_, ws.gradients};
+      update_context<decltype(probe)> update{probe, step_, ws.gradients, *this};
       rule_.update(update);
       probe.return_to_base();
       report.projected_gradients = ws.gradients;
@@ -324,6 +344,21 @@ class zo_optimizer {
     return summary;
   }
 
+  // Saves what a resumed run needs besides the parameters: the step index and the step rule's
+  // state (momentum). Loading it into an optimizer built with the same policies and continuing
+  // on the same parameters reproduces the uninterrupted run bit for bit.
+  void save(std::ostream& out) const {
+    detail::write_tag(out, state_tag, 1);
+    detail::write_value(out, step_);
+    if constexpr (requires { rule_.save(out); }) rule_.save(out);
+  }
+  void load(std::istream& in) {
+    detail::read_tag(in, state_tag, 1, "zo_optimizer");
+    const auto step = detail::read_value<std::uint64_t>(in, "the step index");
+    if constexpr (requires { rule_.load(in); }) rule_.load(in);
+    step_ = step;
+  }
+
   // The index of the next step; directions are keyed by it, so setting it resumes a run.
   std::uint64_t step_count() const { return step_; }
   void set_step_count(std::uint64_t step) { step_ = step; }
@@ -338,9 +373,15 @@ class zo_optimizer {
   template <class Probe>
   class update_context {
    public:
-    update_context(Probe& probe, std::uint64_t step, std::span<const double> g)
-        : probe_(probe), step_(step), g_(g) {}
+    using value_type = typename Probe::value_type;
+    using backend_type = typename Probe::backend;
+
+    update_context(Probe& probe, std::uint64_t step, std::span<const double> g,
+                   const zo_optimizer& optimizer)
+        : probe_(probe), step_(step), g_(g), optimizer_(optimizer) {}
     std::uint64_t step() const { return step_; }
+    std::uint64_t seed() const { return optimizer_.options_.seed; }
+    const Perturbation& perturbation() const { return optimizer_.perturbation_; }
     std::span<const double> projected_gradients() const { return g_; }
     template <class F>
     void for_each_block(F&& f) {
@@ -351,6 +392,7 @@ class zo_optimizer {
     Probe& probe_;
     std::uint64_t step_;
     std::span<const double> g_;
+    const zo_optimizer& optimizer_;
   };
 
   template <class Callback, class Report>
@@ -396,6 +438,7 @@ class zo_optimizer {
                       "block '" + name + "' has more than 2^48 elements");
       detail::require(b.id() <= std::numeric_limits<std::uint32_t>::max(),
                       "block '" + name + "' has an id above 2^32 - 1");
+      if constexpr (requires { perturbation_.validate(b); }) perturbation_.validate(b);
     }
   }
 
@@ -407,6 +450,8 @@ class zo_optimizer {
       if (ws.snapshots[i].size() != n) ws.snapshots[i].resize(n);
     }
   }
+
+  static constexpr std::uint64_t state_tag = 0x7a6f'2d73'7461'7465ull;  // "zo-state" in ASCII
 
   Perturbation perturbation_;
   Estimator estimator_;

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "zo/config.hpp"
 #include "zo/perturbations/pass.hpp"
@@ -35,6 +36,10 @@ struct dense_pass_kernel {
       for (std::size_t l = 0; l < lanes; ++l)
         value[l] += p.terms[t].alpha * z[l];
     }
+    if (p.extra.addend != nullptr) {
+      for (std::size_t l = 0; l < lanes; ++l)
+        value[l] += p.extra.addend_scale * p.extra.addend[first + l];
+    }
     if (p.save_to != nullptr) {
       for (std::size_t l = 0; l < lanes; ++l)
         p.save_to[first + l] = p.source[first + l];
@@ -43,6 +48,17 @@ struct dense_pass_kernel {
       p.target[first + l] = value[l];
   }
 };
+
+// Runs the pass over every element of the block with the distribution's directions.
+template <class Distribution, class Backend, class Block, class T>
+void apply_dense(const Backend&, const Block& block, const pass<T>& p, zo::stream stream) {
+  const std::size_t n = block.size();
+  const std::size_t groups = (n + group_width - 1) / group_width;
+  Backend::for_each_index(
+      groups,
+      dense_pass_kernel<Distribution, T>{p, static_cast<std::uint32_t>(block.id()), n, stream},
+      group_width);
+}
 
 }  // namespace detail
 
@@ -57,12 +73,12 @@ struct dense_perturbation {
     return direction_element<Distribution, T>(key, index);
   }
 
-  template <class Backend, class Block, class T>
-  void apply(const Backend&, const Block& block, const pass<T>& p) const {
-    const std::size_t n = block.size();
-    const std::size_t groups = (n + group_width - 1) / group_width;
-    Backend::for_each_index(groups, detail::dense_pass_kernel<Distribution, T>{
-                                        p, static_cast<std::uint32_t>(block.id()), n});
+  template <class Backend, class Block, class T, class Scratch>
+  void apply(const Backend& backend, const Block& block, const pass<T>& p, Scratch&) const {
+    detail::require(p.extra.left == nullptr,
+                    "dense_perturbation cannot apply low-rank terms (block '" +
+                        std::string(block.name()) + "'); use low_rank_perturbation");
+    detail::apply_dense<Distribution>(backend, block, p, stream::dense);
   }
 };
 

@@ -49,6 +49,19 @@ struct term_list {
   }
 };
 
+// Terms a step rule computed itself rather than keyed directions, e.g. LOZO-M's momentum:
+// target += addend_scale · addend (a dense block of values) and
+// target += low_rank_scale · left · rightᵀ (left: rows × rank, right: cols × rank, row-major).
+template <class T>
+struct explicit_terms {
+  const T* addend = nullptr;
+  T addend_scale = 0;
+  const T* left = nullptr;
+  const T* right = nullptr;
+  std::size_t rank = 0;
+  T low_rank_scale = 0;
+};
+
 template <class T>
 struct pass {
   const T* source = nullptr;  // read from: the block itself or its snapshot
@@ -57,6 +70,25 @@ struct pass {
   T scale = T(1);             // multiplies source (weight decay folds in here)
   std::uint64_t seed = 0;
   term_list<T> terms;
+  explicit_terms<T> extra;
+};
+
+// Scratch memory a perturbation policy may ask for during a pass (low-rank factors). One buffer
+// that only grows, so a run allocates only while the largest request is still growing; peak()
+// is what a policy asked for at most, which is how tests check that no m × n temporary appears.
+template <class Backend, class T>
+class scratch_arena {
+ public:
+  T* request(std::size_t count) {
+    if (count > peak_) peak_ = count;
+    if (buffer_.size() < count) buffer_.resize(count);
+    return Backend::data(buffer_);
+  }
+  std::size_t peak() const { return peak_; }
+
+ private:
+  typename Backend::template buffer<T> buffer_;
+  std::size_t peak_ = 0;
 };
 
 }  // namespace zo

@@ -1,0 +1,194 @@
+// Low-rank directions (LOZO, Chen et al. 2024): a matrix block W (m × n) moves along U·Vᵀ with
+// U (m × r) redrawn every step and V (n × r) redrawn every ν steps; vector blocks (biases, norms)
+// move along a dense Gaussian direction as in MeZO.
+//
+// U, V and dense z come from separate keyed streams, and V's key holds the first step of its
+// ν-step window, so every pass of a step — perturbations and the update alike — regenerates
+// exactly the direction that was measured. (The reference code drew U for the update from a
+// different stream position on the steps where V was redrawn.)
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "zo/config.hpp"
+#include "zo/errors.hpp"
+#include "zo/perturbations/dense.hpp"
+#include "zo/perturbations/pass.hpp"
+#include "zo/random/keyed.hpp"
+
+namespace zo {
+
+namespace detail {
+
+// Writes scale · (keyed factor element idx) for idx in [0, rows · rank) of a row-major
+// rows × rank factor to out[(idx / rank) · row_stride + (offset + idx % rank) · col_stride], so
+// the same generator fills a factor as it is (row_stride = rank, col_stride = 1), as columns of
+// a wider matrix, or transposed.
+template <class T>
+struct factor_fill_kernel {
+  direction_key key;
+  T scale;
+  std::size_t count, rank, row_stride, col_stride, offset;
+  T* out;
+
+  ZO_HOST_DEVICE void operator()(std::size_t g) const {
+    T z[group_width];
+    gaussian_distribution::group(key, g, z);
+    for (std::size_t l = 0; l < group_width; ++l) {
+      const std::size_t idx = g * group_width + l;
+      if (idx >= count) break;
+      out[(idx / rank) * row_stride + (offset + idx % rank) * col_stride] = scale * z[l];
+    }
+  }
+};
+
+// Copies scale · in (rows × rank, row-major) into the same strided layout.
+template <class T>
+struct factor_copy_kernel {
+  const T* in;
+  T scale;
+  std::size_t rank, row_stride, col_stride, offset;
+  T* out;
+
+  ZO_HOST_DEVICE void operator()(std::size_t idx) const {
+    out[(idx / rank) * row_stride + (offset + idx % rank) * col_stride] = scale * in[idx];
+  }
+};
+
+// One row of target = scale · source + addend_scale · addend + A · Bᵀ, with A (m × R) row-major
+// and B stored transposed (R × n) so the inner loop runs over contiguous memory.
+template <class T>
+struct low_rank_row_kernel {
+  pass<T> p;
+  const T* a;
+  const T* bt;
+  std::size_t cols, total_rank;
+
+  ZO_HOST_DEVICE void operator()(std::size_t row) const {
+    const std::size_t base = row * cols;
+    const T* source = p.source + base;
+    T* target = p.target + base;
+    if (p.save_to != nullptr) {
+      for (std::size_t c = 0; c < cols; ++c)
+        p.save_to[base + c] = source[c];
+    }
+    for (std::size_t c = 0; c < cols; ++c)
+      target[c] = p.scale * source[c];
+    if (p.extra.addend != nullptr) {
+      for (std::size_t c = 0; c < cols; ++c) {
+        target[c] += p.extra.addend_scale * p.extra.addend[base + c];
+      }
+    }
+    for (std::size_t k = 0; k < total_rank; ++k) {
+      const T coefficient = a[row * total_rank + k];
+      const T* b = bt + k * cols;
+      for (std::size_t c = 0; c < cols; ++c)
+        target[c] += coefficient * b[c];
+    }
+  }
+};
+
+}  // namespace detail
+
+class low_rank_perturbation {
+ public:
+  // rank r ≥ 1; interval ν ≥ 1 (steps V is kept for); scale_by_sqrt_rank divides U·Vᵀ by √r so
+  // its entries have unit variance (off by default, as in the reference).
+  explicit low_rank_perturbation(std::size_t rank = 2, std::size_t interval = 50,
+                                 bool scale_by_sqrt_rank = false)
+      : rank_(rank), interval_(interval), scaled_(scale_by_sqrt_rank) {
+    detail::require(rank >= 1, "low_rank_perturbation: rank must be at least 1, got 0");
+    detail::require(interval >= 1, "low_rank_perturbation: interval must be at least 1, got 0");
+  }
+
+  std::size_t rank() const { return rank_; }
+  std::size_t interval() const { return interval_; }
+  bool scale_by_sqrt_rank() const { return scaled_; }
+
+  // Matrix blocks get U·Vᵀ; anything with a single row or column gets a dense direction.
+  template <class Block>
+  static bool is_matrix(const Block& block) {
+    return block.rows() > 1 && block.cols() > 1;
+  }
+
+  // Called by the optimizer for every block before a step changes anything.
+  template <class Block>
+  void validate(const Block& block) const {
+    if (!is_matrix(block)) return;
+    const std::size_t limit = block.rows() < block.cols() ? block.rows() : block.cols();
+    detail::require(rank_ <= limit, "low_rank_perturbation: rank " + std::to_string(rank_) +
+                                        " exceeds min(rows, cols) = " + std::to_string(limit) +
+                                        " of block '" + std::string(block.name()) + "'");
+  }
+
+  // The step whose key V uses at `step`: the first step of its ν-step window.
+  std::uint32_t factor_step(std::uint32_t step) const {
+    return step - static_cast<std::uint32_t>(step % interval_);
+  }
+  // U is scaled by this, so that U·Vᵀ is the direction.
+  double u_scale() const { return scaled_ ? 1.0 / std::sqrt(static_cast<double>(rank_)) : 1.0; }
+
+  direction_key u_key(std::uint64_t seed, std::uint32_t step, std::uint32_t block,
+                      std::uint8_t sample) const {
+    return {seed, step, block, stream::low_rank_u, sample};
+  }
+  // V is shared by the q directions of a step, so momentum can live in one factor space.
+  direction_key v_key(std::uint64_t seed, std::uint32_t step, std::uint32_t block) const {
+    return {seed, factor_step(step), block, stream::low_rank_v, 0};
+  }
+
+  // Writes scale · factor (rows × rank, keyed by `key`) into out with the given layout (see
+  // detail::factor_fill_kernel).
+  template <class Backend, class T>
+  void fill_factor(const Backend&, const direction_key& key, T scale, std::size_t rows, T* out,
+                   std::size_t row_stride, std::size_t col_stride, std::size_t offset) const {
+    const std::size_t count = rows * rank_;
+    Backend::for_each_index((count + group_width - 1) / group_width,
+                            detail::factor_fill_kernel<T>{key, scale, count, rank_, row_stride,
+                                                          col_stride, offset, out},
+                            group_width);
+  }
+
+  template <class Backend, class Block, class T, class Scratch>
+  void apply(const Backend& backend, const Block& block, const pass<T>& p, Scratch& scratch) const {
+    if (!is_matrix(block)) {
+      detail::require(p.extra.left == nullptr,
+                      "low-rank terms given for vector block '" + std::string(block.name()) + "'");
+      detail::apply_dense<gaussian_distribution>(backend, block, p, stream::dense);
+      return;
+    }
+    const std::size_t m = block.rows(), n = block.cols();
+    const std::size_t keyed = rank_ * p.terms.size();
+    const std::size_t total = keyed + (p.extra.left != nullptr ? p.extra.rank : 0);
+    // O(r·(m + n)) scratch per direction: the factors, never their m × n product.
+    T* a = scratch.request((m + n) * total);
+    T* bt = a + m * total;
+    const auto id = static_cast<std::uint32_t>(block.id());
+    for (std::size_t t = 0; t < p.terms.size(); ++t) {
+      const auto& term = p.terms[t];
+      const T alpha = term.alpha * static_cast<T>(u_scale());
+      fill_factor(backend, u_key(p.seed, term.step, id, term.sample), alpha, m, a, total, 1,
+                  t * rank_);
+      fill_factor(backend, v_key(p.seed, term.step, id), T(1), n, bt, 1, n, t * rank_);
+    }
+    if (p.extra.left != nullptr) {
+      const std::size_t r = p.extra.rank;
+      Backend::for_each_index(
+          m * r, detail::factor_copy_kernel<T>{p.extra.left, p.extra.low_rank_scale, r, total, 1,
+                                               keyed, a});
+      Backend::for_each_index(
+          n * r, detail::factor_copy_kernel<T>{p.extra.right, T(1), r, 1, n, keyed, bt});
+    }
+    Backend::for_each_index(m, detail::low_rank_row_kernel<T>{p, a, bt, n, total}, n * (total + 1));
+  }
+
+ private:
+  std::size_t rank_;
+  std::size_t interval_;
+  bool scaled_;
+};
+
+}  // namespace zo

@@ -1,0 +1,337 @@
+// LOZO-M's step rule: momentum kept in factor space. For a matrix block with direction U·Vᵀ the
+// momentum is N (m × r) with N·Vᵀ the momentum matrix; vector blocks keep dense momentum.
+//
+//   first step:      N = ḡU
+//   V unchanged:     N ← βN + (1 − β)·ḡU
+//   V_old → V_new:   N ← β·N·(V_oldᵀ·V_new)/n + (1 − β)·ḡU     (VᵀV ≈ n·I)
+//   update:          W ← W − η(N·V_newᵀ + λW)
+//
+// with ḡU = (1/q) Σ_j g_j·U_j. The r × r product is formed first, O(r²(m + n)), never an m × n
+// temporary; V_old is regenerated from its key instead of being stored, so the state is N alone.
+// Momentum is kept for every ν, ν = 1 included (the reference silently drops it there).
+#pragma once
+
+#include <any>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <istream>
+#include <map>
+#include <ostream>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "zo/config.hpp"
+#include "zo/errors.hpp"
+#include "zo/optimizers/state_io.hpp"
+#include "zo/perturbations/low_rank.hpp"
+#include "zo/random/keyed.hpp"
+#include "zo/step_rules/schedules.hpp"
+
+namespace zo {
+
+namespace detail {
+
+// out = keep · out + Σ_t coefficient_t · z_t over up to max_terms_per_pass keyed directions
+// (fresh = true ignores the old contents, which may not be initialised).
+template <class T>
+struct momentum_accumulate_kernel {
+  T* out;
+  std::size_t size;
+  T keep;
+  bool fresh;
+  direction_key keys[max_terms_per_pass];
+  T coefficients[max_terms_per_pass];
+  std::size_t terms;
+
+  ZO_HOST_DEVICE void operator()(std::size_t g) const {
+    const std::size_t first = g * group_width;
+    const std::size_t lanes = size - first < group_width ? size - first : group_width;
+    T value[group_width];
+    for (std::size_t l = 0; l < lanes; ++l)
+      value[l] = fresh ? T(0) : keep * out[first + l];
+    for (std::size_t t = 0; t < terms; ++t) {
+      T z[group_width];
+      gaussian_distribution::group(keys[t], g, z);
+      for (std::size_t l = 0; l < lanes; ++l)
+        value[l] += coefficients[t] * z[l];
+    }
+    for (std::size_t l = 0; l < lanes; ++l)
+      out[first + l] = value[l];
+  }
+};
+
+// out (r × r) = Xᵀ·Y / n for X, Y (n × r) row-major; each entry is summed in index order by one
+// thread, so the result does not depend on the thread count.
+template <class T>
+struct gram_kernel {
+  const T* x;
+  const T* y;
+  std::size_t n, r;
+  T* out;
+
+  ZO_HOST_DEVICE void operator()(std::size_t e) const {
+    const std::size_t i = e / r, j = e % r;
+    double sum = 0;
+    for (std::size_t b = 0; b < n; ++b)
+      sum += double(x[b * r + i]) * double(y[b * r + j]);
+    out[e] = static_cast<T>(sum / static_cast<double>(n));
+  }
+};
+
+// out row a = keep · (in row a) · M, for in (m × r) and M (r × r).
+template <class T>
+struct project_rows_kernel {
+  const T* in;
+  const T* m;
+  std::size_t r;
+  T keep;
+  T* out;
+
+  ZO_HOST_DEVICE void operator()(std::size_t a) const {
+    for (std::size_t j = 0; j < r; ++j) {
+      T sum = 0;
+      for (std::size_t i = 0; i < r; ++i)
+        sum += in[a * r + i] * m[i * r + j];
+      out[a * r + j] = keep * sum;
+    }
+  }
+};
+
+template <class T>
+struct copy_kernel {
+  const T* in;
+  T* out;
+  ZO_HOST_DEVICE void operator()(std::size_t i) const { out[i] = in[i]; }
+};
+
+}  // namespace detail
+
+template <class Schedule = constant_schedule>
+class low_rank_momentum {
+ public:
+  low_rank_momentum(Schedule schedule, double beta = 0.9, double weight_decay = 0)
+      : schedule_(std::move(schedule)), beta_(beta), weight_decay_(weight_decay) {
+    detail::require(beta >= 0 && beta < 1,
+                    "low_rank_momentum: beta must be in [0, 1), got " + std::to_string(beta));
+    detail::require_non_negative_finite(weight_decay, "low_rank_momentum: weight decay");
+  }
+
+  // Constant learning rate; the LOZO reference uses 1e-7 to 1e-6 and β = 0.9.
+  explicit low_rank_momentum(
+      double learning_rate = 1e-6, double beta = 0.9,
+      double weight_decay = 0) requires std::same_as<Schedule, constant_schedule>
+      : low_rank_momentum(constant_schedule(learning_rate), beta, weight_decay) {}
+
+  double learning_rate(std::uint64_t step) const { return schedule_(step); }
+  double beta() const { return beta_; }
+  double weight_decay() const { return weight_decay_; }
+
+  template <class Update>
+  void update(Update& u) {
+    using T = typename Update::value_type;
+    using Backend = typename Update::backend_type;
+    const auto& policy = u.perturbation();
+    static_assert(std::same_as<std::remove_cvref_t<decltype(policy)>, low_rank_perturbation>,
+                  "zo: low_rank_momentum (LOZO-M) needs zo::low_rank_perturbation");
+    auto& state = state_for<Backend, T>();
+    const auto g = u.projected_gradients();
+    const double lr = learning_rate(u.step());
+    const auto step = static_cast<std::uint32_t>(u.step());
+    const auto seed = u.seed();
+    const Backend backend{};
+
+    u.for_each_block([&](const auto& block, auto& change) {
+      const auto id = static_cast<std::uint32_t>(block.id());
+      const bool matrix = low_rank_perturbation::is_matrix(block);
+      const std::size_t r = policy.rank(), rows = block.rows(), cols = block.cols();
+      const std::size_t count = matrix ? rows * r : block.size();
+      auto& bs = state.blocks[block.id()];
+      if (!bs.initialized) {
+        bs.momentum.resize(count);
+      } else {
+        detail::require(bs.momentum.size() == count,
+                        "low_rank_momentum: momentum of block '" + std::string(block.name()) +
+                            "' has " + std::to_string(bs.momentum.size()) +
+                            " elements, the block needs " + std::to_string(count));
+      }
+      T* momentum = Backend::data(bs.momentum);
+      const bool fresh = !bs.initialized;
+      double keep = beta_;
+      const double weight = fresh ? 1.0 : 1.0 - beta_;
+
+      if (matrix) {
+        // Transient factors, shared by all blocks: V_new, V_old, M, projected N.
+        T* v_new = state.transient(2 * cols * r + r * r + rows * r);
+        T* v_old = v_new + cols * r;
+        T* gram = v_old + cols * r;
+        T* projected = gram + r * r;
+        policy.fill_factor(backend, policy.v_key(seed, step, id), T(1), cols, v_new, r, 1, 0);
+        if (!fresh && bs.factor_step != policy.factor_step(step)) {
+          policy.fill_factor(backend, policy.v_key(seed, bs.factor_step, id), T(1), cols, v_old, r,
+                             1, 0);
+          Backend::for_each_index(r * r, detail::gram_kernel<T>{v_old, v_new, cols, r, gram}, cols);
+          Backend::for_each_index(
+              rows, detail::project_rows_kernel<T>{momentum, gram, r, T(beta_), projected}, r * r);
+          Backend::for_each_index(rows * r, detail::copy_kernel<T>{projected, momentum});
+          keep = 1;
+        }
+        accumulate(backend, momentum, count, T(keep), fresh, g, weight * policy.u_scale(),
+                   [&](std::size_t j) {
+                     return policy.u_key(seed, step, id, static_cast<std::uint8_t>(j));
+                   });
+        bs.factor_step = policy.factor_step(step);
+        change.add_low_rank(momentum, v_new, r, -lr);
+      } else {
+        accumulate(backend, momentum, count, T(keep), fresh, g, weight, [&](std::size_t j) {
+          return direction_key{seed, step, id, stream::dense, static_cast<std::uint8_t>(j)};
+        });
+        change.add_dense(momentum, -lr);
+      }
+      bs.initialized = true;
+      if (block.decay()) change.scale_by(1 - lr * weight_decay_);
+    });
+  }
+
+  void save(std::ostream& out) const {
+    detail::write_tag(out, state_tag, 1);
+    if (save_ == nullptr) {
+      pending_.write(out);
+    } else {
+      save_(state_, out);
+    }
+  }
+
+  // The loaded momentum takes effect at the next step, when the store's element type is known.
+  void load(std::istream& in) {
+    detail::read_tag(in, state_tag, 1, "low_rank_momentum");
+    saved_state loaded;
+    loaded.read(in);
+    pending_ = std::move(loaded);
+    state_.reset();
+    save_ = nullptr;
+  }
+
+ private:
+  static constexpr std::uint64_t state_tag = 0x6c6f'7a6f'2d6d'6f6dull;  // "lozo-mom" in ASCII
+
+  // Host-side image of the state, as saved.
+  struct saved_block {
+    std::uint64_t id = 0;
+    std::uint32_t factor_step = 0;
+    std::vector<char> bytes;
+  };
+  struct saved_state {
+    std::uint32_t element_size = 0;
+    std::vector<saved_block> blocks;
+
+    void write(std::ostream& out) const {
+      detail::write_value(out, element_size);
+      detail::write_value(out, static_cast<std::uint64_t>(blocks.size()));
+      for (const auto& b : blocks) {
+        detail::write_value(out, b.id);
+        detail::write_value(out, b.factor_step);
+        detail::write_value(out, static_cast<std::uint64_t>(b.bytes.size()));
+        out.write(b.bytes.data(), static_cast<std::streamsize>(b.bytes.size()));
+      }
+    }
+    void read(std::istream& in) {
+      element_size = detail::read_value<std::uint32_t>(in, "the momentum element size");
+      const auto count = detail::read_value<std::uint64_t>(in, "the momentum block count");
+      blocks.resize(count);
+      for (auto& b : blocks) {
+        b.id = detail::read_value<std::uint64_t>(in, "a momentum block id");
+        b.factor_step = detail::read_value<std::uint32_t>(in, "a momentum factor step");
+        const auto size = detail::read_value<std::uint64_t>(in, "a momentum size");
+        detail::require(element_size > 0 && size % element_size == 0,
+                        "momentum state has a block of " + std::to_string(size) +
+                            " bytes, not a whole number of elements");
+        b.bytes.resize(size);
+        detail::read_bytes(in, b.bytes.data(), size, "momentum values");
+      }
+    }
+  };
+
+  template <class Backend, class T>
+  struct typed_state {
+    struct block_state {
+      typename Backend::template buffer<T> momentum;
+      std::uint32_t factor_step = 0;
+      bool initialized = false;
+    };
+    std::map<std::size_t, block_state> blocks;
+    typename Backend::template buffer<T> scratch;
+
+    T* transient(std::size_t count) {
+      if (scratch.size() < count) scratch.resize(count);
+      return Backend::data(scratch);
+    }
+  };
+
+  template <class Backend, class T>
+  typed_state<Backend, T>& state_for() {
+    using state_type = typed_state<Backend, T>;
+    if (auto* s = std::any_cast<state_type>(&state_)) return *s;
+    state_type fresh;
+    if (!pending_.blocks.empty()) {
+      detail::require(pending_.element_size == sizeof(T),
+                      "low_rank_momentum: the loaded state has " +
+                          std::to_string(pending_.element_size) + "-byte elements, the store " +
+                          std::to_string(sizeof(T)) + "-byte ones");
+      for (const auto& b : pending_.blocks) {
+        std::vector<T> values(b.bytes.size() / sizeof(T));
+        std::memcpy(values.data(), b.bytes.data(), b.bytes.size());
+        auto& bs = fresh.blocks[b.id];
+        Backend::from_host(values, bs.momentum);
+        bs.factor_step = b.factor_step;
+        bs.initialized = true;
+      }
+    }
+    pending_ = {};
+    state_ = std::move(fresh);
+    save_ = [](const std::any& any, std::ostream& out) {
+      const auto& s = std::any_cast<const state_type&>(any);
+      saved_state image;
+      image.element_size = sizeof(T);
+      for (const auto& [id, bs] : s.blocks) {
+        std::vector<T> values;
+        Backend::to_host(bs.momentum, values);
+        saved_block b{id, bs.factor_step, std::vector<char>(values.size() * sizeof(T))};
+        std::memcpy(b.bytes.data(), values.data(), b.bytes.size());
+        image.blocks.push_back(std::move(b));
+      }
+      image.write(out);
+    };
+    return *std::any_cast<state_type>(&state_);
+  }
+
+  // momentum = keep · momentum + weight · (1/q) Σ_j g_j · z_j, with z_j keyed by key_of(j).
+  template <class Backend, class T, class KeyOf>
+  static void accumulate(const Backend&, T* momentum, std::size_t count, T keep, bool fresh,
+                         std::span<const double> g, double weight, KeyOf&& key_of) {
+    const double inverse_q = 1.0 / static_cast<double>(g.size());
+    for (std::size_t first = 0; first < g.size(); first += max_terms_per_pass) {
+      detail::momentum_accumulate_kernel<T> kernel{momentum, count, keep, fresh, {}, {}, 0};
+      for (std::size_t j = first; j < g.size() && kernel.terms < max_terms_per_pass; ++j) {
+        kernel.keys[kernel.terms] = key_of(j);
+        kernel.coefficients[kernel.terms] = static_cast<T>(weight * g[j] * inverse_q);
+        ++kernel.terms;
+      }
+      Backend::for_each_index((count + group_width - 1) / group_width, kernel, group_width);
+      keep = T(1);  // later chunks add to what the first wrote
+      fresh = false;
+    }
+  }
+
+  Schedule schedule_;
+  double beta_;
+  double weight_decay_;
+  std::any state_;
+  void (*save_)(const std::any&, std::ostream&) = nullptr;
+  saved_state pending_;
+};
+
+}  // namespace zo
