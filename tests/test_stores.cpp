@@ -13,6 +13,8 @@ static_assert(zo::perturbation_policy<zo::gaussian_perturbation, zo::eigen_store
 static_assert(zo::estimator<zo::q_sample<zo::one_sided>>);
 static_assert(zo::zo_step_rule<zo::sgd<zo::cosine_schedule>>);
 static_assert(zo::layer_selector<zo::all_blocks, zo::view_store<float>>);
+static_assert(zo::perturbation_policy<zo::low_rank_perturbation, zo::view_store<float>>);
+static_assert(zo::zo_step_rule<zo::low_rank_momentum<>>);
 
 BOOST_AUTO_TEST_CASE(view_store_exposes_caller_memory_with_its_metadata) {
   std::vector<float> w(12), b(3);
