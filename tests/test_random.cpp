@@ -163,8 +163,10 @@ BOOST_AUTO_TEST_CASE(elements_regenerate_alone_in_reverse_order_and_from_four_th
   sweep.terms.add(key.step, key.sample, 1.0f);
   zo::view_store<float> store;
   std::vector<float> storage(size);
-  for (std::uint32_t b = 0; b < 10; ++b)
-    store.add("b" + std::to_string(b), storage);
+  // Ten blocks, so the one applied below has id 9, the key's block.
+  for (const char* name : {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}) {
+    store.add(name, storage);
+  }
   zo::scratch_arena<zo::backends::cpu, float> scratch;
   zo::gaussian_perturbation{}.apply(zo::backends::cpu{}, store.block(9), sweep, scratch);
 
