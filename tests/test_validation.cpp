@@ -239,4 +239,5 @@ BOOST_AUTO_TEST_CASE(an_objective_that_throws_leaves_the_base_point_and_propagat
                     std::runtime_error);
   const auto after = f.values();
   BOOST_TEST(std::memcmp(after.data(), before.data(), after.size() * sizeof(float)) == 0);
+  BOOST_TEST(opt.step_count() == 0u);  // the step did not happen
 }

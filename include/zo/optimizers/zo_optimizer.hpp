@@ -266,7 +266,8 @@ class zo_optimizer {
 
   // One step on the loss `f` (the same mini-batch for every evaluation of the step). Throws
   // zo::invalid_argument before touching any parameter when the store or a hyperparameter is
-  // invalid; if `f` throws, the parameters are returned to the base point and it is rethrown.
+  // invalid; if `f` throws, the parameters are returned to the base point, the step index is left
+  // as it was, and the exception is rethrown.
   template <class Store, class Objective, class... Callbacks>
   step_report step(Store& store, Objective&& f, Callbacks&... callbacks) {
     static_assert(check_parameter_store<Store>());
@@ -317,8 +318,8 @@ class zo_optimizer {
       report.status = step_status::skipped_nonfinite_loss;
       report.loss = bad.loss;
     } catch (...) {
+      // The step did not happen: parameters back at the base point, the step index unchanged.
       probe.return_to_base();
-      ++step_;
       throw;
     }
     ++step_;

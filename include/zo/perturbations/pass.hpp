@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "zo/config.hpp"
 #include "zo/errors.hpp"
@@ -44,7 +45,8 @@ struct term_list {
         return;
       }
     }
-    detail::require(count < max_terms_per_pass, "internal: too many directions in one pass");
+    detail::require(count < max_terms_per_pass, "at most " + std::to_string(max_terms_per_pass) +
+                                                    " directions can be applied at once");
     items[count++] = direction_term<T>{step, sample, alpha};
   }
 };
