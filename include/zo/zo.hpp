@@ -18,12 +18,15 @@
 
 #include "zo/estimators/estimators.hpp"
 
+#include "zo/step_rules/first_order.hpp"
 #include "zo/step_rules/low_rank_momentum.hpp"
 #include "zo/step_rules/schedules.hpp"
 #include "zo/step_rules/sgd.hpp"
 
 #include "zo/selectors/all_blocks.hpp"
+#include "zo/selectors/layers.hpp"
 
+#include "zo/optimizers/hybrid.hpp"
 #include "zo/optimizers/lozo.hpp"
 #include "zo/optimizers/mezo.hpp"
 #include "zo/optimizers/reports.hpp"

@@ -2,6 +2,7 @@
 // and a layer selector (ensmallen's policy style). MeZO and its variants are aliases of it.
 #pragma once
 
+#include <algorithm>
 #include <any>
 #include <cmath>
 #include <cstddef>
@@ -44,6 +45,11 @@ struct zo_options {
 };
 
 namespace detail {
+
+// A zeroth-order-only step has nothing between its estimate and its update.
+struct nothing_between {
+  void operator()() const {}
+};
 
 // Thrown inside a step when a loss is NaN or infinite; caught by the step itself.
 struct nonfinite_loss {
@@ -275,17 +281,33 @@ class zo_optimizer {
     static_assert(check_perturbation_policy<Perturbation, Store>());
     static_assert(check_layer_selector<Selector, Store>());
 
-    auto& ws = workspace_for(store);
-    const double lr = rule_.learning_rate(step_);
-    validate(store, lr);
-    ws.roles.assign(store.size(), block_role::zeroth_order);
-    selector_.select(step_, store, std::span<block_role>(ws.roles));
+    std::vector<block_role>& roles = workspace_for(store).roles;
+    roles.assign(store.size(), block_role::zeroth_order);
+    selector_.select(step_, store, std::span<block_role>(roles));
     for (std::size_t i = 0; i < store.size(); ++i) {
-      detail::require(ws.roles[i] != block_role::first_order,
+      detail::require(roles[i] != block_role::first_order,
                       "the layer selector gave block '" + std::string(store.block(i).name()) +
                           "' a first-order role; a zeroth-order optimizer cannot train it (use "
                           "zo::hybrid)");
     }
+    return step_with_roles(store, f, roles, detail::nothing_between{}, callbacks...);
+  }
+
+  // One step with roles decided by the caller (zo::hybrid): only zeroth-order blocks are
+  // perturbed and updated. `between()` runs after the estimate, with every block back at its
+  // base point, and before the zeroth-order update: the hybrid's first-order forward and
+  // backward. Validation, skipping and restoring are as for step().
+  template <class Store, class Objective, class Between, class... Callbacks>
+  step_report step_with_roles(Store& store, Objective&& f, std::span<const block_role> roles,
+                              Between&& between, Callbacks&... callbacks) {
+    auto& ws = workspace_for(store);
+    const double lr = rule_.learning_rate(step_);
+    validate(store, lr);
+    detail::require(roles.size() == store.size(), "one role per block is needed");
+    if (roles.data() != ws.roles.data()) ws.roles.assign(roles.begin(), roles.end());
+    detail::require(std::any_of(ws.roles.begin(), ws.roles.end(),
+                                [](block_role r) { return r != block_role::frozen; }),
+                    "the layer selector left no block to train at step " + std::to_string(step_));
     if (options_.restore == restore_mode::exact) prepare_snapshots(store, ws);
     ws.gradients.assign(estimator_.samples(), 0.0);
 
@@ -309,6 +331,10 @@ class zo_optimizer {
         store, perturbation_, ws, options_, static_cast<std::uint32_t>(step_), evaluate);
     try {
       report.loss = estimator_.estimate(probe, std::span<double>(ws.gradients));
+      if constexpr (!std::is_same_v<std::remove_cvref_t<Between>, detail::nothing_between>) {
+        probe.return_to_base();
+        between();
+      }
       update_context<decltype(probe)> update{probe, step_, ws.gradients, *this};
       rule_.update(update);
       probe.return_to_base();

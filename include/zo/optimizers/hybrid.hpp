@@ -1,0 +1,235 @@
+// Hybrid first-order / zeroth-order optimizer (LoHO): a selector splits the blocks per step into
+// first-order (gradients from backprop), zeroth-order (the ZO part's perturbations) and frozen
+// blocks. One step follows the LoHO reference order: ZO estimate (forwards with only ZO blocks
+// perturbed), FO forward + backward at the unperturbed point, ZO update, FO step.
+#pragma once
+
+#include <any>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "zo/concepts.hpp"
+#include "zo/errors.hpp"
+#include "zo/optimizers/mezo.hpp"
+#include "zo/optimizers/reports.hpp"
+#include "zo/optimizers/zo_optimizer.hpp"
+#include "zo/selectors/layers.hpp"
+#include "zo/step_rules/first_order.hpp"
+
+namespace zo {
+
+// The gradients an objective is asked for: one zero-initialised buffer per requested block,
+// rows × cols elements row-major like the block, on the store's backend.
+template <class T>
+class gradient_view {
+ public:
+  gradient_view(std::span<const std::size_t> blocks, std::span<T* const> buffers)
+      : blocks_(blocks), buffers_(buffers) {}
+
+  // Store indices of the requested blocks, in store order.
+  std::span<const std::size_t> blocks() const { return blocks_; }
+  // The buffer of blocks()[k].
+  T* operator[](std::size_t k) const { return buffers_[k]; }
+  // The buffer of the block with this store index, or nullptr when it was not requested.
+  T* find(std::size_t block_index) const {
+    for (std::size_t k = 0; k < blocks_.size(); ++k) {
+      if (blocks_[k] == block_index) return buffers_[k];
+    }
+    return nullptr;
+  }
+
+ private:
+  std::span<const std::size_t> blocks_;
+  std::span<T* const> buffers_;
+};
+
+// The hybrid's objective: the loss for zeroth-order evaluations, and the loss with gradients
+// for the requested blocks only (the objective decides how; a transformer backprops from the
+// loss down to the lowest requested layer and no further).
+template <class F, class T>
+concept differentiable_objective = requires(F& f, gradient_view<T>& gradients) {
+  { f.loss() } -> std::convertible_to<double>;
+  { f.loss_and_gradients(gradients) } -> std::convertible_to<double>;
+};
+
+// First-order step rule: a learning rate per step and an update of one block from its gradient
+// (scaled by gradient_scale, the clipping factor).
+template <class R>
+concept fo_step_rule = std::copy_constructible<R> &&
+    requires(R& r, const R& cr, const archetypes::block& block, const float* gradient,
+             std::uint64_t step) {
+  { cr.learning_rate(step) } -> std::convertible_to<double>;
+  r.apply(archetypes::backend{}, block, gradient, 1.0, step);
+};
+
+struct hybrid_options {
+  // Global gradient-norm clipping of the first-order gradients (LoHO: 1.0); 0 turns it off.
+  double clip_norm = 1.0;
+};
+
+namespace detail {
+
+template <class T>
+struct fill_kernel {
+  T* out;
+  T value;
+  ZO_HOST_DEVICE void operator()(std::size_t i) const { out[i] = value; }
+};
+
+// Partial sums of squares over fixed chunks, so the total does not depend on the thread count.
+template <class T>
+struct square_sum_kernel {
+  const T* values;
+  std::size_t size, chunk;
+  double* partial;
+  ZO_HOST_DEVICE void operator()(std::size_t c) const {
+    double sum = 0;
+    const std::size_t end = (c + 1) * chunk < size ? (c + 1) * chunk : size;
+    for (std::size_t i = c * chunk; i < end; ++i)
+      sum += double(values[i]) * double(values[i]);
+    partial[c] = sum;
+  }
+};
+
+}  // namespace detail
+
+template <class ZoPart, class FoRule, class Selector>
+class hybrid {
+  static_assert(fo_step_rule<FoRule>,
+                "zo: the first-order step rule needs learning_rate(step) and "
+                "apply(backend, block, gradient, gradient_scale, step)");
+
+ public:
+  hybrid(ZoPart zo_part, FoRule fo_rule, Selector selector, hybrid_options options = {})
+      : zo_(std::move(zo_part)),
+        fo_(std::move(fo_rule)),
+        selector_(std::move(selector)),
+        options_(options) {
+    detail::require_non_negative_finite(options.clip_norm, "hybrid: clip_norm");
+  }
+
+  // One hybrid step. The report is the zeroth-order part's; first_order_loss() and
+  // gradient_norm() give the first-order part's loss and (unclipped) gradient norm. Callbacks'
+  // after_step runs before the first-order update is applied.
+  template <class Store, class Objective, class... Callbacks>
+  step_report step(Store& store, Objective& f, Callbacks&... callbacks) {
+    using T = typename Store::value_type;
+    using Backend = typename Store::backend_type;
+    static_assert(check_parameter_store<Store>());
+    static_assert(differentiable_objective<Objective, T>,
+                  "zo: the hybrid's objective needs loss() and "
+                  "loss_and_gradients(zo::gradient_view<T>&), both returning the loss");
+    const std::uint64_t step = zo_.step_count();
+    const double fo_lr = fo_.learning_rate(step);
+    detail::require(std::isfinite(fo_lr) && fo_lr >= 0,
+                    "first-order learning rate at step " + std::to_string(step) +
+                        " must be non-negative and finite, got " + std::to_string(fo_lr));
+
+    roles_.assign(store.size(), block_role::zeroth_order);
+    selector_.select(step, store, std::span<block_role>(roles_));
+    first_order_.clear();
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      if (roles_[i] == block_role::first_order) first_order_.push_back(i);
+    }
+    auto& buffers = gradient_buffers<Backend, T>();
+    buffers.resize(first_order_.size());
+    std::vector<T*> pointers(first_order_.size());
+
+    double scale = 1;
+    auto between = [&] {
+      for (std::size_t k = 0; k < first_order_.size(); ++k) {
+        const std::size_t n = store.block(first_order_[k]).size();
+        if (buffers[k].size() != n) buffers[k].resize(n);
+        pointers[k] = Backend::data(buffers[k]);
+        Backend::for_each_index(n, detail::fill_kernel<T>{pointers[k], T(0)});
+      }
+      gradient_view<T> view(first_order_, pointers);
+      first_order_loss_ = static_cast<double>(f.loss_and_gradients(view));
+      if (!std::isfinite(first_order_loss_)) throw detail::nonfinite_loss{first_order_loss_};
+      gradient_norm_ = std::sqrt(sum_of_squares<Backend>(store, pointers));
+      if (options_.clip_norm > 0 && gradient_norm_ > options_.clip_norm) {
+        scale = options_.clip_norm / (gradient_norm_ + 1e-6);  // as torch's clip_grad_norm_
+      }
+    };
+    auto zeroth_order_loss = [&] { return f.loss(); };
+    const step_report report =
+        zo_.step_with_roles(store, zeroth_order_loss, roles_, between, callbacks...);
+    if (!report.skipped()) {
+      for (std::size_t k = 0; k < first_order_.size(); ++k) {
+        fo_.apply(Backend{}, store.block(first_order_[k]), pointers[k], scale, step);
+      }
+    }
+    return report;
+  }
+
+  template <class Store, class Objective, class... Callbacks>
+  run_summary optimize(Store& store, Objective& f, std::uint64_t steps, Callbacks&... callbacks) {
+    run_summary summary;
+    for (std::uint64_t k = 0; k < steps; ++k) {
+      const step_report r = step(store, f, callbacks...);
+      ++summary.steps;
+      if (r.skipped()) ++summary.skipped_steps;
+      summary.last_loss = r.loss;
+      if (r.stop_requested) {
+        summary.stopped_early = true;
+        break;
+      }
+    }
+    return summary;
+  }
+
+  std::uint64_t step_count() const { return zo_.step_count(); }
+  const std::vector<block_role>& roles() const { return roles_; }  // of the last step
+  double first_order_loss() const { return first_order_loss_; }
+  double gradient_norm() const { return gradient_norm_; }
+  const ZoPart& zeroth_order_part() const { return zo_; }
+  const FoRule& first_order_rule() const { return fo_; }
+  const Selector& selector() const { return selector_; }
+
+ private:
+  template <class Backend, class T>
+  std::vector<typename Backend::template buffer<T>>& gradient_buffers() {
+    using type = std::vector<typename Backend::template buffer<T>>;
+    if (std::any_cast<type>(&gradients_) == nullptr) gradients_ = type{};
+    return *std::any_cast<type>(&gradients_);
+  }
+
+  template <class Backend, class Store, class T>
+  double sum_of_squares(const Store& store, const std::vector<T*>& pointers) {
+    constexpr std::size_t chunk = 1 << 14;
+    double total = 0;
+    typename Backend::template buffer<double> partial;
+    std::vector<double> host;
+    for (std::size_t k = 0; k < first_order_.size(); ++k) {
+      const std::size_t n = store.block(first_order_[k]).size();
+      const std::size_t chunks = (n + chunk - 1) / chunk;
+      partial.resize(chunks);
+      Backend::for_each_index(
+          chunks, detail::square_sum_kernel<T>{pointers[k], n, chunk, Backend::data(partial)},
+          chunk);
+      Backend::to_host(partial, host);
+      for (double s : host)
+        total += s;
+    }
+    return total;
+  }
+
+  ZoPart zo_;
+  FoRule fo_;
+  Selector selector_;
+  hybrid_options options_;
+  std::vector<block_role> roles_;
+  std::vector<std::size_t> first_order_;
+  std::any gradients_;
+  double first_order_loss_ = 0, gradient_norm_ = 0;
+};
+
+// LoHO inter-layer: MeZO on the shallow layers, Adam on the deepest k.
+using loho = hybrid<mezo, adam<>, deepest_layers>;
+
+}  // namespace zo

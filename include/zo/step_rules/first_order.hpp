@@ -1,0 +1,180 @@
+// First-order step rules for the blocks a hybrid optimizer trains with gradients (LoHO's FO
+// part): SGD with optional momentum, and Adam with decoupled weight decay (AdamW). Both follow
+// PyTorch's update formulas, so a hybrid's FO part matches a plain torch.optim step.
+//
+// Rules keep per-block state (momentum, moments) created at the first step they see a block, on
+// the store's backend; a block's Adam step count advances only when that block is updated, so
+// selectors that change the first-order set between steps (round-robin) keep exact bias
+// corrections.
+#pragma once
+
+#include <any>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <utility>
+
+#include "zo/config.hpp"
+#include "zo/errors.hpp"
+#include "zo/step_rules/schedules.hpp"
+
+namespace zo {
+
+namespace detail {
+
+// Per-block state of a rule, typed by backend and element type once a step reveals them.
+template <template <class, class> class Record>
+class block_states {
+ public:
+  template <class Backend, class T>
+  Record<Backend, T>& at(std::size_t block_id) {
+    using map = std::map<std::size_t, Record<Backend, T>>;
+    if (std::any_cast<map>(&states_) == nullptr) states_ = map{};
+    return (*std::any_cast<map>(&states_))[block_id];
+  }
+
+ private:
+  std::any states_;
+};
+
+template <class T>
+struct adam_kernel {
+  T* theta;
+  const T* gradient;
+  T *m, *v;
+  T gradient_scale, beta1, beta2, epsilon, step_size, bias2_sqrt, keep;
+
+  ZO_HOST_DEVICE void operator()(std::size_t i) const {
+    const T g = gradient_scale * gradient[i];
+    m[i] = beta1 * m[i] + (T(1) - beta1) * g;
+    v[i] = beta2 * v[i] + (T(1) - beta2) * g * g;
+    const T denominator = std::sqrt(v[i]) / bias2_sqrt + epsilon;
+    theta[i] = keep * theta[i] - step_size * m[i] / denominator;
+  }
+};
+
+template <class T>
+struct sgd_momentum_kernel {
+  T* theta;
+  const T* gradient;
+  T* buffer;  // null without momentum
+  T gradient_scale, momentum, decay, lr;
+  bool first;
+
+  ZO_HOST_DEVICE void operator()(std::size_t i) const {
+    T g = gradient_scale * gradient[i] + decay * theta[i];
+    if (buffer != nullptr) {
+      buffer[i] = first ? g : momentum * buffer[i] + g;
+      g = buffer[i];
+    }
+    theta[i] -= lr * g;
+  }
+};
+
+}  // namespace detail
+
+// θ ← θ − η·b with b = μ·b + (g + λθ) (b = g + λθ at a block's first step); μ = 0 is plain SGD.
+// λ (coupled, as in torch.optim.SGD) applies only to blocks flagged for decay.
+template <class Schedule = constant_schedule>
+class fo_sgd {
+ public:
+  explicit fo_sgd(Schedule schedule, double momentum = 0, double weight_decay = 0)
+      : schedule_(std::move(schedule)), momentum_(momentum), weight_decay_(weight_decay) {
+    detail::require(momentum >= 0 && momentum < 1,
+                    "fo_sgd: momentum must be in [0, 1), got " + std::to_string(momentum));
+    detail::require_non_negative_finite(weight_decay, "fo_sgd: weight decay");
+  }
+  explicit fo_sgd(double learning_rate = 1e-3, double momentum = 0,
+                  double weight_decay = 0) requires std::same_as<Schedule, constant_schedule>
+      : fo_sgd(constant_schedule(learning_rate), momentum, weight_decay) {}
+
+  double learning_rate(std::uint64_t step) const { return schedule_(step); }
+
+  template <class Backend, class Block, class T>
+  void apply(const Backend&, const Block& block, const T* gradient, double gradient_scale,
+             std::uint64_t step) {
+    auto& state = states_.template at<Backend, T>(block.id());
+    T* buffer = nullptr;
+    if (momentum_ > 0) {
+      if (state.buffer.size() != block.size()) state.buffer.resize(block.size());
+      buffer = Backend::data(state.buffer);
+    }
+    Backend::for_each_index(block.size(), detail::sgd_momentum_kernel<T>{
+                                              block.data(), gradient, buffer, T(gradient_scale),
+                                              T(momentum_), T(block.decay() ? weight_decay_ : 0.0),
+                                              T(learning_rate(step)), state.steps == 0});
+    ++state.steps;
+  }
+
+ private:
+  template <class Backend, class T>
+  struct record {
+    typename Backend::template buffer<T> buffer;
+    std::uint64_t steps = 0;
+  };
+
+  Schedule schedule_;
+  double momentum_, weight_decay_;
+  detail::block_states<record> states_;
+};
+
+// Adam with decoupled weight decay (AdamW): θ ← θ·(1 − ηλ), then θ ← θ − η·m̂/(√v̂ + ε), with
+// PyTorch's bias corrections. LoHO's reference uses ε = 1e-4.
+template <class Schedule = constant_schedule>
+class adam {
+ public:
+  adam(Schedule schedule, double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8,
+       double weight_decay = 0)
+      : schedule_(std::move(schedule)),
+        beta1_(beta1),
+        beta2_(beta2),
+        epsilon_(epsilon),
+        weight_decay_(weight_decay) {
+    detail::require(beta1 >= 0 && beta1 < 1,
+                    "adam: beta1 must be in [0, 1), got " + std::to_string(beta1));
+    detail::require(beta2 >= 0 && beta2 < 1,
+                    "adam: beta2 must be in [0, 1), got " + std::to_string(beta2));
+    detail::require_positive_finite(epsilon, "adam: epsilon");
+    detail::require_non_negative_finite(weight_decay, "adam: weight decay");
+  }
+  explicit adam(double learning_rate = 1e-5, double beta1 = 0.9, double beta2 = 0.999,
+                double epsilon = 1e-8,
+                double weight_decay = 0) requires std::same_as<Schedule, constant_schedule>
+      : adam(constant_schedule(learning_rate), beta1, beta2, epsilon, weight_decay) {}
+
+  double learning_rate(std::uint64_t step) const { return schedule_(step); }
+
+  template <class Backend, class Block, class T>
+  void apply(const Backend&, const Block& block, const T* gradient, double gradient_scale,
+             std::uint64_t step) {
+    auto& state = states_.template at<Backend, T>(block.id());
+    if (state.m.size() != block.size()) {
+      state.m.resize(block.size());
+      state.v.resize(block.size());
+    }
+    const double t = static_cast<double>(++state.steps);
+    const double lr = learning_rate(step);
+    const double bias1 = 1 - std::pow(beta1_, t), bias2 = 1 - std::pow(beta2_, t);
+    const double keep = block.decay() ? 1 - lr * weight_decay_ : 1.0;
+    Backend::for_each_index(
+        block.size(),
+        detail::adam_kernel<T>{block.data(), gradient, Backend::data(state.m),
+                               Backend::data(state.v), T(gradient_scale), T(beta1_), T(beta2_),
+                               T(epsilon_), T(lr / bias1), T(std::sqrt(bias2)), T(keep)});
+  }
+
+ private:
+  template <class Backend, class T>
+  struct record {
+    typename Backend::template buffer<T> m, v;
+    std::uint64_t steps = 0;
+  };
+
+  Schedule schedule_;
+  double beta1_, beta2_, epsilon_, weight_decay_;
+  detail::block_states<record> states_;
+};
+
+}  // namespace zo
