@@ -352,6 +352,24 @@ BOOST_AUTO_TEST_CASE(bad_hybrid_input_is_rejected_before_any_change) {
   BOOST_TEST(model.loss_calls == 0u);
   BOOST_TEST(model.gradient_calls == 0u);
   BOOST_TEST(zo_test::snapshot(model.store) == before, boost::test_tools::per_element());
+  // A mixed role needs a hybrid and a perturbation that honours element masks.
+  using masked = zo::intra_layer_mask<zo::deepest_layers>;
+  zo::zo_optimizer<zo::gaussian_perturbation, zo::central_difference, zo::sgd<>, masked> zo_only(
+      zo::gaussian_perturbation{}, zo::central_difference(), zo::sgd<>(0.1),
+      masked(zo::deepest_layers(1), 0.5));
+  BOOST_CHECK_THROW(zo_only.step(model.store, [&] { return model.loss(); }), zo::invalid_argument);
+  zo::hybrid<zo::lozo, zo::adam<>, masked> low_rank(
+      zo::lozo(zo::central_difference(), zo::sgd<>(0.1)), zo::adam<>(0.1),
+      masked(zo::deepest_layers(1), 0.5));
+  try {
+    low_rank.step(model.store, model);
+    BOOST_ERROR("a low-rank perturbation was given mixed blocks");
+  } catch (const zo::invalid_argument& e) {
+    BOOST_TEST(std::string(e.what()).find("does not support intra-layer masks") !=
+               std::string::npos);
+  }
+  BOOST_TEST(model.loss_calls == 0u);
+  BOOST_TEST(zo_test::snapshot(model.store) == before, boost::test_tools::per_element());
   BOOST_CHECK_THROW(zo::adam<>(1e-3, 1.0), zo::invalid_argument);
   BOOST_CHECK_THROW(zo::adam<>(1e-3, 0.9, 0.999, 0.0), zo::invalid_argument);
   BOOST_CHECK_THROW(zo::fo_sgd<>(1e-3, 1.0), zo::invalid_argument);
@@ -383,4 +401,51 @@ BOOST_AUTO_TEST_CASE(loho_beats_mezo_at_equal_forward_passes) {
                                 << best_mezo);
   BOOST_TEST(best_mezo < initial);
   BOOST_TEST(loho_loss < 0.1 * best_mezo);
+}
+
+// Done-when 4: in a mixed block a fraction 1 − p of the entries is trained first-order (within
+// 1%), and the other entries really change by zeroth-order updates.
+BOOST_AUTO_TEST_CASE(intra_layer_mask_trains_both_parts) {
+  const double p = 0.7;
+  using selector = zo::intra_layer_mask<zo::deepest_layers>;
+  const selector mask(zo::deepest_layers(1), p, 5);
+  using optimizer = zo::hybrid<zo::mezo, zo::fo_sgd<>, selector>;
+  const std::size_t mixed = 2;  // layers.1.weight, 128 × 128
+  auto changed_entries = [&](double zo_lr, double fo_lr) {
+    chain model(2, 128, 8, 9);
+    const zo::eigen_store<double>::matrix_type before = model.store.matrix(mixed);
+    optimizer opt(zo::mezo(zo::central_difference(1e-3), zo::sgd<>(zo_lr)), zo::fo_sgd<>(fo_lr),
+                  mask, {.clip_norm = 0});
+    opt.step(model.store, model);
+    BOOST_TEST((opt.roles()[mixed] == zo::block_role::mixed));
+    BOOST_TEST((opt.roles()[mixed + 1] == zo::block_role::first_order));  // the bias: a vector
+    BOOST_TEST((opt.roles()[0] == zo::block_role::zeroth_order));
+    std::vector<bool> changed(static_cast<std::size_t>(before.size()));
+    for (Eigen::Index e = 0; e < before.size(); ++e) {
+      changed[static_cast<std::size_t>(e)] =
+          model.store.matrix(mixed).data()[e] != before.data()[e];
+    }
+    return changed;
+  };
+  const auto id = static_cast<std::uint32_t>(mixed);
+  // First-order part alone: exactly the mask's first-order entries move.
+  const auto by_fo = changed_entries(0.0, 0.1);
+  std::size_t fo_count = 0, agree = 0;
+  for (std::size_t e = 0; e < by_fo.size(); ++e) {
+    const bool fo = mask.mask().is_first_order(id, e);
+    fo_count += fo;
+    agree += by_fo[e] == fo;
+  }
+  const double fraction = double(fo_count) / double(by_fo.size());
+  BOOST_TEST(std::abs(fraction - (1 - p)) < 0.01);
+  BOOST_TEST(agree == by_fo.size());
+  // Zeroth-order part alone: exactly the other entries move.
+  const auto by_zo = changed_entries(0.1, 0.0);
+  std::size_t zo_agree = 0;
+  for (std::size_t e = 0; e < by_zo.size(); ++e) {
+    zo_agree += by_zo[e] == !mask.mask().is_first_order(id, e);
+  }
+  BOOST_TEST(zo_agree == by_zo.size());
+  BOOST_CHECK_THROW(selector(zo::deepest_layers(1), 1.0), zo::invalid_argument);
+  BOOST_CHECK_THROW(selector(zo::deepest_layers(1), -0.1), zo::invalid_argument);
 }

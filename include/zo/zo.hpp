@@ -24,6 +24,7 @@
 #include "zo/step_rules/sgd.hpp"
 
 #include "zo/selectors/all_blocks.hpp"
+#include "zo/selectors/intra_layer_mask.hpp"
 #include "zo/selectors/layers.hpp"
 
 #include "zo/optimizers/hybrid.hpp"

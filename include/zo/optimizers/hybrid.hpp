@@ -74,6 +74,30 @@ struct hybrid_options {
 
 namespace detail {
 
+// Zeroes the gradient at a mixed block's zeroth-order entries.
+template <class T>
+struct mask_gradient_kernel {
+  T* gradient;
+  std::size_t size;
+  std::uint32_t block;
+  element_mask mask;
+  ZO_HOST_DEVICE void operator()(std::size_t g) const {
+    bool first_order[4];
+    mask.group(block, g, first_order);
+    for (std::size_t l = 0; l < 4 && g * 4 + l < size; ++l) {
+      if (!first_order[l]) gradient[g * 4 + l] = T(0);
+    }
+  }
+};
+
+// A mixed block as the first-order rule sees it: without weight decay, which would otherwise
+// reach its zeroth-order entries too.
+template <class Block>
+struct without_decay : Block {
+  explicit without_decay(const Block& b) : Block(b) {}
+  bool decay() const { return false; }
+};
+
 template <class T>
 struct fill_kernel {
   T* out;
@@ -134,8 +158,12 @@ class hybrid {
     selector_.select(step, store, std::span<block_role>(roles_));
     first_order_.clear();
     for (std::size_t i = 0; i < store.size(); ++i) {
-      if (roles_[i] == block_role::first_order) first_order_.push_back(i);
+      if (roles_[i] == block_role::first_order || roles_[i] == block_role::mixed) {
+        first_order_.push_back(i);
+      }
     }
+    element_mask mask;
+    if constexpr (requires { selector_.mask(); }) mask = selector_.mask();
     auto& buffers = gradient_buffers<Backend, T>();
     buffers.resize(first_order_.size());
     std::vector<T*> pointers(first_order_.size());
@@ -151,6 +179,15 @@ class hybrid {
       gradient_view<T> view(first_order_, pointers);
       first_order_loss_ = static_cast<double>(f.loss_and_gradients(view));
       if (!std::isfinite(first_order_loss_)) throw detail::nonfinite_loss{first_order_loss_};
+      for (std::size_t k = 0; k < first_order_.size(); ++k) {
+        if (roles_[first_order_[k]] != block_role::mixed) continue;
+        const auto block = store.block(first_order_[k]);
+        Backend::for_each_index(
+            (block.size() + 3) / 4,
+            detail::mask_gradient_kernel<T>{pointers[k], block.size(),
+                                            static_cast<std::uint32_t>(block.id()), mask},
+            4);
+      }
       gradient_norm_ = std::sqrt(sum_of_squares<Backend>(store, pointers));
       if (options_.clip_norm > 0 && gradient_norm_ > options_.clip_norm) {
         scale = options_.clip_norm / (gradient_norm_ + 1e-6);  // as torch's clip_grad_norm_
@@ -158,10 +195,15 @@ class hybrid {
     };
     auto zeroth_order_loss = [&] { return f.loss(); };
     const step_report report =
-        zo_.step_with_roles(store, zeroth_order_loss, roles_, between, callbacks...);
+        zo_.step_with_roles(store, zeroth_order_loss, roles_, mask, between, callbacks...);
     if (!report.skipped()) {
       for (std::size_t k = 0; k < first_order_.size(); ++k) {
-        fo_.apply(Backend{}, store.block(first_order_[k]), pointers[k], scale, step);
+        const auto block = store.block(first_order_[k]);
+        if (roles_[first_order_[k]] == block_role::mixed) {
+          fo_.apply(Backend{}, detail::without_decay(block), pointers[k], scale, step);
+        } else {
+          fo_.apply(Backend{}, block, pointers[k], scale, step);
+        }
       }
     }
     return report;

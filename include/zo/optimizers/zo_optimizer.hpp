@@ -67,6 +67,7 @@ struct zo_workspace {
   std::vector<double> gradients;
   std::vector<direction_term<value_type>> terms;
   scratch_arena<backend, value_type> scratch;
+  element_mask mask;  // for mixed blocks
 };
 
 // Carries the parameters through one step's perturbations. It tracks two offsets from the base
@@ -103,7 +104,7 @@ class probe {
   void for_each_block(F&& f) {
     desired_.clear();
     for (std::size_t i = 0; i < store_.size(); ++i) {
-      if (workspace_.roles[i] != block_role::zeroth_order) continue;
+      if (!perturbed(workspace_.roles[i])) continue;
       workspace_.terms.clear();
       block_change change{workspace_.terms, step_};
       const auto block = store_.block(i);
@@ -155,7 +156,7 @@ class probe {
   void move_all() {
     if (same_terms(applied_, desired_)) return;
     for (std::size_t i = 0; i < store_.size(); ++i) {
-      if (workspace_.roles[i] != block_role::zeroth_order) continue;
+      if (!perturbed(workspace_.roles[i])) continue;
       workspace_.terms.clear();
       move(i, store_.block(i), value_type(1), workspace_.terms, {});
     }
@@ -179,6 +180,7 @@ class probe {
     sweep.seed = options_.seed;
     sweep.scale = scale;
     sweep.extra = extra;
+    if (workspace_.roles[i] == block_role::mixed) sweep.mask = workspace_.mask;
     sweep.target = block.data();
     sweep.source = block.data();
     const bool exact = options_.restore == restore_mode::exact;
@@ -221,6 +223,8 @@ class probe {
       sweep.scale = value_type(1);
       sweep.terms.clear();
       sweep.extra = {};
+      sweep.mask = {};  // later chunks add keyed terms only, and only to zeroth-order entries
+      if (workspace_.roles[i] == block_role::mixed) sweep.mask = workspace_.mask;
     } while (next < terms.size());
   }
 
@@ -285,12 +289,13 @@ class zo_optimizer {
     roles.assign(store.size(), block_role::zeroth_order);
     selector_.select(step_, store, std::span<block_role>(roles));
     for (std::size_t i = 0; i < store.size(); ++i) {
-      detail::require(roles[i] != block_role::first_order,
+      detail::require(roles[i] != block_role::first_order && roles[i] != block_role::mixed,
                       "the layer selector gave block '" + std::string(store.block(i).name()) +
                           "' a first-order role; a zeroth-order optimizer cannot train it (use "
                           "zo::hybrid)");
     }
-    return step_with_roles(store, f, roles, detail::nothing_between{}, callbacks...);
+    return step_with_roles(store, f, roles, element_mask{}, detail::nothing_between{},
+                           callbacks...);
   }
 
   // One step with roles decided by the caller (zo::hybrid): only zeroth-order blocks are
@@ -299,8 +304,10 @@ class zo_optimizer {
   // backward. Validation, skipping and restoring are as for step().
   template <class Store, class Objective, class Between, class... Callbacks>
   step_report step_with_roles(Store& store, Objective&& f, std::span<const block_role> roles,
-                              Between&& between, Callbacks&... callbacks) {
+                              const element_mask& mask, Between&& between,
+                              Callbacks&... callbacks) {
     auto& ws = workspace_for(store);
+    ws.mask = mask;
     const double lr = rule_.learning_rate(step_);
     validate(store, lr);
     detail::require(roles.size() == store.size(), "one role per block is needed");
@@ -308,6 +315,12 @@ class zo_optimizer {
     detail::require(std::any_of(ws.roles.begin(), ws.roles.end(),
                                 [](block_role r) { return r != block_role::frozen; }),
                     "the layer selector left no block to train at step " + std::to_string(step_));
+    if constexpr (!requires { requires Perturbation::supports_element_masks; }) {
+      detail::require(std::none_of(ws.roles.begin(), ws.roles.end(),
+                                   [](block_role r) { return r == block_role::mixed; }),
+                      "the perturbation policy does not support intra-layer masks (mixed "
+                      "blocks); use a dense perturbation");
+    }
     if (options_.restore == restore_mode::exact) prepare_snapshots(store, ws);
     ws.gradients.assign(estimator_.samples(), 0.0);
 
@@ -473,7 +486,7 @@ class zo_optimizer {
   static void prepare_snapshots(const Store& store, detail::zo_workspace<Store>& ws) {
     ws.snapshots.resize(store.size());
     for (std::size_t i = 0; i < store.size(); ++i) {
-      const std::size_t n = ws.roles[i] == block_role::zeroth_order ? store.block(i).size() : 0;
+      const std::size_t n = perturbed(ws.roles[i]) ? store.block(i).size() : 0;
       if (ws.snapshots[i].size() != n) ws.snapshots[i].resize(n);
     }
   }

@@ -40,6 +40,13 @@ struct dense_pass_kernel {
       for (std::size_t l = 0; l < lanes; ++l)
         value[l] += p.extra.addend_scale * p.extra.addend[first + l];
     }
+    if (p.mask.active) {
+      bool first_order[group_width];
+      p.mask.group(block, g, first_order);
+      for (std::size_t l = 0; l < lanes; ++l) {
+        if (first_order[l]) value[l] = p.source[first + l];
+      }
+    }
     if (p.save_to != nullptr) {
       for (std::size_t l = 0; l < lanes; ++l)
         p.save_to[first + l] = p.source[first + l];
@@ -65,6 +72,8 @@ void apply_dense(const Backend&, const Block& block, const pass<T>& p, zo::strea
 template <class Distribution>
 struct dense_perturbation {
   using distribution = Distribution;
+  // Honours pass::mask, so it can serve LoHO's intra-layer mode.
+  static constexpr bool supports_element_masks = true;
 
   // Value of element `index` of the direction the given key names, for tests and for users who
   // need to inspect a direction without a pass.

@@ -64,6 +64,31 @@ struct explicit_terms {
   T low_rank_scale = 0;
 };
 
+// Which entries of a mixed block are first-order: entry i of block b is, when a keyed uniform
+// number (stream `mask`, step 0, so fixed for the run) falls below the first-order fraction.
+// Zeroth-order passes leave those entries as they are.
+struct element_mask {
+  std::uint64_t seed = 0;
+  std::uint64_t threshold = 0;  // first-order fraction · 2^32
+  bool active = false;
+
+  static element_mask with_fraction(std::uint64_t seed, double first_order_fraction) {
+    return {seed, static_cast<std::uint64_t>(first_order_fraction * 4294967296.0), true};
+  }
+
+  // The four mask bits of a group of entries, from one Philox call.
+  ZO_HOST_DEVICE void group(std::uint32_t block, std::uint64_t g, bool (&first_order)[4]) const {
+    const auto w = philox_words(direction_key{seed, 0, block, stream::mask, 0}, g);
+    for (std::size_t l = 0; l < 4; ++l)
+      first_order[l] = active && w[l] < threshold;
+  }
+  ZO_HOST_DEVICE bool is_first_order(std::uint32_t block, std::uint64_t index) const {
+    bool bits[4];
+    group(block, index / 4, bits);
+    return bits[index % 4];
+  }
+};
+
 template <class T>
 struct pass {
   const T* source = nullptr;  // read from: the block itself or its snapshot
@@ -73,6 +98,7 @@ struct pass {
   std::uint64_t seed = 0;
   term_list<T> terms;
   explicit_terms<T> extra;
+  element_mask mask;  // inactive unless the block is mixed
 };
 
 // Scratch memory a perturbation policy may ask for during a pass (low-rank factors). One buffer
