@@ -1,8 +1,8 @@
 // The zo headers under nvcc, and the keyed generator inside a kernel. On a machine without a
 // CUDA device this exits 77, which CTest reports as skipped.
+#include <cuda_runtime.h>
 #include <cmath>
 #include <cstdio>
-#include <cuda_runtime.h>
 #include <vector>
 #include <zo/zo.hpp>
 

@@ -9,7 +9,8 @@ int main() {
   store.add("x", std::span<float>(x));
   auto loss = [&] {
     double s = 0;
-    for (float v : x) s += double(v) * v;
+    for (float v : x)
+      s += double(v) * v;
     return s;
   };
   const double before = loss();
