@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds everything (CUDA targets too when nvcc is present) and runs
-# the whole test suite through CTest.
+# the whole test suite through CTest; then runs the unit tests again under AddressSanitizer and
+# UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 zo_install_missing
+jobs=$(nproc)
+
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release $(zo_cuda_flags)
-cmake --build build -j"$(nproc)"
-cd build
-ctest --output-on-failure -j"$(nproc)"
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j"$jobs")
+
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DZO_ENABLE_CUDA=OFF \
+  -DZO_BUILD_BENCHMARKS=OFF -DZO_BUILD_EXAMPLES=OFF \
+  "-DCMAKE_CXX_FLAGS=-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+cmake --build build-sanitize -j"$jobs"
+(cd build-sanitize && ctest --output-on-failure -j"$jobs" -R '^test_')
