@@ -211,18 +211,7 @@ class hybrid {
 
   template <class Store, class Objective, class... Callbacks>
   run_summary optimize(Store& store, Objective& f, std::uint64_t steps, Callbacks&... callbacks) {
-    run_summary summary;
-    for (std::uint64_t k = 0; k < steps; ++k) {
-      const step_report r = step(store, f, callbacks...);
-      ++summary.steps;
-      if (r.skipped()) ++summary.skipped_steps;
-      summary.last_loss = r.loss;
-      if (r.stop_requested) {
-        summary.stopped_early = true;
-        break;
-      }
-    }
-    return summary;
+    return detail::run_steps(steps, [&] { return step(store, f, callbacks...); });
   }
 
   std::uint64_t step_count() const { return zo_.step_count(); }

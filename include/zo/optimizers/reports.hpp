@@ -56,5 +56,23 @@ bool asks_to_stop(Hook&& hook) {
   }
 }
 
+// The loop every optimizer's optimize() shares: up to `steps` calls of step(), stopping early
+// when a callback asked to.
+template <class Step>
+run_summary run_steps(std::uint64_t steps, Step&& step) {
+  run_summary summary;
+  for (std::uint64_t k = 0; k < steps; ++k) {
+    const step_report r = step();
+    ++summary.steps;
+    if (r.skipped()) ++summary.skipped_steps;
+    summary.last_loss = r.loss;
+    if (r.stop_requested) {
+      summary.stopped_early = true;
+      break;
+    }
+  }
+  return summary;
+}
+
 }  // namespace detail
 }  // namespace zo
