@@ -15,6 +15,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "zo/config.hpp"
 #include "zo/perturbations/pass.hpp"
 #include "zo/selectors/all_blocks.hpp"
 
@@ -37,12 +38,18 @@ concept parameter_block = requires(const B& b) {
 };
 
 // Backend: schedules a policy's element functor over an index range; owns scratch buffers.
+namespace archetypes {
+// The least an element functor is: callable with an index on host and device.
+struct index_functor {
+  ZO_HOST_DEVICE void operator()(std::size_t) const {}
+};
+}  // namespace archetypes
+
 template <class B>
-concept execution_backend = requires(std::size_t n) {
+concept execution_backend = requires(std::size_t n, const archetypes::index_functor& f) {
   typename B::template buffer<float>;
-  B::for_each_index(n, [](std::size_t) {});
-  B::for_each_index(
-      n, [](std::size_t) {}, n);
+  B::for_each_index(n, f);
+  B::for_each_index(n, f, n);
 };
 
 // Parameter store: an indexed sequence of blocks of one element type on one backend.

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <Random123/philox.h>
-#include <Random123/boxmuller.hpp>
+#include <math.h>
 #include <Random123/uniform.hpp>
 
 #include <cstddef>
@@ -57,6 +57,22 @@ ZO_HOST_DEVICE inline r123::Philox4x32::ctr_type philox_words(const direction_ke
   return philox{}(c, k);
 }
 
+// Two N(0, 1) numbers from two 32-bit words (Box-Muller), the transform of Random123's
+// boxmuller.hpp written out here: that header decides between host and CUDA math by whether CUDA
+// headers were included before it, which breaks host builds that include Thrust from the CUDA
+// toolkit first. The device's sincospif/logf differ from the host's in the last bits.
+ZO_HOST_DEVICE inline void box_muller(std::uint32_t u0, std::uint32_t u1, float& x, float& y) {
+  const float angle = r123::uneg11<float>(u0);                    // in (-1, 1)
+  const float radius = sqrtf(-2.f * logf(r123::u01<float>(u1)));  // u01 never returns 0
+#if defined(__CUDA_ARCH__)
+  sincospif(angle, &x, &y);
+#else
+  sincosf(3.1415926535897932f * angle, &x, &y);
+#endif
+  x *= radius;
+  y *= radius;
+}
+
 // Standard normal N(0, 1) entries. The transform runs in float for every element type so that
 // float and double stores see the same direction (rounded to their own precision).
 struct gaussian_distribution {
@@ -64,12 +80,11 @@ struct gaussian_distribution {
   ZO_HOST_DEVICE static void group(const direction_key& key, std::uint64_t g,
                                    T (&out)[group_width]) {
     const auto w = philox_words(key, g);
-    const r123::float2 a = r123::boxmuller(w[0], w[1]);
-    const r123::float2 b = r123::boxmuller(w[2], w[3]);
-    out[0] = static_cast<T>(a.x);
-    out[1] = static_cast<T>(a.y);
-    out[2] = static_cast<T>(b.x);
-    out[3] = static_cast<T>(b.y);
+    float z[group_width];
+    box_muller(w[0], w[1], z[0], z[1]);
+    box_muller(w[2], w[3], z[2], z[3]);
+    for (std::size_t l = 0; l < group_width; ++l)
+      out[l] = static_cast<T>(z[l]);
   }
 };
 

@@ -1,0 +1,239 @@
+// The Thrust backend against the CPU backend: every optimizer, 100 steps, same seed. Built with a
+// host compiler and Thrust's OMP device system the parameters must be bit-identical (same
+// functors, same arithmetic); built with nvcc for a GPU (tests/cuda/test_thrust_cuda.cu) they
+// must agree within the bound docs/backends.md states, since the device's logf and sincosf
+// differ from the host's in the last bits.
+#ifndef ZO_TEST_CUSTOM_MAIN
+#define BOOST_TEST_MODULE thrust
+#endif
+#include <thrust/copy.h>
+#include <thrust/device_ptr.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <cstring>
+#include <vector>
+#include <zo/backends/thrust.hpp>
+#include <zo/zo.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace {
+
+// Shapes of the layered test model: two layers of (6 × 5 weight, 5 bias), and a head.
+struct shape {
+  std::size_t rows, cols;
+  std::optional<int> layer;
+  bool decay;
+};
+const std::vector<shape> shapes{
+    {6, 5, 0, true}, {5, 1, 0, false}, {6, 5, 1, true}, {5, 1, 1, false}, {5, 1, {}, true}};
+
+std::vector<float> initial(std::size_t b, std::size_t n) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i)
+    v[i] = 0.1f * float((i * 7 + b * 3) % 11) - 0.5f;
+  return v;
+}
+
+// Host copies of every block, from either store.
+std::vector<std::vector<float>> values(const zo::eigen_store<float>& s) {
+  std::vector<std::vector<float>> out;
+  for (std::size_t b = 0; b < s.size(); ++b) {
+    out.emplace_back(s.block(b).data(), s.block(b).data() + s.block(b).size());
+  }
+  return out;
+}
+std::vector<std::vector<float>> values(const zo::thrust_store<float>& s) {
+  std::vector<std::vector<float>> out;
+  for (std::size_t b = 0; b < s.size(); ++b)
+    out.push_back(s.to_host(b));
+  return out;
+}
+
+void write(const zo::eigen_store<float>&, const std::vector<float>& from, float* to) {
+  std::copy(from.begin(), from.end(), to);
+}
+void write(const zo::thrust_store<float>&, const std::vector<float>& from, float* to) {
+  thrust::copy(from.begin(), from.end(), thrust::device_pointer_cast(to));
+}
+
+// ½ Σ_b c_b ‖θ_b − t_b‖² + 0.05 (Σ θ)², with its gradient, computed on the host.
+template <class Store>
+struct layered_objective {
+  const Store* store;
+
+  double loss() const { return evaluate(nullptr); }
+  double loss_and_gradients(zo::gradient_view<float>& g) const { return evaluate(&g); }
+
+  double evaluate(zo::gradient_view<float>* g) const {
+    const auto v = values(*store);
+    double total = 0, sum = 0;
+    for (std::size_t b = 0; b < v.size(); ++b) {
+      for (std::size_t i = 0; i < v[b].size(); ++i) {
+        const double d = v[b][i] - 0.2 * double(b) + 0.1;
+        total += 0.5 * double(b + 1) * d * d;
+        sum += v[b][i];
+      }
+    }
+    if (g != nullptr) {
+      for (std::size_t k = 0; k < g->blocks().size(); ++k) {
+        const std::size_t b = g->blocks()[k];
+        std::vector<float> grad(v[b].size());
+        for (std::size_t i = 0; i < grad.size(); ++i) {
+          grad[i] = float(double(b + 1) * (v[b][i] - 0.2 * double(b) + 0.1) + 0.1 * sum);
+        }
+        write(*store, grad, (*g)[k]);
+      }
+    }
+    return total + 0.05 * sum * sum;
+  }
+};
+
+template <class Store>
+Store make_store();
+template <>
+zo::eigen_store<float> make_store() {
+  zo::eigen_store<float> s;
+  for (std::size_t b = 0; b < shapes.size(); ++b) {
+    const auto v = initial(b, shapes[b].rows * shapes[b].cols);
+    s.add("b" + std::to_string(b),
+          Eigen::Map<const zo::eigen_store<float>::matrix_type>(v.data(), shapes[b].rows,
+                                                                shapes[b].cols),
+          {.layer = shapes[b].layer, .decay = shapes[b].decay});
+  }
+  return s;
+}
+template <>
+zo::thrust_store<float> make_store() {
+  zo::thrust_store<float> s;
+  for (std::size_t b = 0; b < shapes.size(); ++b) {
+    const auto v = initial(b, shapes[b].rows * shapes[b].cols);
+    s.add("b" + std::to_string(b), shapes[b].rows, shapes[b].cols, std::span<const float>(v),
+          {.layer = shapes[b].layer, .decay = shapes[b].decay});
+  }
+  return s;
+}
+
+// Runs `make()`'s optimizer for 100 steps on both stores and compares.
+template <class Make>
+void compare_backends(Make make) {
+  auto cpu = make_store<zo::eigen_store<float>>();
+  auto device = make_store<zo::thrust_store<float>>();
+  layered_objective<zo::eigen_store<float>> cpu_objective{&cpu};
+  layered_objective<zo::thrust_store<float>> device_objective{&device};
+  auto cpu_optimizer = make();
+  auto device_optimizer = make();
+  cpu_optimizer.optimize(cpu, cpu_objective, 100);
+  device_optimizer.optimize(device, device_objective, 100);
+  const auto a = values(cpu), b = values(device);
+  bool moved = false;
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    moved |= a[k] != initial(k, a[k].size());
+#if defined(__CUDACC__)
+    // docs/backends.md: relative difference below 1e-4 after 100 steps.
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < a[k].size(); ++i) {
+      num += double(a[k][i] - b[k][i]) * double(a[k][i] - b[k][i]);
+      den += double(a[k][i]) * double(a[k][i]);
+    }
+    BOOST_TEST(std::sqrt(num / den) < 1e-4);
+#else
+    BOOST_TEST(std::memcmp(a[k].data(), b[k].data(), a[k].size() * sizeof(float)) == 0);
+#endif
+  }
+  BOOST_TEST(moved);
+}
+
+// Adapts a zeroth-order optimizer to the objective object the hybrid uses.
+template <class Optimizer>
+struct zo_only {
+  Optimizer optimizer;
+  template <class Store, class Objective>
+  void optimize(Store& store, Objective& f, std::uint64_t steps) {
+    optimizer.optimize(
+        store, [&] { return f.loss(); }, steps);
+  }
+};
+template <class Optimizer>
+zo_only<Optimizer> wrap(Optimizer o) {
+  return {std::move(o)};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(mezo_matches_across_backends) {
+  compare_backends([] {
+    return wrap(zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2, 0.1), {.seed = 5}));
+  });
+  compare_backends([] {
+    return wrap(zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2),
+                         {.seed = 5, .restore = zo::restore_mode::arithmetic}));
+  });
+}
+
+BOOST_AUTO_TEST_CASE(lozo_and_lozo_m_match_across_backends) {
+  compare_backends([] {
+    return wrap(zo::lozo(zo::low_rank_perturbation(2, 7), zo::central_difference(1e-3),
+                         zo::sgd<>(1e-2, 0.1), {}, {.seed = 6}));
+  });
+  compare_backends([] {
+    return wrap(zo::lozo_m(zo::low_rank_perturbation(2, 7), zo::central_difference(1e-3),
+                           zo::low_rank_momentum<>(1e-2, 0.9, 0.1), {}, {.seed = 6}));
+  });
+}
+
+BOOST_AUTO_TEST_CASE(loho_matches_across_backends) {
+  compare_backends([] {
+    return zo::loho(zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2), {.seed = 7}),
+                    zo::adam<>(1e-2, 0.9, 0.999, 1e-4, 0.01), zo::deepest_layers(1));
+  });
+  using masked = zo::intra_layer_mask<zo::deepest_layers>;
+  compare_backends([] {
+    return zo::hybrid<zo::mezo, zo::fo_sgd<>, masked>(
+        zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2), {.seed = 7}),
+        zo::fo_sgd<>(1e-2, 0.9, 0.01), masked(zo::deepest_layers(1), 0.5, 3));
+  });
+}
+
+#if !defined(__CUDACC__) && defined(_OPENMP)
+BOOST_AUTO_TEST_CASE(thrust_omp_results_do_not_depend_on_the_thread_count) {
+  std::vector<std::vector<float>> first;
+  for (int threads : {1, 2, 4}) {
+    omp_set_num_threads(threads);
+    auto store = make_store<zo::thrust_store<float>>();
+    layered_objective<zo::thrust_store<float>> f{&store};
+    zo::lozo_m(zo::low_rank_perturbation(2, 3), zo::central_difference(1e-3),
+               zo::low_rank_momentum<>(1e-2))
+        .optimize(
+            store, [&] { return f.loss(); }, 30);
+    const auto v = values(store);
+    if (first.empty()) first = v;
+    for (std::size_t k = 0; k < v.size(); ++k) {
+      BOOST_TEST(std::memcmp(v[k].data(), first[k].data(), v[k].size() * sizeof(float)) == 0);
+    }
+  }
+}
+#endif
+
+BOOST_AUTO_TEST_CASE(device_view_store_wraps_framework_memory) {
+  thrust::device_vector<float> weights(12, 1.0f);
+  zo::device_view_store<float> store;
+  store.add("w", std::span<float>(thrust::raw_pointer_cast(weights.data()), weights.size()), 3, 4);
+  BOOST_CHECK_THROW(
+      store.add("x", std::span<float>(thrust::raw_pointer_cast(weights.data()), 12), 5, 2),
+      zo::invalid_argument);
+  auto loss = [&] {
+    std::vector<float> host(weights.size());
+    thrust::copy(weights.begin(), weights.end(), host.begin());
+    double s = 0;
+    for (float x : host)
+      s += double(x) * x;
+    return s;
+  };
+  const double before = loss();
+  zo::mezo(zo::central_difference(1e-3), zo::sgd<>(2e-2), {.seed = 1}).optimize(store, loss, 200);
+  BOOST_TEST(loss() < 0.5 * before);
+}
