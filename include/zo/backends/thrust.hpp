@@ -65,7 +65,7 @@ namespace zo {
 
 // An owning store whose blocks live in thrust::device_vector (device memory under CUDA).
 template <class T>
-class thrust_store {
+class thrust_store : public detail::table_store {
  public:
   using value_type = T;
   using backend_type = backends::thrust_device;
@@ -85,12 +85,9 @@ class thrust_store {
     return add(std::move(name), rows, cols, std::span<const T>(zeros), options);
   }
 
-  std::size_t size() const { return table_.size(); }
   block_type block(std::size_t i) const {
-    return block_type(table_[i], const_cast<T*>(thrust::raw_pointer_cast(blocks_.at(i).data())));
+    return block_type(table_[i], thrust::raw_pointer_cast(blocks_.at(i).data()));
   }
-  std::optional<std::size_t> find(std::string_view name) const { return table_.find(name); }
-  std::size_t parameter_count() const { return table_.parameter_count(); }
 
   // Copies of a block's values to and from the host.
   std::vector<T> to_host(std::size_t i) const {
@@ -108,9 +105,10 @@ class thrust_store {
   }
 
  private:
-  detail::block_table table_;
-  // A deque keeps each device_vector in place as blocks are added.
-  std::deque<thrust::device_vector<T>> blocks_;
+  // A deque keeps each device_vector in place as blocks are added. Mutable because a block
+  // view hands out a writable pointer from a const store, as the other stores do: the store's
+  // constness is its shape, not the values the optimizer writes.
+  mutable std::deque<thrust::device_vector<T>> blocks_;
 };
 
 // A non-owning store over device memory a framework already holds (e.g. a CUDA tensor's data

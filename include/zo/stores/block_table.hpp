@@ -54,4 +54,15 @@ class block_table {
   std::vector<block_info> infos_;
 };
 
+// What every ready-made store answers from its table: block count, lookup by name, size.
+class table_store {
+ public:
+  std::size_t size() const { return table_.size(); }
+  std::optional<std::size_t> find(std::string_view name) const { return table_.find(name); }
+  std::size_t parameter_count() const { return table_.parameter_count(); }
+
+ protected:
+  block_table table_;
+};
+
 }  // namespace zo::detail

@@ -16,7 +16,7 @@
 namespace zo {
 
 template <class T>
-class eigen_store {
+class eigen_store : public detail::table_store {
  public:
   using value_type = T;
   using backend_type = backends::cpu;
@@ -43,10 +43,7 @@ class eigen_store {
                options);
   }
 
-  std::size_t size() const { return table_.size(); }
   block_type block(std::size_t i) const { return block_type(table_[i], matrices_.at(i)->data()); }
-  std::optional<std::size_t> find(std::string_view name) const { return table_.find(name); }
-  std::size_t parameter_count() const { return table_.parameter_count(); }
 
   matrix_type& matrix(std::size_t i) { return *matrices_.at(i); }
   const matrix_type& matrix(std::size_t i) const { return *matrices_.at(i); }
@@ -65,7 +62,6 @@ class eigen_store {
   }
 
  private:
-  detail::block_table table_;
   std::vector<std::unique_ptr<matrix_type>> matrices_;
 };
 

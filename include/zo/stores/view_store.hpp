@@ -15,7 +15,7 @@
 namespace zo {
 
 template <class T, class Backend = backends::cpu>
-class view_store {
+class view_store : public detail::table_store {
  public:
   using value_type = T;
   using backend_type = Backend;
@@ -38,13 +38,9 @@ class view_store {
     return add(std::move(name), storage, n, 1, options);
   }
 
-  std::size_t size() const { return table_.size(); }
   block_type block(std::size_t i) const { return block_type(table_[i], data_.at(i)); }
-  std::optional<std::size_t> find(std::string_view name) const { return table_.find(name); }
-  std::size_t parameter_count() const { return table_.parameter_count(); }
 
  private:
-  detail::block_table table_;
   std::vector<T*> data_;
 };
 
