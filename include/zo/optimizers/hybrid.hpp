@@ -164,6 +164,11 @@ class hybrid {
     }
     element_mask mask;
     if constexpr (requires { selector_.mask(); }) mask = selector_.mask();
+    for (std::size_t i : first_order_) {
+      detail::require(roles_[i] != block_role::mixed || mask.active,
+                      "the layer selector gave block '" + std::string(store.block(i).name()) +
+                          "' the mixed role but has no mask()");
+    }
     auto& buffers = gradient_buffers<Backend, T>();
     buffers.resize(first_order_.size());
     std::vector<T*> pointers(first_order_.size());
