@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "zo/config.hpp"
+#include "zo/optimizers/gradient_view.hpp"
 #include "zo/perturbations/pass.hpp"
 #include "zo/selectors/all_blocks.hpp"
 
@@ -170,6 +171,25 @@ template <class S, class Store = archetypes::store>
 concept layer_selector = std::copy_constructible<S> &&
     requires(const S& s, const Store& store, std::uint64_t step, std::span<block_role> roles) {
   s.select(step, store, roles);
+};
+
+// The hybrid's objective: the loss for zeroth-order evaluations, and the loss with gradients
+// for the requested blocks only (the objective decides how; a transformer backprops from the
+// loss down to the lowest requested layer and no further).
+template <class F, class T>
+concept differentiable_objective = requires(F& f, gradient_view<T>& gradients) {
+  { f.loss() } -> std::convertible_to<double>;
+  { f.loss_and_gradients(gradients) } -> std::convertible_to<double>;
+};
+
+// First-order step rule: a learning rate per step and an update of one block from its gradient
+// (scaled by gradient_scale, the clipping factor).
+template <class R>
+concept fo_step_rule = std::copy_constructible<R> &&
+    requires(R& r, const R& cr, const archetypes::block& block, const float* gradient,
+             std::uint64_t step) {
+  { cr.learning_rate(step) } -> std::convertible_to<double>;
+  r.apply(archetypes::backend{}, block, gradient, 1.0, step);
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@
 #include "zo/selectors/intra_layer_mask.hpp"
 #include "zo/selectors/layers.hpp"
 
+#include "zo/optimizers/gradient_view.hpp"
 #include "zo/optimizers/hybrid.hpp"
 #include "zo/optimizers/lozo.hpp"
 #include "zo/optimizers/mezo.hpp"

@@ -15,6 +15,7 @@
 
 #include "zo/concepts.hpp"
 #include "zo/errors.hpp"
+#include "zo/optimizers/gradient_view.hpp"
 #include "zo/optimizers/mezo.hpp"
 #include "zo/optimizers/reports.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
@@ -22,50 +23,6 @@
 #include "zo/step_rules/first_order.hpp"
 
 namespace zo {
-
-// The gradients an objective is asked for: one zero-initialised buffer per requested block,
-// rows × cols elements row-major like the block, on the store's backend.
-template <class T>
-class gradient_view {
- public:
-  gradient_view(std::span<const std::size_t> blocks, std::span<T* const> buffers)
-      : blocks_(blocks), buffers_(buffers) {}
-
-  // Store indices of the requested blocks, in store order.
-  std::span<const std::size_t> blocks() const { return blocks_; }
-  // The buffer of blocks()[k].
-  T* operator[](std::size_t k) const { return buffers_[k]; }
-  // The buffer of the block with this store index, or nullptr when it was not requested.
-  T* find(std::size_t block_index) const {
-    for (std::size_t k = 0; k < blocks_.size(); ++k) {
-      if (blocks_[k] == block_index) return buffers_[k];
-    }
-    return nullptr;
-  }
-
- private:
-  std::span<const std::size_t> blocks_;
-  std::span<T* const> buffers_;
-};
-
-// The hybrid's objective: the loss for zeroth-order evaluations, and the loss with gradients
-// for the requested blocks only (the objective decides how; a transformer backprops from the
-// loss down to the lowest requested layer and no further).
-template <class F, class T>
-concept differentiable_objective = requires(F& f, gradient_view<T>& gradients) {
-  { f.loss() } -> std::convertible_to<double>;
-  { f.loss_and_gradients(gradients) } -> std::convertible_to<double>;
-};
-
-// First-order step rule: a learning rate per step and an update of one block from its gradient
-// (scaled by gradient_scale, the clipping factor).
-template <class R>
-concept fo_step_rule = std::copy_constructible<R> &&
-    requires(R& r, const R& cr, const archetypes::block& block, const float* gradient,
-             std::uint64_t step) {
-  { cr.learning_rate(step) } -> std::convertible_to<double>;
-  r.apply(archetypes::backend{}, block, gradient, 1.0, step);
-};
 
 struct hybrid_options {
   // Global gradient-norm clipping of the first-order gradients (LoHO: 1.0); 0 turns it off.
