@@ -241,3 +241,40 @@ BOOST_AUTO_TEST_CASE(an_objective_that_throws_leaves_the_base_point_and_propagat
   BOOST_TEST(std::memcmp(after.data(), before.data(), after.size() * sizeof(float)) == 0);
   BOOST_TEST(opt.step_count() == 0u);  // the step did not happen
 }
+
+// Drift of repeated perturb/restore cycles (lr = 0, so every step only perturbs and restores).
+// Exact mode restores from the snapshot: no drift at all. Arithmetic mode rounds in each of its
+// three passes per step; docs/index.md bounds the drift after N steps by
+// 3·N·u·(|θ| + 2ε·z_max), u = 2^-24 for float, z_max = 6.7 (the largest Box-Muller output from
+// 32-bit uniforms).
+BOOST_AUTO_TEST_CASE(perturb_restore_cycles_stay_within_the_documented_drift_bound) {
+  const std::size_t steps = 10000;
+  const double eps = 1e-3, u = std::ldexp(1.0, -24), z_max = 6.7;
+  for (auto mode : {zo::restore_mode::exact, zo::restore_mode::arithmetic}) {
+    std::vector<float> theta(1000);
+    for (std::size_t i = 0; i < theta.size(); ++i) {
+      theta[i] = i % 10 == 0 ? 0.0f : 0.05f * std::sin(float(i));  // zeros like fresh biases
+    }
+    const auto start = theta;
+    zo::view_store<float> store;
+    store.add("theta", std::span<float>(theta));
+    zo::mezo opt(zo::central_difference(eps), zo::sgd<>(0.0), {.seed = 3, .restore = mode});
+    opt.optimize(
+        store, [] { return 1.0; }, steps);
+    double worst_ratio = 0, largest = 0;
+    for (std::size_t i = 0; i < theta.size(); ++i) {
+      const double drift = std::abs(double(theta[i]) - double(start[i]));
+      const double bound = 3.0 * steps * u * (std::abs(double(start[i])) + 2 * eps * z_max);
+      worst_ratio = std::max(worst_ratio, drift / bound);
+      largest = std::max(largest, drift);
+    }
+    BOOST_TEST_MESSAGE("restore mode " << int(mode) << ": largest drift " << largest << ", at most "
+                                       << worst_ratio << " of the bound");
+    if (mode == zo::restore_mode::exact) {
+      BOOST_TEST(largest == 0.0);
+    } else {
+      BOOST_TEST(worst_ratio <= 1.0);
+      BOOST_TEST(largest > 0.0);  // arithmetic mode really does round
+    }
+  }
+}
