@@ -70,6 +70,13 @@ struct zo_workspace {
   element_mask mask;  // for mixed blocks
 };
 
+// A direction's sample index is 8 bits of its key; a larger one would silently alias another.
+inline void require_sample(std::size_t sample) {
+  require(sample < max_samples_per_step,
+          "direction sample " + std::to_string(sample) + " is out of range: at most " +
+              std::to_string(max_samples_per_step) + " directions per step");
+}
+
 // Carries the parameters through one step's perturbations. It tracks two offsets from the base
 // point, the one in memory (applied) and the one the next evaluation needs (desired), and moves
 // between them in a single pass per block; the update of the step rule joins the last move.
@@ -90,6 +97,7 @@ class probe {
 
   // Estimator interface (concepts.hpp, archetypes::probe).
   void shift(std::size_t sample, double alpha) {
+    require_sample(sample);
     desired_.add(step_, static_cast<std::uint8_t>(sample), static_cast<value_type>(alpha));
   }
   void reset() { desired_.clear(); }
@@ -127,6 +135,7 @@ class probe {
         : terms_(terms), step_(step) {}
     void scale_by(double factor) { scale *= static_cast<value_type>(factor); }
     void add_direction(std::size_t sample, double alpha) {
+      require_sample(sample);
       terms_.push_back({step_, static_cast<std::uint8_t>(sample), static_cast<value_type>(alpha)});
     }
     // Terms the step rule computed itself (see explicit_terms): alpha · values, elementwise.
