@@ -8,7 +8,7 @@ source scripts/setup.sh
 zo_install_missing
 jobs=$(nproc)
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release $(zo_cuda_flags)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$(zo_cuda_flags)"
 cmake --build build -j"$jobs"
 (cd build && ctest --output-on-failure -j"$jobs")
 
