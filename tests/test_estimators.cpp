@@ -20,7 +20,7 @@ struct evaluation_counter {
 // Runs one step of `opt` on the two-block problem and compares it with the dense reference.
 template <class T, class Optimizer>
 void check_against_reference(Optimizer opt, std::size_t q, bool one_sided,
-                             std::size_t expected_evaluations) {
+                             std::size_t expected_evaluations, double g_tolerance = 1e-12) {
   zo_test::two_block_problem<T> problem;
   auto live = problem.values;
   zo::view_store<T> store;
@@ -38,7 +38,7 @@ void check_against_reference(Optimizer opt, std::size_t q, bool one_sided,
   BOOST_TEST(counter.count == expected_evaluations);
   BOOST_REQUIRE_EQUAL(report.projected_gradients.size(), q);
   for (std::size_t j = 0; j < q; ++j) {
-    BOOST_TEST(report.projected_gradients[j] == g[j], boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(report.projected_gradients[j] == g[j], boost::test_tools::tolerance(g_tolerance));
   }
   BOOST_TEST(zo_test::relative_difference(zo_test::widen(live), zo_test::widen(expected)) < 1e-6);
 }
@@ -73,9 +73,13 @@ BOOST_AUTO_TEST_CASE(q_above_the_pass_capacity_matches_the_reference) {
                                   20, false, 40);
 }
 
+// Arithmetic mode reaches each measured point from the previous one, so the points carry the
+// rounding residue of up to 2q = 24 moves (≈ 24·u·|θ| ≈ 3e-15 per element in double); through
+// |∇L|·√n ≈ 6 that is ≈ 2e-14 in the loss, which the central difference divides by 2ε = 2e-3:
+// ≈ 1e-11 absolute, ≈ 2e-10 relative to g ≈ 0.06. Exact mode needs no such allowance.
 BOOST_AUTO_TEST_CASE(q_sample_in_arithmetic_mode_matches_the_reference_in_double) {
   using optimizer = zo::zo_optimizer<zo::gaussian_perturbation, zo::q_sample<>, zo::sgd<>>;
   check_against_reference<double>(optimizer(zo::q_sample<>(12), zo::sgd<>(0.05, 0.1),
                                             {.seed = 10, .restore = zo::restore_mode::arithmetic}),
-                                  12, false, 24);
+                                  12, false, 24, 2e-10);
 }

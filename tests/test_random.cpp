@@ -198,3 +198,66 @@ BOOST_AUTO_TEST_CASE(double_directions_are_float_directions_widened) {
     BOOST_REQUIRE(static_cast<double>(f) == d);
   }
 }
+
+// The vectorised batch path (host passes) against Random123's one-counter Philox and against
+// the one-group path (devices, direction_element), including a batch whose group index crosses
+// 2^32, where the counter's second word takes over.
+BOOST_AUTO_TEST_CASE(batches_equal_random123_and_the_one_group_path_bit_for_bit) {
+  const zo::direction_key keys[] = {
+      {0, 0, 0},
+      {0xfedcba9876543210ull, 4000000000u, 77, zo::stream::low_rank_v, 255},
+      {42, 7, 3, zo::stream::dense, 9}};
+  const std::uint64_t firsts[] = {0, 123456, (std::uint64_t{1} << 32) - 5,
+                                  (std::uint64_t{3} << 40)};
+  for (const auto& key : keys) {
+    for (const std::uint64_t first : firsts) {
+      std::uint32_t words[4][zo::batch_groups];
+      zo::detail::philox_batch(key, first, words);
+      float gauss[zo::batch_width];
+      zo::gaussian_distribution::batch(key, first, gauss);
+      double signs[zo::batch_width];
+      zo::rademacher_distribution::batch(key, first, signs);
+      for (std::size_t g = 0; g < zo::batch_groups; ++g) {
+        const auto expected = zo::philox_words(key, first + g);  // Random123's philox4x32
+        float one_group[4];
+        zo::gaussian_distribution::group(key, first + g, one_group);
+        double one_group_signs[4];
+        zo::rademacher_distribution::group(key, first + g, one_group_signs);
+        for (std::size_t w = 0; w < 4; ++w) {
+          BOOST_REQUIRE_EQUAL(words[w][g], expected[w]);
+          BOOST_REQUIRE(std::memcmp(&gauss[g * 4 + w], &one_group[w], sizeof(float)) == 0);
+          BOOST_REQUIRE_EQUAL(signs[g * 4 + w], one_group_signs[w]);
+        }
+      }
+    }
+  }
+}
+
+// The transform's own functions against libm in double: log to a relative 2 ulp over the u01
+// outputs, sin/cos of πa to 2e-7 absolute, the square root to 2 ulp.
+BOOST_AUTO_TEST_CASE(transform_functions_are_accurate_to_float_precision) {
+  double log_error = 0, trig_error = 0, sqrt_error = 0;
+  for (std::uint32_t i = 0; i < 2000000; ++i) {
+    const std::uint32_t word = i * 2654435761u + (i >> 7);
+    const float u = r123::u01<float>(word);
+    const float l = zo::detail::log_unit(u);
+    const double exact_log = std::log(static_cast<double>(u));
+    if (exact_log != 0) log_error = std::max(log_error, std::abs((l - exact_log) / exact_log));
+    const float a = r123::uneg11<float>(word);
+    float s, c;
+    zo::detail::sincos_pi(a, s, c);
+    const double pa = 3.14159265358979323846 * static_cast<double>(a);
+    trig_error = std::max({trig_error, std::abs(s - std::sin(pa)), std::abs(c - std::cos(pa))});
+    const float x = -2.f * l;
+    if (x > 0) {
+      const double exact_sqrt = std::sqrt(static_cast<double>(x));
+      sqrt_error =
+          std::max(sqrt_error, std::abs(zo::detail::sqrt_radius(x) - exact_sqrt) / exact_sqrt);
+    }
+  }
+  BOOST_TEST_MESSAGE("max errors: log " << log_error << ", sin/cos " << trig_error << ", sqrt "
+                                        << sqrt_error);
+  BOOST_TEST(log_error < 2.4e-7);
+  BOOST_TEST(trig_error < 2e-7);
+  BOOST_TEST(sqrt_error < 2.4e-7);
+}

@@ -11,6 +11,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace zo::backends {
 
 struct cpu {
@@ -24,8 +28,27 @@ struct cpu {
   // Calls f(i) for every i in [0, count). Each index is handled by exactly one thread and f
   // must not depend on the order, so results do not depend on the number of threads.
   // work_per_index is a hint (elements touched per call) for deciding whether to go parallel.
+  // A functor with for_range(first, last) is given each thread's share of the indices as one
+  // contiguous range instead (the dense passes vectorise over it); it must do exactly what
+  // calling f(i) for every i in the range would.
   template <class F>
   static void for_each_index(std::size_t count, const F& f, std::size_t work_per_index = 1) {
+    if constexpr (requires { f.for_range(std::size_t{}, std::size_t{}); }) {
+#if defined(_OPENMP)
+#pragma omp parallel if (count * work_per_index >= parallel_threshold)
+      {
+        const auto threads = static_cast<std::size_t>(omp_get_num_threads());
+        const auto thread = static_cast<std::size_t>(omp_get_thread_num());
+        const std::size_t share = (count + threads - 1) / threads;
+        const std::size_t first = thread * share < count ? thread * share : count;
+        const std::size_t last = first + share < count ? first + share : count;
+        if (first < last) f.for_range(first, last);
+      }
+#else
+      if (count > 0) f.for_range(0, count);
+#endif
+      return;
+    }
     const auto n = static_cast<std::int64_t>(count);
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (count * work_per_index >= parallel_threshold)
