@@ -42,6 +42,12 @@ enum class restore_mode {
 struct zo_options {
   std::uint64_t seed = 0;
   restore_mode restore = restore_mode::exact;
+  // Fused steps (DESIGN.md §2): each step's update pass also applies the next step's first
+  // perturbation, so a central-difference step makes two passes over the parameters instead of
+  // three. Between step() calls the parameters then hold that pending perturbation; call
+  // remove_pending_perturbation(store) before evaluating or saving them (optimize() does it when
+  // it returns). Off by default, so that the parameters between steps are the plain iterate.
+  bool fused_steps = false;
 };
 
 namespace detail {
@@ -65,7 +71,13 @@ struct zo_workspace {
   std::vector<typename backend::template buffer<value_type>> snapshots;
   std::vector<block_role> roles;
   std::vector<double> gradients;
+  std::vector<double> dry_run_gradients;  // written by the estimator's dry run, never read
   std::vector<direction_term<value_type>> terms;
+  std::vector<direction_term<value_type>> pending_terms;
+  // The perturbation a fused step left in memory (offset from the base point, which is then in
+  // the snapshot in exact mode) and the roles it was applied with.
+  term_list<value_type> pending;
+  std::vector<block_role> pending_roles;
   scratch_arena<backend, value_type> scratch;
   element_mask mask;  // for mixed blocks
 };
@@ -76,6 +88,30 @@ inline void require_sample(std::size_t sample) {
           "direction sample " + std::to_string(sample) + " is out of range: at most " +
               std::to_string(max_samples_per_step) + " directions per step");
 }
+
+// Stands in for the probe while an estimator is run only to learn where it evaluates first:
+// records the offset of the first evaluation and ignores everything after it.
+template <class T>
+class first_point_recorder {
+ public:
+  explicit first_point_recorder(std::uint32_t step) : step_(step) {}
+  void shift(std::size_t sample, double alpha) {
+    if (!done_) offset_.add(step_, static_cast<std::uint8_t>(sample), static_cast<T>(alpha));
+  }
+  void reset() {
+    if (!done_) offset_.clear();
+  }
+  double evaluate() {
+    done_ = true;
+    return 0.0;
+  }
+  const term_list<T>& offset() const { return offset_; }
+
+ private:
+  std::uint32_t step_;
+  term_list<T> offset_;
+  bool done_ = false;
+};
 
 // Carries the parameters through one step's perturbations. It tracks two offsets from the base
 // point, the one in memory (applied) and the one the next evaluation needs (desired), and moves
@@ -93,7 +129,9 @@ class probe {
         workspace_(workspace),
         options_(options),
         step_(step),
-        evaluate_(evaluate) {}
+        evaluate_(evaluate),
+        applied_(workspace.pending),
+        saved_(options.restore == restore_mode::exact && workspace.pending.size() > 0) {}
 
   // Estimator interface (concepts.hpp, archetypes::probe).
   void shift(std::size_t sample, double alpha) {
@@ -107,27 +145,36 @@ class probe {
   }
 
   // Step-rule interface (archetypes::zo_update): f(block, change) describes each zeroth-order
-  // block's update; it is applied in the same pass that returns the block to the base point.
+  // block's update; it is applied in the same pass that returns the block to the base point,
+  // and that moves it on to the next step's first point when one was set (fused steps).
   template <class F>
   void for_each_block(F&& f) {
-    desired_.clear();
+    desired_ = next_;
     for (std::size_t i = 0; i < store_.size(); ++i) {
       if (!perturbed(workspace_.roles[i])) continue;
       workspace_.terms.clear();
       block_change change{workspace_.terms, step_};
       const auto block = store_.block(i);
       f(block, change);
-      move(i, block, change.scale, workspace_.terms, change.extra);
+      move(i, block, change.scale, workspace_.terms, change.extra, next_);
     }
     moved_all();
   }
 
-  // Returns every block to the base point (bit for bit from the snapshot in exact mode); does
-  // nothing when the step rule has already moved them all.
-  void return_to_base() {
-    desired_.clear();
+  // Where the update should leave the parameters: the next step's first perturbation (an
+  // offset from the updated base point, keyed by the next step).
+  void set_next_point(const term_list<value_type>& next) { next_ = next; }
+
+  // Moves every block to base + offset (bit for bit from the snapshot in exact mode); does
+  // nothing when memory is there already.
+  void finish_at(const term_list<value_type>& offset) {
+    desired_ = offset;
     move_all();
   }
+  void return_to_base() { finish_at(term_list<value_type>()); }
+
+  // The offset memory holds from the base point.
+  const term_list<value_type>& applied() const { return applied_; }
 
   class block_change {
    public:
@@ -167,7 +214,8 @@ class probe {
     for (std::size_t i = 0; i < store_.size(); ++i) {
       if (!perturbed(workspace_.roles[i])) continue;
       workspace_.terms.clear();
-      move(i, store_.block(i), value_type(1), workspace_.terms, {});
+      move(i, store_.block(i), value_type(1), workspace_.terms, explicit_terms<value_type>(),
+           term_list<value_type>());
     }
     moved_all();
   }
@@ -179,12 +227,15 @@ class probe {
     saved_ = options_.restore == restore_mode::exact;
   }
 
-  // One pass: block ← scale·(base + desired) + extra, where base is read from the snapshot in
-  // exact mode and recovered as (block − applied) in arithmetic mode.
+  // One pass: block ← scale·base + terms + extra + next, where base is read from the snapshot in
+  // exact mode and recovered as (block − applied) in arithmetic mode, and terms holds the step
+  // rule's keyed update. Without next, desired offsets (relative to the base, scaled with it) join
+  // terms. With next (a fused step), the updated base point is also written to the snapshot, and
+  // next is added on top of it unscaled.
   template <class Block>
   void move(std::size_t i, const Block& block, value_type scale,
-            std::vector<direction_term<value_type>>& terms,
-            const explicit_terms<value_type>& extra) {
+            std::vector<direction_term<value_type>>& terms, const explicit_terms<value_type>& extra,
+            const term_list<value_type>& next) {
     pass<value_type> sweep;
     sweep.seed = options_.seed;
     sweep.scale = scale;
@@ -193,12 +244,13 @@ class probe {
     sweep.target = block.data();
     sweep.source = block.data();
     const bool exact = options_.restore == restore_mode::exact;
+    value_type* snapshot = nullptr;
     if (exact) {
-      auto& snapshot = workspace_.snapshots[i];
+      snapshot = backend::data(workspace_.snapshots[i]);
       if (saved_) {
-        sweep.source = backend::data(snapshot);
+        sweep.source = snapshot;
       } else {
-        sweep.save_to = backend::data(snapshot);
+        sweep.save_to = snapshot;
       }
     }
     // Offsets relative to the source, scaled like it, join the caller's terms; merging keeps
@@ -212,29 +264,49 @@ class probe {
       }
       terms.push_back({t.step, t.sample, factor * t.alpha});
     };
-    for (std::size_t k = 0; k < desired_.size(); ++k)
-      merge(desired_[k], scale);
+    if (next.size() == 0) {
+      for (std::size_t k = 0; k < desired_.size(); ++k)
+        merge(desired_[k], scale);
+    }
     if (!from_snapshot()) {
       for (std::size_t k = 0; k < applied_.size(); ++k)
         merge(applied_[k], -scale);
     }
-    std::size_t next = 0;
-    do {
-      for (; next < terms.size() && !sweep.terms.full(); ++next) {
-        if (terms[next].alpha != value_type(0)) {
-          sweep.terms.items[sweep.terms.count++] = terms[next];
+    std::erase_if(terms, [](const auto& t) { return t.alpha == value_type(0); });
+    auto& pending = workspace_.pending_terms;
+    pending.clear();
+    for (std::size_t k = 0; k < next.size(); ++k) {
+      if (next[k].alpha != value_type(0)) pending.push_back(next[k]);
+    }
+    // More terms than a pass holds are split over passes; the next perturbation goes into the
+    // last one, which alone writes the base point.
+    std::size_t taken = 0;
+    for (;;) {
+      const std::size_t room = max_terms_per_pass - pending.size();
+      const bool last = terms.size() - taken <= room;
+      const std::size_t count = last ? terms.size() - taken : max_terms_per_pass;
+      for (std::size_t k = 0; k < count; ++k)
+        sweep.terms.items[sweep.terms.count++] = terms[taken + k];
+      taken += count;
+      if (last) {
+        sweep.base_terms = sweep.terms.size();
+        for (const auto& t : pending)
+          sweep.terms.items[sweep.terms.count++] = t;
+        if (!pending.empty() && snapshot != nullptr) {
+          // The snapshot is to hold the new base point; the old one is no longer needed.
+          sweep.base_to = snapshot;
+          sweep.save_to = nullptr;
         }
       }
       perturbation_.apply(backend{}, block, sweep, workspace_.scratch);
-      // Later chunks continue from what the first wrote.
+      if (last) break;
+      // Later passes continue from what the first wrote.
       sweep.source = block.data();
       sweep.save_to = nullptr;
       sweep.scale = value_type(1);
       sweep.terms.clear();
       sweep.extra = {};
-      sweep.mask = {};  // later chunks add keyed terms only, and only to zeroth-order entries
-      if (workspace_.roles[i] == block_role::mixed) sweep.mask = workspace_.mask;
-    } while (next < terms.size());
+    }
   }
 
   static bool same_terms(const term_list<value_type>& a, const term_list<value_type>& b) {
@@ -255,6 +327,7 @@ class probe {
   Evaluate& evaluate_;
   term_list<value_type> applied_;
   term_list<value_type> desired_;
+  term_list<value_type> next_;
   bool saved_ = false;
 };
 
@@ -294,28 +367,95 @@ class zo_optimizer {
     static_assert(check_perturbation_policy<Perturbation, Store>());
     static_assert(check_layer_selector<Selector, Store>());
 
-    std::vector<block_role>& roles = workspace_for(store).roles;
-    roles.assign(store.size(), block_role::zeroth_order);
-    selector_.select(step_, store, std::span<block_role>(roles));
-    for (std::size_t i = 0; i < store.size(); ++i) {
-      detail::require(roles[i] != block_role::first_order && roles[i] != block_role::mixed,
-                      "the layer selector gave block '" + std::string(store.block(i).name()) +
-                          "' a first-order role; a zeroth-order optimizer cannot train it (use "
-                          "zo::hybrid)");
-    }
-    return step_with_roles(store, f, roles, element_mask{}, detail::nothing_between{},
-                           callbacks...);
+    auto& ws = workspace_for(store);
+    select_roles(store, step_, ws.roles);
+    detail::nothing_between nothing;
+    return run_step(store, f, ws.roles, element_mask{}, nothing, options_.fused_steps,
+                    callbacks...);
   }
 
   // One step with roles decided by the caller (zo::hybrid): only zeroth-order blocks are
   // perturbed and updated. `between()` runs after the estimate, with every block back at its
   // base point, and before the zeroth-order update: the hybrid's first-order forward and
-  // backward. Validation, skipping and restoring are as for step().
+  // backward. Validation, skipping and restoring are as for step(); steps are never fused here,
+  // since the caller's roles for the next step are not known.
   template <class Store, class Objective, class Between, class... Callbacks>
   step_report step_with_roles(Store& store, Objective&& f, std::span<const block_role> roles,
                               const element_mask& mask, Between&& between,
                               Callbacks&... callbacks) {
+    return run_step(store, f, roles, mask, between, false, callbacks...);
+  }
+
+  // Fused steps leave the next step's first perturbation in the parameters; this removes it
+  // (one pass), so that the parameters are the current iterate. Does nothing when there is none.
+  template <class Store>
+  void remove_pending_perturbation(Store& store) {
     auto& ws = workspace_for(store);
+    if (ws.pending.size() == 0) return;
+    detail::nothing_between no_evaluation;
+    ws.roles = ws.pending_roles;
+    detail::probe<Store, Perturbation, detail::nothing_between> probe(
+        store, perturbation_, ws, options_, static_cast<std::uint32_t>(step_), no_evaluation);
+    probe.return_to_base();
+    ws.pending.clear();
+    pending_ = false;
+  }
+
+  // Whether the parameters hold a fused step's pending perturbation.
+  bool has_pending_perturbation() const { return pending_; }
+
+  // Runs up to `steps` steps, stopping early when a callback asks to. Returns with the
+  // parameters at the last iterate (a fused run's pending perturbation removed).
+  template <class Store, class Objective, class... Callbacks>
+  run_summary optimize(Store& store, Objective&& f, std::uint64_t steps, Callbacks&&... callbacks) {
+    const auto summary = detail::run_steps(steps, [&] { return step(store, f, callbacks...); });
+    remove_pending_perturbation(store);
+    return summary;
+  }
+
+  // Saves what a resumed run needs besides the parameters: the step index and the step rule's
+  // state (momentum). Loading it into an optimizer built with the same policies and continuing
+  // on the same parameters reproduces the uninterrupted run bit for bit.
+  void save(std::ostream& out) const {
+    require_no_pending("saving the optimizer state");
+    detail::write_tag(out, state_tag, 1);
+    detail::write_value(out, step_);
+    if constexpr (requires { rule_.save(out); }) rule_.save(out);
+  }
+  void load(std::istream& in) {
+    require_no_pending("loading an optimizer state");
+    detail::read_tag(in, state_tag, 1, "zo_optimizer");
+    const auto step = detail::read_value<std::uint64_t>(in, "the step index");
+    if constexpr (requires { rule_.load(in); }) rule_.load(in);
+    step_ = step;
+  }
+
+  // The index of the next step; directions are keyed by it, so setting it resumes a run.
+  std::uint64_t step_count() const { return step_; }
+  void set_step_count(std::uint64_t step) {
+    require_no_pending("setting the step count");
+    step_ = step;
+  }
+
+  const zo_options& options() const { return options_; }
+  const Perturbation& perturbation() const { return perturbation_; }
+  const Estimator& estimator() const { return estimator_; }
+  const StepRule& step_rule() const { return rule_; }
+  const Selector& selector() const { return selector_; }
+
+ private:
+  template <class Store, class Objective, class Between, class... Callbacks>
+  step_report run_step(Store& store, Objective& f, std::span<const block_role> roles,
+                       const element_mask& mask, Between& between, bool fuse,
+                       Callbacks&... callbacks) {
+    auto& ws = workspace_for(store);
+    // A pending perturbation applied with other roles is removed before anything else.
+    if (ws.pending.size() > 0 &&
+        !std::equal(roles.begin(), roles.end(), ws.pending_roles.begin(), ws.pending_roles.end())) {
+      std::vector<block_role> requested(roles.begin(), roles.end());
+      remove_pending_perturbation(store);
+      ws.roles = std::move(requested);
+    }
     ws.mask = mask;
     const double lr = rule_.learning_rate(step_);
     validate(store, lr);
@@ -332,6 +472,16 @@ class zo_optimizer {
     }
     if (options_.restore == restore_mode::exact) prepare_snapshots(store, ws);
     ws.gradients.assign(estimator_.samples(), 0.0);
+    // A fused step ends at the next step's first point, which is only known when the next
+    // step perturbs the same blocks.
+    term_list<value_type_of<Store>> next;
+    if (fuse && step_ + 1 < (std::uint64_t{1} << 32)) {
+      ws.pending_roles.resize(store.size());
+      select_roles(store, step_ + 1, ws.pending_roles);
+      if (std::equal(ws.roles.begin(), ws.roles.end(), ws.pending_roles.begin())) {
+        next = first_point(static_cast<std::uint32_t>(step_ + 1), ws);
+      }
+    }
 
     step_report report;
     report.step = step_;
@@ -357,9 +507,10 @@ class zo_optimizer {
         probe.return_to_base();
         between();
       }
+      probe.set_next_point(next);
       update_context<decltype(probe)> update{probe, step_, ws.gradients, *this};
       rule_.update(update);
-      probe.return_to_base();
+      probe.finish_at(next);
       report.projected_gradients = ws.gradients;
     } catch (const detail::nonfinite_loss& bad) {
       probe.return_to_base();
@@ -368,46 +519,50 @@ class zo_optimizer {
     } catch (...) {
       // The step did not happen: parameters back at the base point, the step index unchanged.
       probe.return_to_base();
+      ws.pending.clear();
+      pending_ = false;
       throw;
     }
+    ws.pending = probe.applied();
+    pending_ = ws.pending.size() > 0;
     ++step_;
     ((stop |= detail::asks_to_stop([&] { return cb_after_step(callbacks, report); })), ...);
     report.stop_requested = stop;
     return report;
   }
 
-  // Runs up to `steps` steps, stopping early when a callback asks to.
-  template <class Store, class Objective, class... Callbacks>
-  run_summary optimize(Store& store, Objective&& f, std::uint64_t steps, Callbacks&&... callbacks) {
-    return detail::run_steps(steps, [&] { return step(store, f, callbacks...); });
+  template <class Store>
+  using value_type_of = typename Store::value_type;
+
+  void require_no_pending(const char* what) const {
+    detail::require(!pending_, std::string("the parameters hold a fused step's pending "
+                                           "perturbation; call remove_pending_perturbation(store) "
+                                           "before ") +
+                                   what);
   }
 
-  // Saves what a resumed run needs besides the parameters: the step index and the step rule's
-  // state (momentum). Loading it into an optimizer built with the same policies and continuing
-  // on the same parameters reproduces the uninterrupted run bit for bit.
-  void save(std::ostream& out) const {
-    detail::write_tag(out, state_tag, 1);
-    detail::write_value(out, step_);
-    if constexpr (requires { rule_.save(out); }) rule_.save(out);
-  }
-  void load(std::istream& in) {
-    detail::read_tag(in, state_tag, 1, "zo_optimizer");
-    const auto step = detail::read_value<std::uint64_t>(in, "the step index");
-    if constexpr (requires { rule_.load(in); }) rule_.load(in);
-    step_ = step;
+  template <class Store>
+  void select_roles(const Store& store, std::uint64_t step, std::vector<block_role>& roles) {
+    roles.assign(store.size(), block_role::zeroth_order);
+    selector_.select(step, store, std::span<block_role>(roles));
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      detail::require(roles[i] != block_role::first_order && roles[i] != block_role::mixed,
+                      "the layer selector gave block '" + std::string(store.block(i).name()) +
+                          "' a first-order role; a zeroth-order optimizer cannot train it (use "
+                          "zo::hybrid)");
+    }
   }
 
-  // The index of the next step; directions are keyed by it, so setting it resumes a run.
-  std::uint64_t step_count() const { return step_; }
-  void set_step_count(std::uint64_t step) { step_ = step; }
+  // The offset of the first point the estimator evaluates at `step`, found by running it on a
+  // recorder instead of the parameters.
+  template <class Store>
+  term_list<value_type_of<Store>> first_point(std::uint32_t step, detail::zo_workspace<Store>& ws) {
+    detail::first_point_recorder<value_type_of<Store>> recorder(step);
+    ws.dry_run_gradients.assign(estimator_.samples(), 0.0);
+    estimator_.estimate(recorder, std::span<double>(ws.dry_run_gradients));
+    return recorder.offset();
+  }
 
-  const zo_options& options() const { return options_; }
-  const Perturbation& perturbation() const { return perturbation_; }
-  const Estimator& estimator() const { return estimator_; }
-  const StepRule& step_rule() const { return rule_; }
-  const Selector& selector() const { return selector_; }
-
- private:
   template <class Probe>
   class update_context {
    public:
@@ -497,6 +652,7 @@ class zo_optimizer {
   Selector selector_;
   zo_options options_;
   std::uint64_t step_ = 0;
+  bool pending_ = false;
   std::any workspace_;
 };
 

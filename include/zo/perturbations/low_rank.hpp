@@ -59,13 +59,15 @@ struct factor_copy_kernel {
 };
 
 // One row of target = scale · source + addend_scale · addend + A · Bᵀ, with A (m × R) row-major
-// and B stored transposed (R × n) so the inner loop runs over contiguous memory.
+// and B stored transposed (R × n) so the inner loop runs over contiguous memory. The first
+// base_rank columns of A give the base point (pass::base_to); the rest are the next
+// perturbation.
 template <class T>
 struct low_rank_row_kernel {
   pass<T> p;
   const T* a;
   const T* bt;
-  std::size_t cols, total_rank;
+  std::size_t cols, total_rank, base_rank;
 
   ZO_HOST_DEVICE void operator()(std::size_t row) const {
     const std::size_t base = row * cols;
@@ -83,10 +85,18 @@ struct low_rank_row_kernel {
       }
     }
     for (std::size_t k = 0; k < total_rank; ++k) {
+      if (k == base_rank && p.base_to != nullptr) {
+        for (std::size_t c = 0; c < cols; ++c)
+          p.base_to[base + c] = target[c];
+      }
       const T coefficient = a[row * total_rank + k];
       const T* b = bt + k * cols;
       for (std::size_t c = 0; c < cols; ++c)
         target[c] += coefficient * b[c];
+    }
+    if (base_rank >= total_rank && p.base_to != nullptr) {
+      for (std::size_t c = 0; c < cols; ++c)
+        p.base_to[base + c] = target[c];
     }
   }
 };
@@ -161,28 +171,35 @@ class low_rank_perturbation {
       return;
     }
     const std::size_t m = block.rows(), n = block.cols();
-    const std::size_t keyed = rank_ * p.terms.size();
-    const std::size_t total = keyed + (p.extra.left != nullptr ? p.extra.rank : 0);
-    // O(r·(m + n)) scratch per direction: the factors, never their m × n product.
+    const std::size_t base_terms = p.base_term_count();
+    const std::size_t extra_rank = p.extra.left != nullptr ? p.extra.rank : 0;
+    const std::size_t total = rank_ * p.terms.size() + extra_rank;
+    // O(r·(m + n)) scratch per direction: the factors, never their m × n product. Columns: the
+    // base point's keyed directions, the step rule's explicit factors, then the next
+    // perturbation's directions.
     T* a = scratch.request((m + n) * total);
     T* bt = a + m * total;
     const auto id = static_cast<std::uint32_t>(block.id());
     for (std::size_t t = 0; t < p.terms.size(); ++t) {
       const auto& term = p.terms[t];
       const T alpha = term.alpha * static_cast<T>(u_scale());
+      const std::size_t column = t * rank_ + (t < base_terms ? 0 : extra_rank);
       fill_factor(backend, u_key(p.seed, term.step, id, term.sample), alpha, m, a, total, 1,
-                  t * rank_);
-      fill_factor(backend, v_key(p.seed, term.step, id), T(1), n, bt, 1, n, t * rank_);
+                  column);
+      fill_factor(backend, v_key(p.seed, term.step, id), T(1), n, bt, 1, n, column);
     }
-    if (p.extra.left != nullptr) {
-      const std::size_t r = p.extra.rank;
+    if (extra_rank > 0) {
+      const std::size_t column = base_terms * rank_;
+      Backend::for_each_index(m * extra_rank,
+                              detail::factor_copy_kernel<T>{p.extra.left, p.extra.low_rank_scale,
+                                                            extra_rank, total, 1, column, a});
       Backend::for_each_index(
-          m * r, detail::factor_copy_kernel<T>{p.extra.left, p.extra.low_rank_scale, r, total, 1,
-                                               keyed, a});
-      Backend::for_each_index(
-          n * r, detail::factor_copy_kernel<T>{p.extra.right, T(1), r, 1, n, keyed, bt});
+          n * extra_rank,
+          detail::factor_copy_kernel<T>{p.extra.right, T(1), extra_rank, 1, n, column, bt});
     }
-    Backend::for_each_index(m, detail::low_rank_row_kernel<T>{p, a, bt, n, total}, n * (total + 1));
+    Backend::for_each_index(
+        m, detail::low_rank_row_kernel<T>{p, a, bt, n, total, base_terms * rank_ + extra_rank},
+        n * (total + 1));
   }
 
  private:

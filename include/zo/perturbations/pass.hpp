@@ -89,16 +89,26 @@ struct element_mask {
   }
 };
 
+// The fused step (DESIGN.md §2) ends one step and begins the next in the same pass: the first
+// base_terms keyed terms, scale and extra give the new base point, which goes to base_to when
+// set (the exact-restore snapshot); the remaining terms, the next step's first perturbation,
+// are added on top of it and only reach target.
 template <class T>
 struct pass {
   const T* source = nullptr;  // read from: the block itself or its snapshot
   T* target = nullptr;        // written to: the block
   T* save_to = nullptr;       // when set, receives source before anything changes
+  T* base_to = nullptr;       // when set, receives the base point (see above)
   T scale = T(1);             // multiplies source (weight decay folds in here)
   std::uint64_t seed = 0;
   term_list<T> terms;
+  std::size_t base_terms = max_terms_per_pass;  // terms beyond it are the next perturbation
   explicit_terms<T> extra;
   element_mask mask;  // inactive unless the block is mixed
+
+  ZO_HOST_DEVICE std::size_t base_term_count() const {
+    return base_terms < terms.size() ? base_terms : terms.size();
+  }
 };
 
 // Scratch memory a perturbation policy may ask for during a pass (low-rank factors). One buffer
