@@ -14,57 +14,64 @@ namespace zo {
 
 namespace detail {
 
-// Computes one pass over the elements [first, first + lanes) of a block whose directions are
-// given by generate(term, z) (z[i] belongs to element first + i). Shared by the one-group device
-// path and the vectorised host batches, so both run the same arithmetic in the same order.
-template <std::size_t Width, class T, class Generate, class Mask>
+// Computes one pass over the elements first + k·Stride, k < lanes, of a block whose directions
+// are given by generate(term, z) (z[k] belongs to element first + k·Stride). Shared by the
+// one-group device path (Stride = batch_groups) and the host batches (Stride = 1), so both run
+// the same arithmetic in the same order.
+template <std::size_t Width, std::size_t Stride, class T, class Generate, class Mask>
 ZO_HOST_DEVICE inline void dense_pass_span(const pass<T>& p, std::size_t first, std::size_t lanes,
                                            const Generate& generate, const Mask& first_order) {
   T value[Width];
   T z[Width];
-  for (std::size_t l = 0; l < lanes; ++l)
-    value[l] = p.scale * p.source[first + l];
+  const T* source = p.source + first;
+  for (std::size_t k = 0; k < lanes; ++k)
+    value[k] = p.scale * source[k * Stride];
   const std::size_t base_terms = p.base_term_count();
   for (std::size_t t = 0; t < base_terms; ++t) {
     generate(t, z);
-    for (std::size_t l = 0; l < lanes; ++l)
-      value[l] += p.terms[t].alpha * z[l];
+    for (std::size_t k = 0; k < lanes; ++k)
+      value[k] += p.terms[t].alpha * z[k];
   }
   if (p.extra.addend != nullptr) {
-    for (std::size_t l = 0; l < lanes; ++l)
-      value[l] += p.extra.addend_scale * p.extra.addend[first + l];
+    const T* addend = p.extra.addend + first;
+    for (std::size_t k = 0; k < lanes; ++k)
+      value[k] += p.extra.addend_scale * addend[k * Stride];
   }
   if (p.base_to != nullptr) {
+    T* base_to = p.base_to + first;
     if (p.mask.active) {
-      for (std::size_t l = 0; l < lanes; ++l)
-        p.base_to[first + l] = first_order(l) ? p.source[first + l] : value[l];
+      for (std::size_t k = 0; k < lanes; ++k)
+        base_to[k * Stride] = first_order(k) ? source[k * Stride] : value[k];
     } else {
-      for (std::size_t l = 0; l < lanes; ++l)
-        p.base_to[first + l] = value[l];
+      for (std::size_t k = 0; k < lanes; ++k)
+        base_to[k * Stride] = value[k];
     }
   }
   for (std::size_t t = base_terms; t < p.terms.size(); ++t) {
     generate(t, z);
-    for (std::size_t l = 0; l < lanes; ++l)
-      value[l] += p.terms[t].alpha * z[l];
+    for (std::size_t k = 0; k < lanes; ++k)
+      value[k] += p.terms[t].alpha * z[k];
   }
   if (p.mask.active) {
-    for (std::size_t l = 0; l < lanes; ++l) {
-      if (first_order(l)) value[l] = p.source[first + l];
+    for (std::size_t k = 0; k < lanes; ++k) {
+      if (first_order(k)) value[k] = source[k * Stride];
     }
   }
   if (p.save_to != nullptr) {
-    for (std::size_t l = 0; l < lanes; ++l)
-      p.save_to[first + l] = p.source[first + l];
+    T* save_to = p.save_to + first;
+    for (std::size_t k = 0; k < lanes; ++k)
+      save_to[k * Stride] = source[k * Stride];
   }
-  for (std::size_t l = 0; l < lanes; ++l)
-    p.target[first + l] = value[l];
+  T* target = p.target + first;
+  for (std::size_t k = 0; k < lanes; ++k)
+    target[k * Stride] = value[k];
 }
 
-// A pass over one block. The group index is also the Philox counter, so the values do not depend
-// on which thread or in which order groups run. Devices call operator() per group of
-// group_width elements; the CPU backend calls for_range on each thread's share, which generates
-// batch_groups groups at a time so that Philox and Box-Muller vectorise.
+// A pass over one block, indexed by Philox group (groups_for(size) of them). The values do not
+// depend on which thread or in which order groups run. Devices call operator() per group: the
+// four elements of its words, batch_groups apart. The CPU backend calls for_range on each
+// thread's share, which runs whole batches of batch_groups groups at a time so that Philox and
+// Box-Muller vectorise, and any unaligned groups at the ends of the share one by one.
 template <class Distribution, class T>
 struct dense_pass_kernel {
   pass<T> p;
@@ -77,35 +84,49 @@ struct dense_pass_kernel {
   }
 
   ZO_HOST_DEVICE void operator()(std::size_t g) const {
-    const std::size_t first = g * group_width;
-    const std::size_t lanes = size - first < group_width ? size - first : group_width;
+    const std::size_t first = element_of(g, 0);
+    if (first >= size) return;
+    // Words are batch_groups elements apart; those past the end of the block are skipped.
+    const std::size_t remaining = (size - first + batch_groups - 1) / batch_groups;
+    const std::size_t lanes = remaining < group_width ? remaining : group_width;
     bool first_order[group_width] = {};
-    if (p.mask.active) p.mask.group(block, g, first_order);
-    dense_pass_span<group_width>(
+    if (p.mask.active) {
+      for (std::size_t k = 0; k < lanes; ++k)
+        first_order[k] = p.mask.is_first_order(block, first + k * batch_groups);
+    }
+    dense_pass_span<group_width, batch_groups>(
         p, first, lanes,
         [&](std::size_t t, T(&z)[group_width]) { Distribution::group(key(t), g, z); },
-        [&](std::size_t l) { return first_order[l]; });
+        [&](std::size_t k) { return first_order[k]; });
   }
 
   void for_range(std::size_t first_group, std::size_t last_group) const {
-    for (std::size_t g = first_group; g < last_group; g += batch_groups) {
-      const std::size_t first = g * group_width;
-      const std::size_t end = last_group * group_width < size ? last_group * group_width : size;
-      const std::size_t lanes = end - first < batch_width ? end - first : batch_width;
-      bool first_order[batch_width] = {};
-      if (p.mask.active) {
-        for (std::size_t k = 0; k < batch_groups; ++k) {
-          bool bits[group_width];
-          p.mask.group(block, g + k, bits);
-          for (std::size_t l = 0; l < group_width; ++l)
-            first_order[k * group_width + l] = bits[l];
-        }
+    std::size_t g = first_group;
+    for (; g < last_group && g % batch_groups != 0; ++g)
+      (*this)(g);
+    for (; g + batch_groups <= last_group; g += batch_groups)
+      run_batch(g);
+    for (; g < last_group; ++g)
+      (*this)(g);
+  }
+
+  void run_batch(std::size_t g) const {
+    const std::size_t first = element_of(g, 0);
+    if (first >= size) return;
+    const std::size_t lanes = size - first < batch_width ? size - first : batch_width;
+    bool first_order[batch_width] = {};
+    if (p.mask.active) {
+      for (std::size_t k = 0; k < batch_width; k += group_width) {
+        bool bits[group_width];
+        p.mask.group(block, (first + k) / group_width, bits);
+        for (std::size_t l = 0; l < group_width; ++l)
+          first_order[k + l] = bits[l];
       }
-      dense_pass_span<batch_width>(
-          p, first, lanes,
-          [&](std::size_t t, T(&z)[batch_width]) { Distribution::batch(key(t), g, z); },
-          [&](std::size_t l) { return first_order[l]; });
     }
+    dense_pass_span<batch_width, 1>(
+        p, first, lanes,
+        [&](std::size_t t, T(&z)[batch_width]) { Distribution::batch(key(t), g, z); },
+        [&](std::size_t k) { return first_order[k]; });
   }
 };
 
@@ -113,9 +134,8 @@ struct dense_pass_kernel {
 template <class Distribution, class Backend, class Block, class T>
 void apply_dense(const Backend&, const Block& block, const pass<T>& p, zo::stream stream) {
   const std::size_t n = block.size();
-  const std::size_t groups = (n + group_width - 1) / group_width;
   Backend::for_each_index(
-      groups,
+      groups_for(n),
       dense_pass_kernel<Distribution, T>{p, static_cast<std::uint32_t>(block.id()), n, stream},
       group_width);
 }

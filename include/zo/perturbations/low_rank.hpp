@@ -37,10 +37,10 @@ struct factor_fill_kernel {
   ZO_HOST_DEVICE void operator()(std::size_t g) const {
     T z[group_width];
     gaussian_distribution::group(key, g, z);
-    for (std::size_t l = 0; l < group_width; ++l) {
-      const std::size_t idx = g * group_width + l;
+    for (std::size_t w = 0; w < group_width; ++w) {
+      const std::size_t idx = element_of(g, w);
       if (idx >= count) break;
-      out[(idx / rank) * row_stride + (offset + idx % rank) * col_stride] = scale * z[l];
+      out[(idx / rank) * row_stride + (offset + idx % rank) * col_stride] = scale * z[w];
     }
   }
 };
@@ -156,7 +156,7 @@ class low_rank_perturbation {
   void fill_factor(const Backend&, const direction_key& key, T scale, std::size_t rows, T* out,
                    std::size_t row_stride, std::size_t col_stride, std::size_t offset) const {
     const std::size_t count = rows * rank_;
-    Backend::for_each_index((count + group_width - 1) / group_width,
+    Backend::for_each_index(groups_for(count),
                             detail::factor_fill_kernel<T>{key, scale, count, rank_, row_stride,
                                                           col_stride, offset, out},
                             group_width);

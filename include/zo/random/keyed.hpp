@@ -13,6 +13,10 @@
 
 #include "zo/config.hpp"
 
+#if !defined(__CUDA_ARCH__) && (defined(__SSE2__) || defined(__AVX__))
+#include <immintrin.h>
+#endif
+
 namespace zo {
 
 // Separate streams keep U, V and dense z statistically independent even when they share every
@@ -41,8 +45,9 @@ inline constexpr std::uint64_t max_elements_per_block = std::uint64_t{1} << 48;
 // Largest number of samples per step a key can distinguish (n-SPSA's q).
 inline constexpr std::size_t max_samples_per_step = 256;
 
-// Elements of one direction come in groups of four: one Philox call yields 128 bits, which is
-// two Box-Muller pairs (four normals) or four sign bits, so a group costs one call.
+// One Philox call (a group) yields 128 bits: four 32-bit words, which make two Box-Muller pairs
+// (four normals) or four sign bits, so four elements cost one call. Which elements a group's
+// words become is fixed by group_of / word_of below.
 inline constexpr std::size_t group_width = 4;
 
 ZO_HOST_DEVICE inline r123::Philox4x32::ctr_type philox_words(const direction_key& key,
@@ -100,17 +105,6 @@ ZO_HOST_DEVICE inline float log_unit(float u) {
   return x + y + 0.693359375f * e;
 }
 
-// √x for x in [0, 46], the range of −2·ln(u01): a reciprocal square root from the exponent bits,
-// two Newton steps (relative error < 5e-6) and one Heron correction of x·r (within an ulp).
-// libm's sqrtf would do, but it may set errno, which keeps compilers from vectorising the loop.
-ZO_HOST_DEVICE inline float sqrt_radius(float x) {
-  float r = bit_cast_f32(0x5f375a86u - (bit_cast_u32(x) >> 1));
-  r = r * (1.5f - 0.5f * x * r * r);
-  r = r * (1.5f - 0.5f * x * r * r);
-  const float s = x * r;
-  return s + 0.5f * r * (x - s * s);
-}
-
 // sin(πa) and cos(πa) for a in [-1, 1]: a = j/2 + r with |r| ≤ ¼ (exact in float), Cephes'
 // minimax polynomials on [-π/4, π/4], then the quarter-turn j. Branch-free for the vectoriser.
 ZO_HOST_DEVICE inline void sincos_pi(float a, float& sine, float& cosine) {
@@ -137,12 +131,14 @@ ZO_HOST_DEVICE inline void sincos_pi(float a, float& sine, float& cosine) {
 }  // namespace detail
 
 // Two N(0, 1) numbers from two 32-bit words (Box-Muller) with Random123's conversions of the
-// words to floats, and the transcendental functions above in place of libm's, so that a batch of
-// them vectorises and every backend runs the same arithmetic.
+// words to floats, the functions above for ln and sin/cos (libm's would not vectorise, and
+// differ between host and device), and the correctly rounded square root every platform has.
+ZO_HOST_DEVICE inline float box_muller_radius_squared(std::uint32_t u1) {
+  return -2.f * detail::log_unit(r123::u01<float>(u1));  // u01 is never 0
+}
 ZO_HOST_DEVICE inline void box_muller(std::uint32_t u0, std::uint32_t u1, float& x, float& y) {
-  const float angle = r123::uneg11<float>(u0);  // in (-1, 1)
-  const float radius = detail::sqrt_radius(-2.f * detail::log_unit(r123::u01<float>(u1)));
-  detail::sincos_pi(angle, x, y);
+  const float radius = sqrtf(box_muller_radius_squared(u1));
+  detail::sincos_pi(r123::uneg11<float>(u0), x, y);  // angle in (-1, 1)
   x *= radius;
   y *= radius;
 }
@@ -152,14 +148,85 @@ ZO_HOST_DEVICE inline void box_muller(std::uint32_t u0, std::uint32_t u1, float&
 inline constexpr std::size_t batch_groups = 16;
 inline constexpr std::size_t batch_width = batch_groups * group_width;
 
+// Where each element's value comes from. Elements form batches of 64; element r of batch b is
+// word r / 16 of the Philox group 16·b + r mod 16. So a batch is the four words of 16
+// consecutive counters, word by word: generated side by side, they land in element order
+// without a transposition, and on a device the threads of a warp, one group each, touch
+// consecutive elements.
+ZO_HOST_DEVICE constexpr std::uint64_t group_of(std::uint64_t element) {
+  return element / batch_width * batch_groups + element % batch_groups;
+}
+ZO_HOST_DEVICE constexpr std::size_t word_of(std::uint64_t element) {
+  return static_cast<std::size_t>(element % batch_width / batch_groups);
+}
+ZO_HOST_DEVICE constexpr std::uint64_t element_of(std::uint64_t group, std::size_t word) {
+  return group / batch_groups * batch_width + word * batch_groups + group % batch_groups;
+}
+// Groups that cover elements [0, n): whole batches, so every group maps inside a batch.
+ZO_HOST_DEVICE constexpr std::uint64_t groups_for(std::uint64_t n) {
+  return (n + batch_width - 1) / batch_width * batch_groups;
+}
+
 namespace detail {
 
+#if !defined(__CUDA_ARCH__) && (defined(__AVX512F__) || defined(__AVX2__))
+// The 32 × 32 → 64-bit products of Philox on every 32-bit lane: one multiply for the even lanes,
+// one for the odd lanes shifted down, then the halves blended back. Compilers given the
+// portable loop below widen every lane to 64 bits and use a full 64-bit multiply instead, which
+// on x86 costs about twice as much.
+#if defined(__AVX512F__)
+using philox_lanes = __m512i;
+inline philox_lanes philox_set(std::uint32_t v) {
+  return _mm512_set1_epi32(static_cast<int>(v));
+}
+inline philox_lanes philox_load(const std::uint32_t* p) {
+  return _mm512_loadu_si512(p);
+}
+inline void philox_store(std::uint32_t* p, philox_lanes v) {
+  _mm512_storeu_si512(p, v);
+}
+inline philox_lanes philox_xor(philox_lanes a, philox_lanes b) {
+  return _mm512_xor_si512(a, b);
+}
+inline void philox_mulhilo(philox_lanes m, philox_lanes a, philox_lanes& hi, philox_lanes& lo) {
+  const __m512i even = _mm512_mul_epu32(a, m);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+#else
+using philox_lanes = __m256i;
+inline philox_lanes philox_set(std::uint32_t v) {
+  return _mm256_set1_epi32(static_cast<int>(v));
+}
+inline philox_lanes philox_load(const std::uint32_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+inline void philox_store(std::uint32_t* p, philox_lanes v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+}
+inline philox_lanes philox_xor(philox_lanes a, philox_lanes b) {
+  return _mm256_xor_si256(a, b);
+}
+inline void philox_mulhilo(philox_lanes m, philox_lanes a, philox_lanes& hi, philox_lanes& lo) {
+  const __m256i even = _mm256_mul_epu32(a, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+#endif
+inline constexpr std::size_t philox_width = sizeof(philox_lanes) / sizeof(std::uint32_t);
+#endif
+
 // Philox4x32-10 on batch_groups consecutive counters at once, written lane-wise (structure of
-// arrays) so the 32 × 32 → 64-bit multiplies become vector multiplies. Equal word for word to
-// Random123's philox4x32 (tests/test_random.cpp checks), which processes one counter per call.
+// arrays) so the multiplies become vector multiplies. Equal word for word to Random123's
+// philox4x32 (tests/test_random.cpp checks), which processes one counter per call.
 inline void philox_batch(const direction_key& key, std::uint64_t first_group,
                          std::uint32_t (&words)[4][batch_groups]) {
-  std::uint32_t c0[batch_groups], c1[batch_groups], c2[batch_groups], c3[batch_groups];
+  std::uint32_t(&c0)[batch_groups] = words[0];
+  std::uint32_t(&c1)[batch_groups] = words[1];
+  std::uint32_t(&c2)[batch_groups] = words[2];
+  std::uint32_t(&c3)[batch_groups] = words[3];
   const std::uint32_t high = (static_cast<std::uint32_t>(key.stream) << 16) |
                              (static_cast<std::uint32_t>(key.sample) << 24);
   for (std::size_t l = 0; l < batch_groups; ++l) {
@@ -169,8 +236,32 @@ inline void philox_batch(const direction_key& key, std::uint64_t first_group,
     c2[l] = key.block;
     c3[l] = key.step;
   }
-  std::uint32_t k0 = static_cast<std::uint32_t>(key.seed);
-  std::uint32_t k1 = static_cast<std::uint32_t>(key.seed >> 32);
+  const std::uint32_t key0 = static_cast<std::uint32_t>(key.seed);
+  const std::uint32_t key1 = static_cast<std::uint32_t>(key.seed >> 32);
+#if !defined(__CUDA_ARCH__) && (defined(__AVX512F__) || defined(__AVX2__))
+  const philox_lanes m0 = philox_set(0xD2511F53u), m1 = philox_set(0xCD9E8D57u);
+  for (std::size_t first = 0; first < batch_groups; first += philox_width) {
+    philox_lanes x0 = philox_load(c0 + first), x1 = philox_load(c1 + first);
+    philox_lanes x2 = philox_load(c2 + first), x3 = philox_load(c3 + first);
+    std::uint32_t k0 = key0, k1 = key1;
+    for (int round = 0; round < 10; ++round) {
+      philox_lanes hi0, lo0, hi1, lo1;
+      philox_mulhilo(m0, x0, hi0, lo0);
+      philox_mulhilo(m1, x2, hi1, lo1);
+      x0 = philox_xor(philox_xor(hi1, x1), philox_set(k0));
+      x1 = lo1;
+      x2 = philox_xor(philox_xor(hi0, x3), philox_set(k1));
+      x3 = lo0;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    philox_store(c0 + first, x0);
+    philox_store(c1 + first, x1);
+    philox_store(c2 + first, x2);
+    philox_store(c3 + first, x3);
+  }
+#else
+  std::uint32_t k0 = key0, k1 = key1;
   for (int round = 0; round < 10; ++round) {
 #if defined(_OPENMP)
 #pragma omp simd
@@ -188,11 +279,31 @@ inline void philox_batch(const direction_key& key, std::uint64_t first_group,
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
-  for (std::size_t l = 0; l < batch_groups; ++l) {
-    words[0][l] = c0[l];
-    words[1][l] = c1[l];
-    words[2][l] = c2[l];
-    words[3][l] = c3[l];
+#endif
+}
+
+// x ← √x for Count floats, correctly rounded like sqrtf, with vector instructions where the
+// target has them (a loop calling sqrtf does not vectorise: it may set errno).
+template <std::size_t Count>
+inline void sqrt_in_place(float (&x)[Count]) {
+#if !defined(__CUDA_ARCH__) && defined(__AVX512F__)
+  constexpr std::size_t width = 16;
+  for (std::size_t i = 0; i + width <= Count; i += width)
+    _mm512_storeu_ps(x + i, _mm512_sqrt_ps(_mm512_loadu_ps(x + i)));
+#elif !defined(__CUDA_ARCH__) && defined(__AVX__)
+  constexpr std::size_t width = 8;
+  for (std::size_t i = 0; i + width <= Count; i += width)
+    _mm256_storeu_ps(x + i, _mm256_sqrt_ps(_mm256_loadu_ps(x + i)));
+#elif !defined(__CUDA_ARCH__) && defined(__SSE2__)
+  constexpr std::size_t width = 4;
+  for (std::size_t i = 0; i + width <= Count; i += width)
+    _mm_storeu_ps(x + i, _mm_sqrt_ps(_mm_loadu_ps(x + i)));
+#else
+  constexpr std::size_t width = 1;
+#endif
+  if constexpr (Count % width != 0 || width == 1) {
+    for (std::size_t i = Count - Count % width; i < Count; ++i)
+      x[i] = sqrtf(x[i]);
   }
 }
 
@@ -212,23 +323,26 @@ struct gaussian_distribution {
       out[l] = static_cast<T>(z[l]);
   }
 
-  // Groups first_group … first_group + batch_groups − 1, element (g, lane) at
-  // out[(g − first_group)·group_width + lane]: the same values as group(), vectorised.
+  // The batch of elements starting at group first_group (a multiple of batch_groups), in
+  // element order: out[w·16 + l] is word w of group first_group + l. The same values as group().
   template <class T>
   static void batch(const direction_key& key, std::uint64_t first_group, T (&out)[batch_width]) {
     std::uint32_t w[4][batch_groups];
     detail::philox_batch(key, first_group, w);
-    float z[4][batch_groups];
-#if defined(_OPENMP)
-#pragma omp simd
-#endif
+    float radius[2 * batch_groups];
     for (std::size_t l = 0; l < batch_groups; ++l) {
-      box_muller(w[0][l], w[1][l], z[0][l], z[1][l]);
-      box_muller(w[2][l], w[3][l], z[2][l], z[3][l]);
+      radius[l] = box_muller_radius_squared(w[1][l]);
+      radius[batch_groups + l] = box_muller_radius_squared(w[3][l]);
     }
+    detail::sqrt_in_place(radius);
     for (std::size_t l = 0; l < batch_groups; ++l) {
-      for (std::size_t lane = 0; lane < group_width; ++lane)
-        out[l * group_width + lane] = static_cast<T>(z[lane][l]);
+      float s0, c0, s1, c1;
+      detail::sincos_pi(r123::uneg11<float>(w[0][l]), s0, c0);
+      detail::sincos_pi(r123::uneg11<float>(w[2][l]), s1, c1);
+      out[l] = static_cast<T>(s0 * radius[l]);
+      out[batch_groups + l] = static_cast<T>(c0 * radius[l]);
+      out[2 * batch_groups + l] = static_cast<T>(s1 * radius[batch_groups + l]);
+      out[3 * batch_groups + l] = static_cast<T>(c1 * radius[batch_groups + l]);
     }
   }
 };
@@ -248,9 +362,9 @@ struct rademacher_distribution {
   static void batch(const direction_key& key, std::uint64_t first_group, T (&out)[batch_width]) {
     std::uint32_t w[4][batch_groups];
     detail::philox_batch(key, first_group, w);
-    for (std::size_t l = 0; l < batch_groups; ++l) {
-      for (std::size_t lane = 0; lane < group_width; ++lane)
-        out[l * group_width + lane] = (w[lane][l] & 1u) ? T(1) : T(-1);
+    for (std::size_t word = 0; word < group_width; ++word) {
+      for (std::size_t l = 0; l < batch_groups; ++l)
+        out[word * batch_groups + l] = (w[word][l] & 1u) ? T(1) : T(-1);
     }
   }
 };
@@ -259,8 +373,8 @@ struct rademacher_distribution {
 template <class Distribution, class T = float>
 ZO_HOST_DEVICE inline T direction_element(const direction_key& key, std::uint64_t index) {
   T values[group_width];
-  Distribution::group(key, index / group_width, values);
-  return values[index % group_width];
+  Distribution::group(key, group_of(index), values);
+  return values[word_of(index)];
 }
 
 }  // namespace zo

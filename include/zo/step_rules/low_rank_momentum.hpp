@@ -47,20 +47,23 @@ struct momentum_accumulate_kernel {
   T coefficients[max_terms_per_pass];
   std::size_t terms;
 
+  // One Philox group: its four words are the elements element_of(g, w), batch_groups apart.
   ZO_HOST_DEVICE void operator()(std::size_t g) const {
-    const std::size_t first = g * group_width;
-    const std::size_t lanes = size - first < group_width ? size - first : group_width;
+    const std::size_t first = element_of(g, 0);
+    if (first >= size) return;
+    const std::size_t remaining = (size - first + batch_groups - 1) / batch_groups;
+    const std::size_t lanes = remaining < group_width ? remaining : group_width;
     T value[group_width];
-    for (std::size_t l = 0; l < lanes; ++l)
-      value[l] = fresh ? T(0) : keep * out[first + l];
+    for (std::size_t w = 0; w < lanes; ++w)
+      value[w] = fresh ? T(0) : keep * out[first + w * batch_groups];
     for (std::size_t t = 0; t < terms; ++t) {
       T z[group_width];
       gaussian_distribution::group(keys[t], g, z);
-      for (std::size_t l = 0; l < lanes; ++l)
-        value[l] += coefficients[t] * z[l];
+      for (std::size_t w = 0; w < lanes; ++w)
+        value[w] += coefficients[t] * z[w];
     }
-    for (std::size_t l = 0; l < lanes; ++l)
-      out[first + l] = value[l];
+    for (std::size_t w = 0; w < lanes; ++w)
+      out[first + w * batch_groups] = value[w];
   }
 };
 
@@ -320,7 +323,7 @@ class low_rank_momentum {
         kernel.coefficients[kernel.terms] = static_cast<T>(weight * g[j] * inverse_q);
         ++kernel.terms;
       }
-      Backend::for_each_index((count + group_width - 1) / group_width, kernel, group_width);
+      Backend::for_each_index(groups_for(count), kernel, group_width);
       keep = T(1);  // later chunks add to what the first wrote
       fresh = false;
     }
