@@ -1,0 +1,211 @@
+// The kernels of every optimizer, each against a copy of the same bytes measured by the same
+// binary with the same threads just before it (DESIGN.md §2: the ratio, not the absolute time,
+// is the figure to quote on a shared machine). The first argument of every benchmark is the
+// number of OpenMP threads.
+//
+//   copy                   one pass reading and writing the block (the bandwidth limit)
+//   generate               Gaussian directions alone, into an L1-resident buffer: no memory
+//                          traffic
+//   dense_perturb          θ ← θ + ε·z, z generated in the pass (a MeZO perturbation)
+//   fused_update_perturb   θ ← s·θ + a·z_k + ε·z_{k+1}, base point also written to the snapshot
+//                          (the update pass of a fused step in exact mode)
+//   rademacher_perturb     θ ← θ + ε·z, z = ±1 (SPSA)
+//   low_rank_apply         θ ← θ + α·U·Vᵀ, rank r (LOZO), factors generated into O(r(m + n))
+//   lozo_m_momentum_apply  θ ← s·θ + α·U·Vᵀ + N·Vᵀ (LOZO-M's update with its momentum factor)
+//   adam                   AdamW on the block from a stored gradient (LoHO's first-order part)
+//
+// Counters: x_copy = time per iteration / time of the copy; elements_per_s_per_core for
+// generate; bytes_per_second where the kernel's own traffic is known.
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <vector>
+#include <zo/zo.hpp>
+
+namespace {
+
+constexpr std::size_t rows = 4096, cols = 4096;  // 64 MiB of float: far beyond the caches
+constexpr std::size_t elements = rows * cols;
+
+using clock_type = std::chrono::steady_clock;
+
+// Sets the thread count for one benchmark and restores it afterwards.
+class thread_scope {
+ public:
+  explicit thread_scope(const benchmark::State& state) : saved_(omp_get_max_threads()) {
+    omp_set_num_threads(static_cast<int>(state.range(0)));
+  }
+  ~thread_scope() { omp_set_num_threads(saved_); }
+  thread_scope(const thread_scope&) = delete;
+  thread_scope& operator=(const thread_scope&) = delete;
+
+ private:
+  int saved_;
+};
+
+// A copy of `count` floats split over the backend's threads, as every pass is.
+void parallel_copy(const float* source, float* target, std::size_t count) {
+  constexpr std::size_t chunk = 1 << 14;
+  zo::backends::cpu::for_each_index((count + chunk - 1) / chunk,
+                                    [=](std::size_t c) {
+                                      const std::size_t first = c * chunk;
+                                      std::memcpy(target + first, source + first,
+                                                  std::min(chunk, count - first) * 4);
+                                    },
+                                    chunk);
+}
+
+// Median time of a copy of `count` floats with the current threads.
+double copy_seconds(std::size_t count) {
+  std::vector<float> source(count, 1.0f), target(count, 0.0f);
+  std::vector<double> times;
+  for (int k = 0; k < 7; ++k) {
+    const auto start = clock_type::now();
+    parallel_copy(source.data(), target.data(), count);
+    benchmark::ClobberMemory();
+    times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+  }
+  std::nth_element(times.begin(), times.begin() + 3, times.end());
+  return times[3];
+}
+
+// Runs `body` as the timed loop and reports its ratio to a copy of `copy_elements` floats.
+template <class Body>
+void timed(benchmark::State& state, std::size_t copy_elements, Body&& body) {
+  const double copy = copy_seconds(copy_elements);
+  double total = 0;
+  for (auto _ : state) {
+    const auto start = clock_type::now();
+    body();
+    benchmark::ClobberMemory();
+    total += std::chrono::duration<double>(clock_type::now() - start).count();
+  }
+  state.counters["x_copy"] = total / static_cast<double>(state.iterations()) / copy;
+}
+
+void set_bytes(benchmark::State& state, std::size_t bytes_per_iteration) {
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes_per_iteration));
+}
+
+void copy(benchmark::State& state) {
+  thread_scope threads(state);
+  std::vector<float> source(elements, 1.0f), target(elements);
+  timed(state, elements, [&] { parallel_copy(source.data(), target.data(), elements); });
+  set_bytes(state, 2 * elements * sizeof(float));
+}
+
+void generate(benchmark::State& state) {
+  thread_scope threads(state);
+  const zo::direction_key key{1, 0, 0, zo::stream::dense, 0};
+  constexpr std::size_t batches = elements / zo::batch_width;
+  timed(state, elements, [&] {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t b = 0; b < static_cast<std::int64_t>(batches); ++b) {
+      float z[zo::batch_width];  // stays in L1: generation without memory traffic
+      zo::gaussian_distribution::batch(key, static_cast<std::uint64_t>(b) * zo::batch_groups, z);
+      benchmark::DoNotOptimize(z);
+    }
+  });
+  state.counters["elements_per_s_per_core"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * elements) / static_cast<double>(state.range(0)),
+      benchmark::Counter::kIsRate);
+}
+
+// One pass of `perturbation` over the block with the given pass settings.
+template <class Perturbation, class Configure>
+void run_pass(benchmark::State& state, const Perturbation& perturbation, Configure&& configure) {
+  thread_scope threads(state);
+  std::vector<float> values(elements, 0.5f), snapshot(elements, 0.5f);
+  zo::view_store<float> store;
+  store.add("w", std::span<float>(values), rows, cols);
+  zo::pass<float> sweep;
+  sweep.source = values.data();
+  sweep.target = values.data();
+  sweep.seed = 1;
+  configure(sweep, snapshot.data());
+  zo::scratch_arena<zo::backends::cpu, float> scratch;
+  timed(state, elements,
+        [&] { perturbation.apply(zo::backends::cpu{}, store.block(0), sweep, scratch); });
+  set_bytes(state, (sweep.base_to != nullptr ? 3 : 2) * elements * sizeof(float));
+}
+
+void dense_perturb(benchmark::State& state) {
+  run_pass(state, zo::gaussian_perturbation{},
+           [](zo::pass<float>& p, float*) { p.terms.add(0, 0, 1e-3f); });
+}
+
+void fused_update_perturb(benchmark::State& state) {
+  // Exact mode: read the snapshot, write the new base point back to it and the perturbed point
+  // to the block.
+  run_pass(state, zo::gaussian_perturbation{}, [](zo::pass<float>& p, float* snapshot) {
+    p.source = snapshot;
+    p.base_to = snapshot;
+    p.scale = 0.99999f;
+    p.terms.add(0, 0, -1e-5f);
+    p.base_terms = 1;
+    p.terms.add(1, 0, 1e-3f);
+  });
+}
+
+void rademacher_perturb(benchmark::State& state) {
+  run_pass(state, zo::rademacher_perturbation{},
+           [](zo::pass<float>& p, float*) { p.terms.add(0, 0, 1e-3f); });
+}
+
+void low_rank_apply(benchmark::State& state) {
+  run_pass(state, zo::low_rank_perturbation(static_cast<std::size_t>(state.range(1)), 50),
+           [](zo::pass<float>& p, float*) { p.terms.add(0, 0, 1e-3f); });
+}
+
+void lozo_m_momentum_apply(benchmark::State& state) {
+  constexpr std::size_t rank = 2;
+  static std::vector<float> momentum(rows * rank, 0.01f), factor(cols * rank, 0.02f);
+  run_pass(state, zo::low_rank_perturbation(rank, 50), [](zo::pass<float>& p, float*) {
+    p.scale = 0.99999f;
+    p.terms.add(0, 0, -1e-5f);
+    p.extra.left = momentum.data();
+    p.extra.right = factor.data();
+    p.extra.rank = rank;
+    p.extra.low_rank_scale = -1e-5f;
+  });
+}
+
+void adam(benchmark::State& state) {
+  thread_scope threads(state);
+  std::vector<float> values(elements, 0.5f), gradient(elements, 1e-3f);
+  zo::view_store<float> store;
+  store.add("w", std::span<float>(values), rows, cols);
+  zo::adam rule(1e-5);
+  std::uint64_t step = 0;
+  rule.apply(zo::backends::cpu{}, store.block(0), gradient.data(), 1.0, step++);  // allocates
+  timed(state, elements,
+        [&] { rule.apply(zo::backends::cpu{}, store.block(0), gradient.data(), 1.0, step++); });
+  // θ, m and v read and written, the gradient read.
+  set_bytes(state, 7 * elements * sizeof(float));
+}
+
+void threads_1_and_2(benchmark::internal::Benchmark* b) {
+  b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+BENCHMARK(copy)->Apply(threads_1_and_2);
+BENCHMARK(generate)->Apply(threads_1_and_2);
+BENCHMARK(dense_perturb)->Apply(threads_1_and_2);
+BENCHMARK(fused_update_perturb)->Apply(threads_1_and_2);
+BENCHMARK(rademacher_perturb)->Apply(threads_1_and_2);
+BENCHMARK(low_rank_apply)
+    ->ArgNames({"threads", "rank"})
+    ->Args({1, 2})
+    ->Args({2, 2})
+    ->Args({2, 4})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(lozo_m_momentum_apply)->Apply(threads_1_and_2);
+BENCHMARK(adam)->Apply(threads_1_and_2);
+
+BENCHMARK_MAIN();

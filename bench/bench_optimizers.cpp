@@ -1,0 +1,228 @@
+// What each optimizer costs besides the model: the time of a step with a free objective (the
+// step overhead), its ratio to one copy of all parameters, and the memory it holds or allocates
+// beyond the parameters. The parameters have the shapes of two OPT-125m decoder layers
+// (14.2 million floats; bench/compare_pytorch.py runs the MeZO reference loop on the same
+// shapes). The first argument is the number of OpenMP threads.
+//
+// Counters:
+//   x_copy           step time / time of a copy of every parameter (same threads, same binary)
+//   state_bytes      bytes the optimizer still holds after three steps (snapshots, momentum,
+//                    moments, scratch), counted by replacing operator new
+//   peak_extra_bytes the most bytes it held at once during those steps
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+#include <zo/zo.hpp>
+
+namespace {
+
+std::atomic<std::int64_t> live_bytes{0};
+std::atomic<std::int64_t> peak_bytes{0};
+
+void count_allocation(std::int64_t bytes) {
+  const std::int64_t now = live_bytes.fetch_add(bytes) + bytes;
+  std::int64_t peak = peak_bytes.load();
+  while (now > peak && !peak_bytes.compare_exchange_weak(peak, now)) {
+  }
+}
+
+}  // namespace
+
+// Every allocation carries its size in a 16-byte header, so frees can be counted too.
+void* operator new(std::size_t size) {
+  void* raw = std::malloc(size + 16);
+  if (raw == nullptr) throw std::bad_alloc();
+  *static_cast<std::size_t*>(raw) = size;
+  count_allocation(static_cast<std::int64_t>(size));
+  return static_cast<char*>(raw) + 16;
+}
+void operator delete(void* p) noexcept {
+  if (p == nullptr) return;
+  void* raw = static_cast<char*>(p) - 16;
+  live_bytes.fetch_sub(static_cast<std::int64_t>(*static_cast<std::size_t*>(raw)));
+  std::free(raw);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  operator delete(p);
+}
+
+namespace {
+
+using store_t = zo::eigen_store<float>;
+using clock_type = std::chrono::steady_clock;
+
+// Two OPT-125m decoder layers: q, k, v, out (768 × 768), fc1 (3072 × 768), fc2 (768 × 3072),
+// their biases and two LayerNorms each.
+store_t opt_layers(int layers) {
+  store_t store;
+  constexpr std::size_t d = 768, ffn = 3072;
+  for (int l = 0; l < layers; ++l) {
+    const std::string prefix = "layers." + std::to_string(l) + ".";
+    const zo::block_options weight{.layer = l}, vector{.layer = l, .decay = false};
+    for (const char* name : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
+      store.add(prefix + name + ".weight", store_t::matrix_type::Constant(d, d, 0.01f), weight);
+      store.add(prefix + name + ".bias", 1, d, vector);
+    }
+    store.add(prefix + "fc1.weight", store_t::matrix_type::Constant(ffn, d, 0.01f), weight);
+    store.add(prefix + "fc1.bias", 1, ffn, vector);
+    store.add(prefix + "fc2.weight", store_t::matrix_type::Constant(d, ffn, 0.01f), weight);
+    store.add(prefix + "fc2.bias", 1, d, vector);
+    for (const char* name : {"self_attn_layer_norm", "final_layer_norm"}) {
+      store.add(prefix + name + ".weight", store_t::matrix_type::Ones(1, d), vector);
+      store.add(prefix + name + ".bias", 1, d, vector);
+    }
+  }
+  return store;
+}
+
+std::size_t parameter_count(const store_t& store) {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < store.size(); ++i)
+    n += store.block(i).size();
+  return n;
+}
+
+class thread_scope {
+ public:
+  explicit thread_scope(const benchmark::State& state) : saved_(omp_get_max_threads()) {
+    omp_set_num_threads(static_cast<int>(state.range(0)));
+  }
+  ~thread_scope() { omp_set_num_threads(saved_); }
+  thread_scope(const thread_scope&) = delete;
+  thread_scope& operator=(const thread_scope&) = delete;
+
+ private:
+  int saved_;
+};
+
+// Median time of copying every parameter once (block by block, over the backend's threads).
+double copy_seconds(const store_t& store) {
+  std::vector<std::vector<float>> targets;
+  for (std::size_t i = 0; i < store.size(); ++i)
+    targets.emplace_back(store.block(i).size());
+  std::vector<double> times;
+  for (int k = 0; k < 7; ++k) {
+    const auto start = clock_type::now();
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      const float* source = store.block(i).data();
+      float* target = targets[i].data();
+      constexpr std::size_t chunk = 1 << 14;
+      const std::size_t n = targets[i].size();
+      zo::backends::cpu::for_each_index((n + chunk - 1) / chunk,
+                                        [=](std::size_t c) {
+                                          std::memcpy(target + c * chunk, source + c * chunk,
+                                                      std::min(chunk, n - c * chunk) * 4);
+                                        },
+                                        chunk);
+    }
+    benchmark::ClobberMemory();
+    times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+  }
+  std::nth_element(times.begin(), times.begin() + 3, times.end());
+  return times[3];
+}
+
+// A loss that costs nothing but still gives every step a non-zero projected gradient, so the
+// update pass generates its direction as in a real run.
+struct free_loss {
+  std::uint64_t calls = 0;
+  double operator()() { return (calls++ % 2) == 0 ? 1.0 : 0.999; }
+};
+
+// LoHO's first-order blocks get a zero gradient: the cost measured is the optimizer's.
+struct free_differentiable_loss {
+  free_loss zo_part;
+  double loss() { return zo_part(); }
+  double loss_and_gradients(zo::gradient_view<float>&) { return 1.0; }
+};
+
+template <class Optimizer, class Objective>
+void step_overhead(benchmark::State& state, Optimizer optimizer, Objective objective) {
+  thread_scope threads(state);
+  store_t store = opt_layers(2);
+  const double copy = copy_seconds(store);
+  const std::int64_t before = live_bytes.load();
+  peak_bytes.store(before);
+  for (int k = 0; k < 3; ++k)
+    optimizer.step(store, objective);
+  state.counters["state_bytes"] = static_cast<double>(live_bytes.load() - before);
+  state.counters["peak_extra_bytes"] = static_cast<double>(peak_bytes.load() - before);
+  double total = 0;
+  for (auto _ : state) {
+    const auto start = clock_type::now();
+    optimizer.step(store, objective);
+    total += std::chrono::duration<double>(clock_type::now() - start).count();
+  }
+  state.counters["x_copy"] = total / static_cast<double>(state.iterations()) / copy;
+  state.counters["parameters"] = static_cast<double>(parameter_count(store));
+}
+
+constexpr double lr = 1e-9;  // keeps the parameters finite over many benchmark steps
+
+zo::zo_options options(zo::restore_mode restore, bool fused) {
+  return {.seed = 1, .restore = restore, .fused_steps = fused};
+}
+
+void mezo(benchmark::State& state) {
+  step_overhead(state,
+                zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                         options(zo::restore_mode::exact, false)),
+                free_loss{});
+}
+void mezo_fused(benchmark::State& state) {
+  step_overhead(state,
+                zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                         options(zo::restore_mode::exact, true)),
+                free_loss{});
+}
+void mezo_arithmetic_fused(benchmark::State& state) {
+  step_overhead(state,
+                zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                         options(zo::restore_mode::arithmetic, true)),
+                free_loss{});
+}
+void lozo(benchmark::State& state) {
+  step_overhead(
+      state,
+      zo::lozo(zo::low_rank_perturbation(2, 50), zo::central_difference(1e-3),
+               zo::sgd(zo::constant_schedule(lr)), {}, options(zo::restore_mode::exact, true)),
+      free_loss{});
+}
+void lozo_m(benchmark::State& state) {
+  step_overhead(state,
+                zo::lozo_m(zo::low_rank_perturbation(2, 50), zo::central_difference(1e-3),
+                           zo::low_rank_momentum(zo::constant_schedule(lr), 0.9), {},
+                           options(zo::restore_mode::exact, true)),
+                free_loss{});
+}
+void loho(benchmark::State& state) {
+  // The deepest of the two layers first-order with Adam, the other zeroth-order (MeZO).
+  step_overhead(state,
+                zo::loho(zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                                  options(zo::restore_mode::exact, false)),
+                         zo::adam(lr), zo::deepest_layers(1)),
+                free_differentiable_loss{});
+}
+
+void threads_1_and_2(benchmark::internal::Benchmark* b) {
+  b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+BENCHMARK(mezo)->Apply(threads_1_and_2);
+BENCHMARK(mezo_fused)->Apply(threads_1_and_2);
+BENCHMARK(mezo_arithmetic_fused)->Apply(threads_1_and_2);
+BENCHMARK(lozo)->Apply(threads_1_and_2);
+BENCHMARK(lozo_m)->Apply(threads_1_and_2);
+BENCHMARK(loho)->Apply(threads_1_and_2);
+
+BENCHMARK_MAIN();
