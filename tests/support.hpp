@@ -3,8 +3,10 @@
 #pragma once
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 #include <zo/zo.hpp>
 
@@ -147,6 +149,82 @@ struct two_block_problem {
     const auto flat = widen(blocks);
     const Eigen::VectorXd theta = Eigen::Map<const Eigen::VectorXd>(flat.data(), flat.size());
     return 0.5 * (a * theta - b).squaredNorm() / static_cast<double>(a.rows());
+  }
+};
+
+// A linear chain h_{l+1} = W_l·h_l + b_l over `layers` layers, then a head w·h_L with no layer;
+// loss ½·mean((out − y)²). Block order: layers.l.weight (2l), layers.l.bias (2l + 1), head.
+struct chain {
+  std::size_t depth, width;
+  zo::eigen_store<double> store;
+  Eigen::MatrixXd x;
+  Eigen::RowVectorXd y;
+  std::size_t loss_calls = 0, gradient_calls = 0;
+
+  chain(std::size_t layers, std::size_t d, std::size_t batch, unsigned seed)
+      : depth(layers), width(d) {
+    std::srand(seed);
+    for (std::size_t l = 0; l < layers; ++l) {
+      const int layer = static_cast<int>(l);
+      store.add("layers." + std::to_string(l) + ".weight",
+                Eigen::MatrixXd::Identity(d, d) + 0.3 * Eigen::MatrixXd::Random(d, d),
+                {.layer = layer});
+      store.add("layers." + std::to_string(l) + ".bias", 0.1 * Eigen::MatrixXd::Random(d, 1),
+                {.layer = layer, .decay = false});
+    }
+    store.add("head", 0.5 * Eigen::MatrixXd::Random(d, 1));
+    x = Eigen::MatrixXd::Random(d, batch);
+    // Targets from a teacher: the same chain with its weights moved, so the optimum is 0.
+    zo::eigen_store<double> teacher;
+    for (std::size_t b = 0; b < store.size(); ++b) {
+      teacher.add(std::string(store.block(b).name()),
+                  store.matrix(b) + 0.3 * Eigen::MatrixXd::Random(store.matrix(b).rows(),
+                                                                  store.matrix(b).cols()));
+    }
+    y = outputs(teacher);
+  }
+
+  Eigen::RowVectorXd outputs(const zo::eigen_store<double>& s) const {
+    Eigen::MatrixXd h = x;
+    for (std::size_t l = 0; l < depth; ++l) {
+      h = (s.matrix(2 * l) * h).colwise() + Eigen::VectorXd(s.matrix(2 * l + 1).col(0));
+    }
+    return s.matrix(2 * depth).col(0).transpose() * h;
+  }
+
+  double loss() {
+    ++loss_calls;
+    return 0.5 * (outputs(store) - y).squaredNorm() / double(x.cols());
+  }
+
+  // Backprop from the loss down to the lowest requested layer, and no further.
+  double loss_and_gradients(zo::gradient_view<double>& g) {
+    ++gradient_calls;
+    std::vector<Eigen::MatrixXd> h{x};
+    for (std::size_t l = 0; l < depth; ++l) {
+      h.push_back((store.matrix(2 * l) * h.back()).colwise() +
+                  Eigen::VectorXd(store.matrix(2 * l + 1).col(0)));
+    }
+    const Eigen::RowVectorXd out = store.matrix(2 * depth).col(0).transpose() * h.back();
+    const Eigen::RowVectorXd delta_out = (out - y) / double(x.cols());
+    auto write = [&](std::size_t index, const Eigen::MatrixXd& value) {
+      if (double* p = g.find(index)) {
+        // Gradients are row-major like the blocks.
+        Eigen::Map<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+            p, value.rows(), value.cols()) = value;
+      }
+    };
+    write(2 * depth, h.back() * delta_out.transpose());
+    std::size_t lowest = 2 * depth;
+    for (std::size_t k : g.blocks())
+      lowest = std::min(lowest, k);
+    Eigen::MatrixXd delta = store.matrix(2 * depth).col(0) * delta_out;
+    for (std::size_t l = depth; l-- > 0 && 2 * l + 1 >= lowest;) {
+      write(2 * l, delta * h[l].transpose());
+      write(2 * l + 1, delta.rowwise().sum());
+      delta = store.matrix(2 * l).transpose() * delta;
+    }
+    return 0.5 * (out - y).squaredNorm() / double(x.cols());
   }
 };
 

@@ -9,6 +9,8 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <istream>
+#include <ostream>
 #include <span>
 #include <string>
 #include <vector>
@@ -176,6 +178,22 @@ class hybrid {
     return detail::run_steps(steps, [&] { return step(store, f, callbacks...); });
   }
 
+  // Saves what a resumed run needs besides the parameters: the zeroth-order part's state (step
+  // index, step-rule state) and the first-order rule's (momentum, Adam moments, step counts).
+  // The selectors zo provides decide from the step index alone, so they have no state.
+  void save(std::ostream& out) const {
+    detail::write_tag(out, state_tag, 1);
+    zo_.save(out);
+    if constexpr (requires { fo_.save(out); }) fo_.save(out);
+    if constexpr (requires { selector_.save(out); }) selector_.save(out);
+  }
+  void load(std::istream& in) {
+    detail::read_tag(in, state_tag, 1, "hybrid");
+    zo_.load(in);
+    if constexpr (requires { fo_.load(in); }) fo_.load(in);
+    if constexpr (requires { selector_.load(in); }) selector_.load(in);
+  }
+
   std::uint64_t step_count() const { return zo_.step_count(); }
   const std::vector<block_role>& roles() const { return roles_; }  // of the last step
   double first_order_loss() const { return first_order_loss_; }
@@ -211,6 +229,8 @@ class hybrid {
     }
     return total;
   }
+
+  static constexpr std::uint64_t state_tag = 0x6879'6272'6964'0000ull;  // "hybrid"
 
   ZoPart zo_;
   FoRule fo_;
