@@ -7,8 +7,12 @@
 //
 // The reader treats every file as hostile: each structural problem is reported as a
 // zo::invalid_argument naming the tensor and the problem, and no other exception escapes from
-// parsing or reading (I/O and JSON library errors are translated). Not in the umbrella header
-// zo/zo.hpp because it needs nlohmann-json, which the optimizers do not.
+// parsing or reading (I/O and JSON library errors are translated). Gaps between tensors and
+// trailing bytes are accepted, unlike in the reference implementation: they are harmless, and
+// only overlaps and out-of-range offsets can make one tensor read another's bytes.
+//
+// Not in the umbrella header zo/zo.hpp because it needs nlohmann-json, which the optimizers do
+// not; a project including it links nlohmann_json::nlohmann_json itself.
 #pragma once
 
 #include <algorithm>
