@@ -226,6 +226,18 @@ BOOST_AUTO_TEST_CASE(writer_replaces_the_file_whole_and_leaves_no_temporary) {
   BOOST_TEST(safetensors_file::open(path).tensors().size() == 2u);
 }
 
+BOOST_AUTO_TEST_CASE(an_open_file_reads_what_it_validated_after_a_new_save_replaces_it) {
+  scratch_dir dir;
+  const auto path = dir.path / "ckpt.safetensors";
+  const std::vector<float> old_values{1, 2}, new_values{3, 4, 5, 6};
+  zo::io::write_safetensors(path, {{"w", {2}, old_values.data()}});
+  const auto file = safetensors_file::open(path);
+  zo::io::write_safetensors(path, {{"big", {4}, new_values.data()}, {"w", {2}, new_values.data()}});
+  const auto copy = file;
+  BOOST_TEST(copy.read_float("w", {2}) == old_values, boost::test_tools::per_element());
+  BOOST_TEST(safetensors_file::open(path).read_float("w", {2})[0] == 3.0f);
+}
+
 BOOST_AUTO_TEST_CASE(load_store_returns_tensors_the_store_lacks) {
   scratch_dir dir;
   const auto store = sample_store();

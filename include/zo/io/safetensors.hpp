@@ -30,6 +30,8 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
@@ -266,8 +268,9 @@ class safetensors_file {
   static safetensors_file open(const std::filesystem::path& path) {
     safetensors_file f;
     f.source_ = path.string();
-    f.path_ = path;
-    std::ifstream in(path, std::ios::binary);
+    f.stream_ = std::make_shared<stream>();
+    std::ifstream& in = f.stream_->in;
+    in.open(path, std::ios::binary);
     detail::require(static_cast<bool>(in), "cannot open " + f.source_ + ": " + error_text());
     in.seekg(0, std::ios::end);
     const std::streamoff size = in.tellg();
@@ -321,6 +324,7 @@ class safetensors_file {
   // Reads a tensor of any shape as float.
   std::vector<float> read_float(std::string_view name) const {
     const tensor_info& t = at(name);
+    require_convertible(t);
     std::vector<float> out(t.elements());
     read_into(t, out);
     return out;
@@ -527,13 +531,14 @@ class safetensors_file {
     const std::size_t size = dtype_size(t.dtype);
     const std::size_t count = t.elements();
     if (count == 0) return;
-    if (path_.empty()) {
+    if (!stream_) {
       const auto* p = reinterpret_cast<const unsigned char*>(bytes_.data()) + data_start_ + t.begin;
       detail::decode(t.dtype, p, count, out.data());
       return;
     }
-    std::ifstream in(path_, std::ios::binary);
-    detail::require(static_cast<bool>(in), "cannot open " + source_ + ": " + error_text());
+    std::lock_guard lock(stream_->mutex);
+    std::ifstream& in = stream_->in;
+    in.clear();
     in.seekg(static_cast<std::streamoff>(data_start_ + t.begin));
     // Chunked so that reading a large tensor needs only a small staging buffer.
     constexpr std::size_t chunk_elements = std::size_t{1} << 18;
@@ -549,8 +554,16 @@ class safetensors_file {
     }
   }
 
+  // The stream open() used stays open, so reads see the file that was validated even after a
+  // writer renames a new checkpoint over the same path. Shared, with a lock, so copies of this
+  // object and concurrent reads are safe.
+  struct stream {
+    std::mutex mutex;
+    std::ifstream in;
+  };
+
   std::string source_;
-  std::filesystem::path path_;
+  std::shared_ptr<stream> stream_;
   std::span<const std::byte> bytes_;
   std::size_t file_size_ = 0;
   std::size_t data_start_ = 0;
