@@ -17,3 +17,4 @@ cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DZO_ENABLE_CUDA=OFF \
   "-DCMAKE_CXX_FLAGS=-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 cmake --build build-sanitize -j"$jobs"
 (cd build-sanitize && ctest --output-on-failure -j"$jobs" -R '^test_')
+bash scripts/fuzz.sh
