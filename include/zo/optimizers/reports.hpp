@@ -6,6 +6,8 @@
 #include <span>
 #include <type_traits>
 
+#include "zo/selectors/all_blocks.hpp"
+
 namespace zo {
 
 enum class step_status {
@@ -30,6 +32,11 @@ struct step_report {
   // stays valid until its next step.
   std::span<const double> projected_gradients;
   std::size_t evaluations = 0;
+  // The role each block had in this step (the selector's decision), and the seed the directions
+  // were keyed with: with the projected gradients, what replaying the step needs. The span
+  // points into the optimizer and stays valid until its next step.
+  std::span<const block_role> roles;
+  std::uint64_t seed = 0;
   bool stop_requested = false;  // a callback asked to stop after this step
 
   bool skipped() const { return status != step_status::completed; }

@@ -370,8 +370,42 @@ class zo_optimizer {
     auto& ws = workspace_for(store);
     select_roles(store, step_, ws.roles);
     detail::nothing_between nothing;
-    return run_step(store, f, ws.roles, element_mask{}, nothing, options_.fused_steps,
+    return run_step(store, f, ws.roles, element_mask{}, nothing, options_.fused_steps, {},
                     callbacks...);
+  }
+
+  // Repeats a logged step without evaluating the loss: the step's passes run as they did live,
+  // but the update uses the logged projected gradients. Replaying a run's steps in order on its
+  // starting parameters, with an optimizer built as the live one was, reproduces the live
+  // parameters bit for bit. `step` must be step_count(); `evaluations` is the number of
+  // evaluations the live step made, so a step that was skipped for a non-finite loss repeats
+  // the same moves (the replayed evaluation at that index reports NaN). Roles, when given, must
+  // equal the selector's for this step.
+  template <class Store>
+  step_report replay_step(Store& store, std::uint64_t step, std::span<const double> gradients,
+                          std::size_t evaluations, bool skipped,
+                          std::span<const block_role> roles = {}) {
+    detail::require(step == step_, "the log's step " + std::to_string(step) +
+                                       " is not the optimizer's next step " +
+                                       std::to_string(step_));
+    auto& ws = workspace_for(store);
+    select_roles(store, step_, ws.roles);
+    detail::require(
+        roles.empty() || std::equal(roles.begin(), roles.end(), ws.roles.begin(), ws.roles.end()),
+        "the logged roles of step " + std::to_string(step) +
+            " differ from the selector's: the log was recorded with another selector");
+    detail::require(skipped || gradients.size() == estimator_.samples(),
+                    "step " + std::to_string(step) + " logged " + std::to_string(gradients.size()) +
+                        " projected gradients; the estimator "
+                        "makes " +
+                        std::to_string(estimator_.samples()));
+    std::size_t calls = 0;
+    const auto logged_loss = [&]() -> double {
+      return skipped && ++calls == evaluations ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+    };
+    detail::nothing_between nothing;
+    return run_step(store, logged_loss, ws.roles, element_mask{}, nothing, options_.fused_steps,
+                    skipped ? std::span<const double>() : gradients);
   }
 
   // One step with roles decided by the caller (zo::hybrid): only zeroth-order blocks are
@@ -383,7 +417,7 @@ class zo_optimizer {
   step_report step_with_roles(Store& store, Objective&& f, std::span<const block_role> roles,
                               const element_mask& mask, Between&& between,
                               Callbacks&... callbacks) {
-    return run_step(store, f, roles, mask, between, false, callbacks...);
+    return run_step(store, f, roles, mask, between, false, {}, callbacks...);
   }
 
   // Fused steps leave the next step's first perturbation in the parameters; this removes it
@@ -447,7 +481,7 @@ class zo_optimizer {
   template <class Store, class Objective, class Between, class... Callbacks>
   step_report run_step(Store& store, Objective& f, std::span<const block_role> roles,
                        const element_mask& mask, Between& between, bool fuse,
-                       Callbacks&... callbacks) {
+                       std::span<const double> logged_gradients, Callbacks&... callbacks) {
     auto& ws = workspace_for(store);
     // A pending perturbation applied with other roles is removed before anything else.
     if (ws.pending.size() > 0 &&
@@ -486,6 +520,8 @@ class zo_optimizer {
     step_report report;
     report.step = step_;
     report.learning_rate = lr;
+    report.seed = options_.seed;
+    report.roles = ws.roles;
     bool stop = false;
     auto evaluate = [&]() -> double {
       double loss;
@@ -503,6 +539,9 @@ class zo_optimizer {
         store, perturbation_, ws, options_, static_cast<std::uint32_t>(step_), evaluate);
     try {
       report.loss = estimator_.estimate(probe, std::span<double>(ws.gradients));
+      if (!logged_gradients.empty()) {
+        std::copy(logged_gradients.begin(), logged_gradients.end(), ws.gradients.begin());
+      }
       if constexpr (!std::is_same_v<std::remove_cvref_t<Between>, detail::nothing_between>) {
         probe.return_to_base();
         between();

@@ -1,0 +1,187 @@
+// Trajectory logs: replaying a run's log on its base weights reproduces the live run bit for
+// bit; a log cut anywhere in its last record replays the complete prefix and says where it was
+// cut; any damaged byte is an error.
+#define BOOST_TEST_MODULE trajectory
+#include <boost/test/unit_test.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <zo/io/trajectory.hpp>
+#include <zo/zo.hpp>
+
+#include "support.hpp"
+
+namespace {
+
+using zo_test::chain;
+namespace fs = std::filesystem;
+
+fs::path temporary(const std::string& name) {
+  return fs::temp_directory_path() / ("zo_test_" + std::to_string(::getpid()) + "_" + name);
+}
+
+std::vector<std::byte> file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::byte> out(chars.size());
+  std::memcpy(out.data(), chars.data(), chars.size());
+  return out;
+}
+
+// Runs `make()` live for `steps` steps with a log (one evaluation of step 7 is NaN, so a skipped
+// step is in it), then replays the log with a new optimizer on the same starting weights.
+template <class Make>
+void check_replay(Make&& make, std::uint64_t steps) {
+  const fs::path path = temporary("replay.zotraj");
+  chain live(3, 5, 16, 7), replayed(3, 5, 16, 7);
+  auto optimizer = make();
+  {
+    zo::io::trajectory_writer log(
+        path, {optimizer.options().seed, static_cast<std::uint32_t>(live.store.size()), "test"});
+    std::size_t calls = 0;
+    const auto loss = [&](std::uint64_t step) {
+      ++calls;
+      return step == 7 && calls % 2 == 0 ? std::numeric_limits<double>::quiet_NaN() : live.loss();
+    };
+    const auto summary = optimizer.optimize(live.store, loss, steps, log);
+    BOOST_TEST(summary.skipped_steps == 1u);
+  }
+  const auto log = zo::io::read_trajectory(path);
+  BOOST_TEST(log.complete);
+  BOOST_TEST(log.records.size() == steps);
+  auto again = make();
+  BOOST_TEST(zo::io::replay(again, replayed.store, log) == steps);
+  BOOST_TEST(zo_test::snapshot(replayed.store) == zo_test::snapshot(live.store));
+  BOOST_TEST(zo_test::snapshot(live.store) != zo_test::snapshot(chain(3, 5, 16, 7).store));
+  BOOST_TEST_MESSAGE("log of " << steps << " steps: " << fs::file_size(path) << " bytes");
+  fs::remove(path);
+}
+
+std::vector<std::byte> sample_log(std::size_t records, std::size_t& last_record_at) {
+  const fs::path path = temporary("sample.zotraj");
+  {
+    zo::io::trajectory_writer log(path, {5, 3, "sample"}, 0);
+    for (std::size_t k = 0; k < records; ++k) {
+      if (k + 1 == records) last_record_at = fs::file_size(path);
+      log.append(
+          {k,
+           5,
+           1e-3,
+           zo::step_status::completed,
+           2,
+           {0.5 * double(k), -1.0},
+           {zo::block_role::zeroth_order, zo::block_role::frozen, zo::block_role::zeroth_order}});
+      log.sync();
+    }
+  }
+  auto bytes = file_bytes(path);
+  fs::remove(path);
+  return bytes;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(crc32_matches_the_standard_check_value) {
+  const std::string check = "123456789";
+  BOOST_TEST(zo::io::detail::crc32(std::as_bytes(std::span(check))) == 0xCBF43926u);
+}
+
+BOOST_AUTO_TEST_CASE(mezo_replays_bit_for_bit_in_both_restore_modes_and_fused) {
+  for (const auto mode : {zo::restore_mode::exact, zo::restore_mode::arithmetic}) {
+    for (const bool fused : {false, true}) {
+      check_replay(
+          [&] {
+            return zo::mezo(zo::central_difference(1e-3),
+                            zo::sgd(zo::constant_schedule(1e-2), 0.01),
+                            {.seed = 11, .restore = mode, .fused_steps = fused});
+          },
+          40);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(lozo_and_lozo_m_replay_bit_for_bit) {
+  check_replay(
+      [] {
+        return zo::lozo(zo::low_rank_perturbation(2, 5), zo::central_difference(1e-3),
+                        zo::sgd(zo::constant_schedule(5e-3)), {},
+                        {.seed = 12, .restore = zo::restore_mode::arithmetic});
+      },
+      40);
+  check_replay(
+      [] {
+        return zo::lozo_m(zo::low_rank_perturbation(2, 5), zo::central_difference(1e-3),
+                          zo::low_rank_momentum(zo::constant_schedule(5e-3), 0.9, 0.01), {},
+                          {.seed = 13});
+      },
+      40);
+}
+
+BOOST_AUTO_TEST_CASE(a_log_cut_anywhere_in_its_last_record_keeps_the_complete_prefix) {
+  std::size_t last_at = 0;
+  const auto bytes = sample_log(5, last_at);
+  const auto whole = zo::io::read_trajectory(bytes);
+  BOOST_TEST(whole.complete);
+  BOOST_REQUIRE(whole.records.size() == 5u);
+  BOOST_TEST(whole.records[3].projected_gradients[0] == 1.5);
+  BOOST_TEST((whole.records[4].roles[1] == zo::block_role::frozen));
+  BOOST_TEST(whole.header.description == "sample");
+  for (std::size_t cut = last_at; cut < bytes.size(); ++cut) {
+    const auto log = zo::io::read_trajectory(std::span(bytes).first(cut));
+    BOOST_TEST_CONTEXT("cut at byte " << cut) {
+      BOOST_TEST(log.records.size() == (cut == last_at ? 4u : 4u));
+      BOOST_TEST(log.complete == (cut == last_at));
+      if (cut > last_at) {
+        BOOST_TEST(log.stopped_at == last_at);
+        BOOST_TEST(log.reason.find("record 4 at byte " + std::to_string(last_at)) !=
+                   std::string::npos);
+      }
+    }
+  }
+  // A header cut short is an error: there is nothing to replay against.
+  BOOST_CHECK_THROW(zo::io::read_trajectory(std::span(bytes).first(20)), zo::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(every_flipped_byte_is_an_error_not_a_skipped_record) {
+  std::size_t last_at = 0;
+  const auto bytes = sample_log(3, last_at);
+  for (std::size_t at = 0; at < bytes.size(); ++at) {
+    auto damaged = bytes;
+    damaged[at] ^= std::byte{0x10};
+    BOOST_TEST_CONTEXT("byte " << at) {
+      BOOST_CHECK_THROW(zo::io::read_trajectory(damaged), zo::invalid_argument);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(appending_after_a_crash_cuts_the_torn_record_and_continues) {
+  std::size_t last_at = 0;
+  const auto bytes = sample_log(4, last_at);
+  const fs::path path = temporary("append.zotraj");
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size() - 7));  // a crash mid-record
+  }
+  zo::io::trajectory before;
+  {
+    auto log = zo::io::trajectory_writer::append_to(path, before);
+    log.append({3, 5, 1e-3, zo::step_status::completed, 2, {9.0}, {}});
+  }
+  BOOST_TEST(!before.complete);
+  BOOST_TEST(before.records.size() == 3u);
+  const auto after = zo::io::read_trajectory(path);
+  BOOST_TEST(after.complete);
+  BOOST_REQUIRE(after.records.size() == 4u);
+  BOOST_TEST(after.records[3].projected_gradients[0] == 9.0);
+  fs::remove(path);
+}
+
+BOOST_AUTO_TEST_CASE(replay_refuses_a_log_of_another_run) {
+  std::size_t last_at = 0;
+  const auto log = zo::io::read_trajectory(sample_log(2, last_at));
+  chain model(3, 5, 16, 7);  // 7 blocks, the log says 3
+  auto optimizer = zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2), {.seed = 5});
+  BOOST_CHECK_THROW(zo::io::replay(optimizer, model.store, log), zo::invalid_argument);
+}
