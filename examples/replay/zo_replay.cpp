@@ -1,0 +1,29 @@
+// zo-replay: rebuilds fine-tuned weights from a base checkpoint and a trajectory log.
+//
+//   zo-replay BASE.safetensors RUN.zotraj OUT.safetensors
+//
+// The log's description names the optimizer and its settings (see replay_run.hpp); the base
+// checkpoint must be the one the run started from, with its tensors in the same order.
+#include <cstdio>
+#include <exception>
+
+#include "replay_run.hpp"
+
+int main(int argc, char** argv) {
+  if (argc != 4) {
+    std::fprintf(stderr, "usage: %s BASE.safetensors RUN.zotraj OUT.safetensors\n", argv[0]);
+    return 2;
+  }
+  try {
+    const auto result = zo_replay::replay_file(argv[1], argv[2], argv[3]);
+    std::printf("replayed %zu steps from %s into %s\n", result.steps, argv[2], argv[3]);
+    if (!result.log.complete) {
+      std::printf("the log was cut off: %s; the weights are those after the last complete step\n",
+                  result.log.reason.c_str());
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}

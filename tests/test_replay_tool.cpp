@@ -1,0 +1,108 @@
+// zo-replay: a run's log and its base checkpoint give back the live run's weights bit for bit,
+// through the library function and through the command.
+#define BOOST_TEST_MODULE replay tool
+#include <boost/test/unit_test.hpp>
+#include <cstdlib>
+#include <filesystem>
+
+#include "replay/replay_run.hpp"
+#include "support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path scratch_dir() {
+  const fs::path dir = fs::temp_directory_path() / ("zo_replay_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir;
+}
+
+// A small checkpoint with OPT-style names: matrices, biases and a layer norm.
+void write_base(const fs::path& path) {
+  std::srand(3);
+  zo::eigen_store<float> store;
+  store.add("layers.0.fc1.weight", zo::eigen_store<float>::matrix_type::Random(12, 8));
+  store.add("layers.0.fc1.bias", zo::eigen_store<float>::matrix_type::Random(1, 12));
+  store.add("layers.0.final_layer_norm.weight", zo::eigen_store<float>::matrix_type::Ones(1, 8));
+  store.add("layers.0.fc2.weight", zo::eigen_store<float>::matrix_type::Random(8, 12));
+  zo::io::save_store(path, store);
+}
+
+double loss_of(const zo::eigen_store<float>& store) {
+  double total = 0;
+  for (std::size_t i = 0; i < store.size(); ++i)
+    total += (store.matrix(i).array() - 0.1f).square().cast<double>().sum();
+  return total;
+}
+
+// The live run: the checkpoint loaded as zo-replay loads it, the configuration in the log.
+zo::eigen_store<float> run_live(const fs::path& base, const fs::path& log_path,
+                                const zo_replay::run_config& config, std::uint64_t steps) {
+  auto store = zo_replay::load_checkpoint(base);
+  config.with_optimizer([&](auto& optimizer) {
+    zo::io::trajectory_writer log(
+        log_path, {config.seed, static_cast<std::uint32_t>(store.size()), config.to_json()});
+    optimizer.optimize(
+        store, [&] { return loss_of(store); }, steps, log);
+    return 0;
+  });
+  return store;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(replaying_a_log_on_its_base_checkpoint_gives_the_live_weights) {
+  const fs::path dir = scratch_dir(), base = dir / "base.safetensors";
+  write_base(base);
+  zo_replay::run_config mezo;
+  mezo.seed = 5;
+  mezo.learning_rate = 1e-3;
+  mezo.weight_decay = 0.01;
+  mezo.restore = "arithmetic";
+  mezo.fused_steps = true;
+  zo_replay::run_config lozo_m = mezo;
+  lozo_m.optimizer = "lozo-m";
+  lozo_m.interval = 4;
+  lozo_m.restore = "exact";
+  for (const auto& config : {mezo, lozo_m}) {
+    BOOST_TEST_CONTEXT(config.to_json()) {
+      const auto live = run_live(base, dir / "run.zotraj", config, 30);
+      BOOST_TEST(loss_of(live) < loss_of(zo_replay::load_checkpoint(base)));
+      const auto result =
+          zo_replay::replay_file(base, dir / "run.zotraj", dir / "replayed.safetensors");
+      BOOST_TEST(result.steps == 30u);
+      const auto replayed = zo_replay::load_checkpoint(dir / "replayed.safetensors");
+      BOOST_TEST(zo_test::snapshot(replayed) == zo_test::snapshot(live));
+#if defined(ZO_REPLAY_BINARY)
+      const std::string command = std::string(ZO_REPLAY_BINARY) + " " + base.string() + " " +
+                                  (dir / "run.zotraj").string() + " " +
+                                  (dir / "cli.safetensors").string() + " > /dev/null";
+      BOOST_REQUIRE(std::system(command.c_str()) == 0);
+      BOOST_TEST(zo_test::snapshot(zo_replay::load_checkpoint(dir / "cli.safetensors")) ==
+                 zo_test::snapshot(live));
+#endif
+    }
+  }
+  fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(a_log_without_a_run_configuration_is_refused_by_name) {
+  const fs::path dir = scratch_dir();
+  write_base(dir / "base.safetensors");
+  { zo::io::trajectory_writer log(dir / "bad.zotraj", {0, 4, "not json"}); }
+  BOOST_CHECK_EXCEPTION(
+      zo_replay::replay_file(dir / "base.safetensors", dir / "bad.zotraj", dir / "out.safetensors"),
+      zo::invalid_argument, [](const zo::invalid_argument& e) {
+        return std::string(e.what()).find("run configuration") != std::string::npos;
+      });
+  zo_replay::run_config unknown;
+  unknown.optimizer = "adamw";
+  { zo::io::trajectory_writer log(dir / "unknown.zotraj", {0, 4, unknown.to_json()}); }
+  BOOST_CHECK_EXCEPTION(zo_replay::replay_file(dir / "base.safetensors", dir / "unknown.zotraj",
+                                               dir / "out.safetensors"),
+                        zo::invalid_argument, [](const zo::invalid_argument& e) {
+                          return std::string(e.what()).find("'adamw'") != std::string::npos;
+                        });
+  fs::remove_all(dir);
+}
