@@ -1,4 +1,5 @@
-// libFuzzer target for the trajectory-log reader: any input either parses (possibly stopping at
+// libFuzzer target for the trajectory-log reader (and the block values reader beside it): any
+// input either parses (possibly stopping at
 // a torn last record) or is refused with zo::invalid_argument; nothing may crash, leak or hit
 // undefined behaviour. What parses must encode back to the bytes it came from.
 #include <cstddef>
@@ -20,6 +21,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     const std::size_t prefix = log.complete ? size : static_cast<std::size_t>(log.stopped_at);
     if (encoded.size() != prefix || std::memcmp(encoded.data(), data, prefix) != 0) std::abort();
+  } catch (const zo::invalid_argument&) {
+  }
+  // The block values file beside a LoHO log shares the record framing.
+  try {
+    const auto values = zo::io::read_block_values(bytes);
+    std::size_t total = 0;
+    for (const auto& r : values.records) {
+      for (const auto& b : r.blocks)
+        total += b.values.size();
+    }
+    if (total > size) std::abort();
   } catch (const zo::invalid_argument&) {
   }
   return 0;

@@ -1,7 +1,8 @@
-// Writes the trajectory seed corpus: g++ -std=c++20 -Iinclude fuzz/make_corpus_trajectory.cpp
-// -o /tmp/make_corpus && /tmp/make_corpus fuzz/corpus/trajectory
+// Writes the trajectory seed corpus: g++ -std=c++20 -fopenmp -Iinclude -I/usr/include/eigen3
+// fuzz/make_corpus_trajectory.cpp -o /tmp/make_corpus && /tmp/make_corpus fuzz/corpus/trajectory
 #include <fstream>
 #include <zo/io/trajectory.hpp>
+#include <zo/zo.hpp>
 int main(int, char** argv) {
   const std::string dir = argv[1];
   auto write = [&](const std::string& name, const std::vector<std::byte>& b, std::size_t cut = 0) {
@@ -35,6 +36,16 @@ int main(int, char** argv) {
       {5, 42, 1e-3, zo::step_status::completed, 8, {1, -2, 3, -4}, {block_role::mixed}});
   q.insert(q.end(), r.begin(), r.end());
   write("four_samples_mixed_role", q);
+  {
+    const std::string path = dir + "/block_values";
+    zo::io::block_values_writer values(path, 0);
+    zo::eigen_store<float> store;
+    store.add("w", 2, 3);
+    store.add("b", 1, 3);
+    const std::size_t blocks[] = {0, 1};
+    values.append(0, store, blocks);
+    values.append(1, store, std::span(blocks, 1));
+  }
   auto damaged = log;
   damaged[damaged.size() - 9] ^= std::byte{1};
   write("damaged_checksum", damaged);

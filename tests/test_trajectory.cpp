@@ -185,3 +185,42 @@ BOOST_AUTO_TEST_CASE(replay_refuses_a_log_of_another_run) {
   auto optimizer = zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2), {.seed = 5});
   BOOST_CHECK_THROW(zo::io::replay(optimizer, model.store, log), zo::invalid_argument);
 }
+
+BOOST_AUTO_TEST_CASE(loho_replays_bit_for_bit_from_its_log_and_the_first_order_values) {
+  const fs::path log_path = temporary("loho.zotraj"), values_path = temporary("loho.zobval");
+  const auto make = [] {
+    return zo::loho(zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(1e-2)),
+                             {.seed = 14, .restore = zo::restore_mode::arithmetic}),
+                    zo::adam(1e-2), zo::deepest_layers(1));
+  };
+  chain live(3, 5, 16, 7), replayed(3, 5, 16, 7);
+  auto optimizer = make();
+  {
+    zo::io::trajectory_writer log(log_path,
+                                  {14, static_cast<std::uint32_t>(live.store.size()), "loho"});
+    zo::io::block_values_writer values(values_path);
+    for (std::uint64_t k = 0; k < 30; ++k) {
+      const auto report = optimizer.step(live.store, live, log);
+      if (!report.skipped()) values.append(report.step, live.store, optimizer.first_order_blocks());
+    }
+  }
+  const auto log = zo::io::read_trajectory(log_path);
+  const auto values = zo::io::read_block_values(values_path);
+  BOOST_TEST(values.complete);
+  BOOST_TEST(values.records.size() == 30u);
+  auto again = make();
+  BOOST_TEST(zo::io::replay(again, replayed.store, log, values) == 30u);
+  BOOST_TEST(zo_test::snapshot(replayed.store) == zo_test::snapshot(live.store));
+  BOOST_TEST(zo_test::snapshot(live.store) != zo_test::snapshot(chain(3, 5, 16, 7).store));
+  // Without the values file's last record, the replay says which step it lacks.
+  auto cut = zo::io::read_block_values(values_path);
+  cut.records.pop_back();
+  chain other(3, 5, 16, 7);
+  auto third = make();
+  BOOST_CHECK_EXCEPTION(zo::io::replay(third, other.store, log, cut), zo::invalid_argument,
+                        [](const zo::invalid_argument& e) {
+                          return std::string(e.what()).find("step 29") != std::string::npos;
+                        });
+  fs::remove(log_path);
+  fs::remove(values_path);
+}

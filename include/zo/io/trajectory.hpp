@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <bit>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -132,7 +133,138 @@ class byte_reader {
 };
 
 inline constexpr char trajectory_magic[8] = {'z', 'o', '-', 't', 'r', 'a', 'j', '\n'};
+inline constexpr char block_values_magic[8] = {'z', 'o', '-', 'b', 'v', 'a', 'l', '\n'};
 inline constexpr std::uint32_t trajectory_version = 1;
+
+// A record on disk: u32 n · u32 ~n · n bytes of payload · u32 CRC-32 of the payload.
+inline std::vector<std::byte> frame(std::vector<std::byte>& payload) {
+  const auto n = static_cast<std::uint32_t>(payload.size());
+  byte_writer out;
+  out.u32(n);
+  out.u32(~n);
+  out.raw(payload);
+  out.u32(crc32(payload));
+  return std::move(out.bytes());
+}
+
+inline std::uint32_t u32_at(std::span<const std::byte> bytes, std::size_t at) {
+  std::uint32_t v = 0;
+  for (int k = 0; k < 4; ++k)
+    v |= static_cast<std::uint32_t>(bytes[at + static_cast<std::size_t>(k)]) << (8 * k);
+  return v;
+}
+
+// Where reading the records of a file stopped.
+struct scan_end {
+  bool complete = true;
+  std::uint64_t stopped_at = 0;
+  std::string reason;
+};
+
+// Calls on_record(payload, what) for each framed record from byte `at` on. A record cut off by
+// the end of the input ends the scan (complete = false); a damaged one is an error.
+template <class OnRecord>
+scan_end scan_records(std::span<const std::byte> bytes, std::size_t at, const std::string& source,
+                      OnRecord&& on_record) {
+  scan_end end;
+  for (std::size_t index = 0; at < bytes.size(); ++index) {
+    const std::string what =
+        source + ": record " + std::to_string(index) + " at byte " + std::to_string(at);
+    const auto torn = [&](std::uint64_t needed) {
+      end.complete = false;
+      end.stopped_at = at;
+      end.reason = what + " is cut off: it needs " + std::to_string(needed) +
+                   " bytes, the file has " + std::to_string(bytes.size() - at);
+    };
+    if (bytes.size() - at < 8) {
+      torn(8);
+      break;
+    }
+    const std::uint32_t n = u32_at(bytes, at), check = u32_at(bytes, at + 4);
+    zo::detail::require(check == ~n, what + ": length field damaged (" + std::to_string(n) +
+                                         " and ~" + std::to_string(~check) + " disagree)");
+    const std::uint64_t total = 8 + std::uint64_t{n} + 4;
+    if (bytes.size() - at < total) {
+      torn(total);
+      break;
+    }
+    const auto payload = bytes.subspan(at + 8, n);
+    zo::detail::require(crc32(payload) == u32_at(bytes, at + 8 + n), what + ": checksum mismatch");
+    on_record(payload, what);
+    at += static_cast<std::size_t>(total);
+  }
+  return end;
+}
+
+// An append-only file written whole records at a time and fsync'ed every sync_every records.
+class append_file {
+ public:
+  append_file(const std::filesystem::path& path, int flags, std::size_t sync_every)
+      : path_(path), sync_every_(sync_every) {
+    fd_ = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+    zo::detail::require(fd_ >= 0,
+                        "cannot open " + path.string() + " for writing: " + std::strerror(errno));
+  }
+  append_file(append_file&& other) noexcept
+      : path_(std::move(other.path_)),
+        sync_every_(other.sync_every_),
+        unsynced_(other.unsynced_),
+        fd_(other.fd_) {
+    other.fd_ = -1;
+  }
+  append_file& operator=(append_file&&) = delete;
+  append_file(const append_file&) = delete;
+  append_file& operator=(const append_file&) = delete;
+  ~append_file() {
+    if (fd_ >= 0) {
+      ::fsync(fd_);
+      ::close(fd_);
+    }
+  }
+
+  // One write() per record where the system allows, so a record is never interleaved.
+  void write_all(const std::vector<std::byte>& bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      zo::detail::require(n > 0, "cannot write " + path_.string() + ": " + std::strerror(errno));
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  void append(const std::vector<std::byte>& record) {
+    write_all(record);
+    if (sync_every_ > 0 && ++unsynced_ >= sync_every_) sync();
+  }
+  void sync() {
+    zo::detail::require(::fsync(fd_) == 0,
+                        "cannot sync " + path_.string() + ": " + std::strerror(errno));
+    unsynced_ = 0;
+  }
+  // Drops everything from byte `size` on and continues writing there.
+  void cut_at(std::uint64_t size) {
+    zo::detail::require(::ftruncate(fd_, static_cast<off_t>(size)) == 0 &&
+                            ::lseek(fd_, static_cast<off_t>(size), SEEK_SET) >= 0,
+                        "cannot cut " + path_.string() + " at byte " + std::to_string(size) + ": " +
+                            std::strerror(errno));
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  std::size_t sync_every_ = 1;
+  std::size_t unsynced_ = 0;
+  int fd_ = -1;
+};
+
+inline std::vector<std::byte> read_file(const std::filesystem::path& path) {
+  std::ifstream file(path, std::ios::binary);
+  zo::detail::require(file.good(), "cannot open " + path.string());
+  std::vector<char> chars((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  std::vector<std::byte> bytes(chars.size());
+  std::memcpy(bytes.data(), chars.data(), chars.size());
+  return bytes;
+}
 
 }  // namespace detail
 
@@ -193,13 +325,7 @@ inline std::vector<std::byte> encode_record(const trajectory_record& r) {
   payload.u32(static_cast<std::uint32_t>(r.roles.size()));
   for (const block_role role : r.roles)
     payload.u8(static_cast<std::uint8_t>(role));
-  const auto n = static_cast<std::uint32_t>(payload.bytes().size());
-  detail::byte_writer out;
-  out.u32(n);
-  out.u32(~n);
-  out.raw(payload.bytes());
-  out.u32(detail::crc32(payload.bytes()));
-  return std::move(out.bytes());
+  return detail::frame(payload.bytes());
 }
 
 // Parses a log. Throws zo::invalid_argument for a bad or truncated header and for a damaged
@@ -209,12 +335,7 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
                                   const std::string& source = "<memory>") {
   using zo::detail::require;
   trajectory log;
-  const auto u32_at = [&](std::size_t at) {
-    std::uint32_t v = 0;
-    for (int k = 0; k < 4; ++k)
-      v |= static_cast<std::uint32_t>(bytes[at + static_cast<std::size_t>(k)]) << (8 * k);
-    return v;
-  };
+  const auto u32_at = [&](std::size_t at) { return detail::u32_at(bytes, at); };
   constexpr std::size_t fixed = sizeof(detail::trajectory_magic) + 8;
   require(bytes.size() >= fixed, "trajectory " + source + ": truncated header (" +
                                      std::to_string(bytes.size()) + " bytes)");
@@ -241,67 +362,45 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
                                 description.size());
   header.finish();
 
-  std::size_t at = fixed + header_size + 4;
-  while (at < bytes.size()) {
-    const std::string what = "trajectory " + source + ": record " +
-                             std::to_string(log.records.size()) + " at byte " + std::to_string(at);
-    const auto torn = [&](std::size_t needed) {
-      log.complete = false;
-      log.stopped_at = at;
-      log.reason = what + " is cut off: it needs " + std::to_string(needed) +
-                   " bytes, the file has " + std::to_string(bytes.size() - at);
-    };
-    if (bytes.size() - at < 8) {
-      torn(8);
-      break;
-    }
-    const std::uint32_t n = u32_at(at), check = u32_at(at + 4);
-    require(check == ~n, what + ": length field damaged (" + std::to_string(n) + " and ~" +
-                             std::to_string(~check) + " disagree)");
-    const std::uint64_t total = 8 + std::uint64_t{n} + 4;
-    if (bytes.size() - at < total) {
-      torn(static_cast<std::size_t>(total));
-      break;
-    }
-    const auto payload = bytes.subspan(at + 8, n);
-    require(detail::crc32(payload) == u32_at(at + 8 + n), what + ": checksum mismatch");
-    detail::byte_reader in(payload, what);
-    trajectory_record r;
-    r.step = in.u64();
-    r.seed = in.u64();
-    r.learning_rate = in.f64();
-    const std::uint8_t status = in.u8();
-    require(status <= 1, what + ": unknown status " + std::to_string(status));
-    r.status = status == 0 ? step_status::completed : step_status::skipped_nonfinite_loss;
-    r.evaluations = in.u32();
-    const std::uint32_t q = in.u32();
-    require(q <= in.remaining() / 8,
-            what + ": " + std::to_string(q) + " projected gradients do not fit in the record");
-    r.projected_gradients.resize(q);
-    for (auto& g : r.projected_gradients)
-      g = in.f64();
-    const std::uint32_t roles = in.u32();
-    require(roles <= in.remaining(),
-            what + ": " + std::to_string(roles) + " roles do not fit in the record");
-    r.roles.resize(roles);
-    for (auto& role : r.roles) {
-      const std::uint8_t value = in.u8();
-      require(value <= static_cast<std::uint8_t>(block_role::mixed),
-              what + ": unknown block role " + std::to_string(value));
-      role = static_cast<block_role>(value);
-    }
-    in.finish();
-    log.records.push_back(std::move(r));
-    at += static_cast<std::size_t>(total);
-  }
+  const auto end = detail::scan_records(
+      bytes, fixed + header_size + 4, "trajectory " + source,
+      [&](std::span<const std::byte> payload, const std::string& what) {
+        detail::byte_reader in(payload, what);
+        trajectory_record r;
+        r.step = in.u64();
+        r.seed = in.u64();
+        r.learning_rate = in.f64();
+        const std::uint8_t status = in.u8();
+        require(status <= 1, what + ": unknown status " + std::to_string(status));
+        r.status = status == 0 ? step_status::completed : step_status::skipped_nonfinite_loss;
+        r.evaluations = in.u32();
+        const std::uint32_t q = in.u32();
+        require(q <= in.remaining() / 8,
+                what + ": " + std::to_string(q) + " projected gradients do not fit in the record");
+        r.projected_gradients.resize(q);
+        for (auto& g : r.projected_gradients)
+          g = in.f64();
+        const std::uint32_t roles = in.u32();
+        require(roles <= in.remaining(),
+                what + ": " + std::to_string(roles) + " roles do not fit in the record");
+        r.roles.resize(roles);
+        for (auto& role : r.roles) {
+          const std::uint8_t value = in.u8();
+          require(value <= static_cast<std::uint8_t>(block_role::mixed),
+                  what + ": unknown block role " + std::to_string(value));
+          role = static_cast<block_role>(value);
+        }
+        in.finish();
+        log.records.push_back(std::move(r));
+      });
+  log.complete = end.complete;
+  log.stopped_at = end.stopped_at;
+  log.reason = end.reason;
   return log;
 }
 
 inline trajectory read_trajectory(const std::filesystem::path& path) {
-  std::ifstream file(path, std::ios::binary);
-  zo::detail::require(file.good(), "cannot open trajectory " + path.string());
-  std::vector<char> chars((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  return read_trajectory(std::as_bytes(std::span(chars)), path.string());
+  return read_trajectory(detail::read_file(path), path.string());
 }
 
 // Appends records to a log file. As an optimizer callback (after_step) it logs every step.
@@ -311,12 +410,9 @@ class trajectory_writer {
   // sync_every records (0: only by sync() and on destruction).
   trajectory_writer(const std::filesystem::path& path, const trajectory_header& header,
                     std::size_t sync_every = 1)
-      : path_(path), sync_every_(sync_every) {
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    zo::detail::require(fd_ >= 0,
-                        "cannot create trajectory " + path.string() + ": " + std::strerror(errno));
-    write_all(encode_header(header));
-    sync();
+      : file_(path, O_WRONLY | O_CREAT | O_TRUNC, sync_every) {
+    file_.write_all(encode_header(header));
+    file_.sync();
   }
 
   // Continues a log after a crash or a resumed run: the file is read, a torn last record is cut
@@ -324,44 +420,13 @@ class trajectory_writer {
   static trajectory_writer append_to(const std::filesystem::path& path, trajectory& log,
                                      std::size_t sync_every = 1) {
     log = read_trajectory(path);
-    const auto size = std::filesystem::file_size(path);
-    trajectory_writer w(path, sync_every);
-    if (!log.complete) {
-      zo::detail::require(
-          ::ftruncate(w.fd_, static_cast<off_t>(log.stopped_at)) == 0,
-          "cannot cut the torn record off " + path.string() + ": " + std::strerror(errno));
-    }
-    ::lseek(w.fd_, static_cast<off_t>(log.complete ? size : log.stopped_at), SEEK_SET);
+    trajectory_writer w(detail::append_file(path, O_WRONLY, sync_every));
+    w.file_.cut_at(log.complete ? std::filesystem::file_size(path) : log.stopped_at);
     return w;
   }
 
-  trajectory_writer(trajectory_writer&& other) noexcept
-      : path_(std::move(other.path_)),
-        sync_every_(other.sync_every_),
-        unsynced_(other.unsynced_),
-        fd_(other.fd_) {
-    other.fd_ = -1;
-  }
-  trajectory_writer& operator=(trajectory_writer&&) = delete;
-  trajectory_writer(const trajectory_writer&) = delete;
-  trajectory_writer& operator=(const trajectory_writer&) = delete;
-  ~trajectory_writer() {
-    if (fd_ >= 0) {
-      ::fsync(fd_);
-      ::close(fd_);
-    }
-  }
-
-  void append(const trajectory_record& record) {
-    write_all(encode_record(record));
-    if (sync_every_ > 0 && ++unsynced_ >= sync_every_) sync();
-  }
-
-  void sync() {
-    zo::detail::require(::fsync(fd_) == 0,
-                        "cannot sync trajectory " + path_.string() + ": " + std::strerror(errno));
-    unsynced_ = 0;
-  }
+  void append(const trajectory_record& record) { file_.append(encode_record(record)); }
+  void sync() { file_.sync(); }
 
   // Optimizer callback: logs the step just taken.
   void after_step(const step_report& report) {
@@ -378,29 +443,107 @@ class trajectory_writer {
   }
 
  private:
-  trajectory_writer(const std::filesystem::path& path, std::size_t sync_every)
-      : path_(path), sync_every_(sync_every) {
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    zo::detail::require(fd_ >= 0,
-                        "cannot open trajectory " + path.string() + ": " + std::strerror(errno));
+  explicit trajectory_writer(detail::append_file file) : file_(std::move(file)) {}
+  detail::append_file file_;
+};
+
+// The values of a hybrid's first-order blocks after each step: those blocks follow gradients,
+// which cannot be rebuilt from the log's scalars, so a LoHO run is replayed from its log plus
+// this file beside it. Format: "zo-bval\n" · u32 version (1), then framed records as in the
+// trajectory log, each: u64 step · u32 k · k × (u32 block index · u32 element size · u64 n ·
+// n elements, little-endian). Unlike the log, it grows with the first-order parameters every step.
+struct block_values_record {
+  std::uint64_t step = 0;
+  struct block {
+    std::uint32_t index = 0;
+    std::uint32_t element_size = 0;
+    std::vector<std::byte> values;
+  };
+  std::vector<block> blocks;
+};
+
+struct block_values_log {
+  std::vector<block_values_record> records;
+  bool complete = true;
+  std::uint64_t stopped_at = 0;
+  std::string reason;
+};
+
+inline block_values_log read_block_values(std::span<const std::byte> bytes,
+                                          const std::string& source = "<memory>") {
+  using zo::detail::require;
+  require(bytes.size() >= 12 && std::memcmp(bytes.data(), detail::block_values_magic, 8) == 0,
+          "block values file " + source + " does not start with the zo block-values magic");
+  require(
+      detail::u32_at(bytes, 8) == detail::trajectory_version,
+      "block values file " + source + " has version " + std::to_string(detail::u32_at(bytes, 8)));
+  block_values_log log;
+  const auto end = detail::scan_records(
+      bytes, 12, "block values " + source,
+      [&](std::span<const std::byte> payload, const std::string& what) {
+        detail::byte_reader in(payload, what);
+        block_values_record r;
+        r.step = in.u64();
+        const std::uint32_t count = in.u32();
+        for (std::uint32_t k = 0; k < count; ++k) {
+          block_values_record::block b;
+          b.index = in.u32();
+          b.element_size = in.u32();
+          require(b.element_size == 4 || b.element_size == 8,
+                  what + ": element size " + std::to_string(b.element_size));
+          const std::uint64_t n = in.u64();
+          require(n <= in.remaining() / b.element_size,
+                  what + ": " + std::to_string(n) + " values do not fit in the record");
+          const auto values = in.raw(static_cast<std::size_t>(n * b.element_size));
+          b.values.assign(values.begin(), values.end());
+          r.blocks.push_back(std::move(b));
+        }
+        in.finish();
+        log.records.push_back(std::move(r));
+      });
+  log.complete = end.complete;
+  log.stopped_at = end.stopped_at;
+  log.reason = end.reason;
+  return log;
+}
+
+inline block_values_log read_block_values(const std::filesystem::path& path) {
+  return read_block_values(detail::read_file(path), path.string());
+}
+
+class block_values_writer {
+ public:
+  explicit block_values_writer(const std::filesystem::path& path, std::size_t sync_every = 1)
+      : file_(path, O_WRONLY | O_CREAT | O_TRUNC, sync_every) {
+    detail::byte_writer header;
+    header.raw(std::as_bytes(std::span(detail::block_values_magic)));
+    header.u32(detail::trajectory_version);
+    file_.write_all(header.bytes());
+    file_.sync();
   }
 
-  // One write() per record where the system allows, so a record is never interleaved.
-  void write_all(const std::vector<std::byte>& bytes) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      zo::detail::require(
-          n > 0, "cannot write trajectory " + path_.string() + ": " + std::strerror(errno));
-      done += static_cast<std::size_t>(n);
+  // Records the current values of the given blocks (host memory) after `step`.
+  template <class Store>
+  void append(std::uint64_t step, const Store& store, std::span<const std::size_t> blocks) {
+    using T = typename Store::value_type;
+    static_assert(std::endian::native == std::endian::little,
+                  "block values are written in the host's byte order, little-endian");
+    detail::byte_writer payload;
+    payload.u64(step);
+    payload.u32(static_cast<std::uint32_t>(blocks.size()));
+    for (const std::size_t i : blocks) {
+      const auto b = store.block(i);
+      payload.u32(static_cast<std::uint32_t>(i));
+      payload.u32(sizeof(T));
+      payload.u64(b.size());
+      payload.raw(std::as_bytes(std::span<const T>(b.data(), b.size())));
     }
+    file_.append(detail::frame(payload.bytes()));
   }
+  void sync() { file_.sync(); }
 
-  std::filesystem::path path_;
-  std::size_t sync_every_ = 1;
-  std::size_t unsynced_ = 0;
-  int fd_ = -1;
+ private:
+  detail::append_file file_;
 };
 
 // Replays a log's records on the parameters the logged run started from (or, with a resumed
@@ -427,6 +570,42 @@ std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
     ++replayed;
   }
   optimizer.remove_pending_perturbation(store);
+  return replayed;
+}
+
+// Replays a hybrid (LoHO) run: the log's zeroth-order steps, and after each completed step the
+// first-order blocks' values from the block values file written beside the log.
+template <class Hybrid, class Store>
+std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
+                   const block_values_log& values) {
+  using T = typename Store::value_type;
+  const auto& options = hybrid.zeroth_order_part().options();
+  zo::detail::require(log.header.block_count == store.size(),
+                      "the trajectory was recorded on " + std::to_string(log.header.block_count) +
+                          " blocks, the store has " + std::to_string(store.size()));
+  zo::detail::require(log.header.seed == options.seed,
+                      "the trajectory was recorded with seed " + std::to_string(log.header.seed) +
+                          ", the optimizer has seed " + std::to_string(options.seed));
+  std::size_t replayed = 0, next_values = 0;
+  for (const auto& r : log.records) {
+    if (r.step < hybrid.step_count()) continue;
+    hybrid.replay_step(store, r.step, r.projected_gradients, r.evaluations, r.skipped(), r.roles);
+    ++replayed;
+    if (r.skipped()) continue;
+    while (next_values < values.records.size() && values.records[next_values].step < r.step)
+      ++next_values;
+    zo::detail::require(
+        next_values < values.records.size() && values.records[next_values].step == r.step,
+        "the block values file has no record for step " + std::to_string(r.step) +
+            (values.complete ? std::string() : " (it was cut off: " + values.reason + ")"));
+    for (const auto& b : values.records[next_values].blocks) {
+      zo::detail::require(b.index < store.size() && b.element_size == sizeof(T) &&
+                              b.values.size() == store.block(b.index).size() * sizeof(T),
+                          "the block values of step " + std::to_string(r.step) +
+                              " do not fit block " + std::to_string(b.index) + " of the store");
+      std::memcpy(store.block(b.index).data(), b.values.data(), b.values.size());
+    }
+  }
   return replayed;
 }
 

@@ -173,6 +173,27 @@ class hybrid {
     return report;
   }
 
+  // Repeats a logged step's zeroth-order part (see zo_optimizer::replay_step) with the logged
+  // roles. The first-order blocks are not touched: their new values are not in the log
+  // (zo::io::replay writes them from the block values file), and the first-order rule's state
+  // does not advance, so a replayed hybrid cannot continue training without its saved state.
+  template <class Store>
+  step_report replay_step(Store& store, std::uint64_t step, std::span<const double> gradients,
+                          std::size_t evaluations, bool skipped,
+                          std::span<const block_role> roles) {
+    detail::require(roles.size() == store.size(),
+                    "step " + std::to_string(step) + " logged " + std::to_string(roles.size()) +
+                        " roles for a store of " + std::to_string(store.size()) + " blocks");
+    roles_.assign(roles.begin(), roles.end());
+    element_mask mask;
+    if constexpr (requires { selector_.mask(); }) mask = selector_.mask();
+    // Where the live step ran the first-order forward and backward, with every block back at
+    // its base point.
+    const auto first_order_work = [] {};
+    return zo_.replay_with_roles(store, step, gradients, evaluations, skipped, roles_, mask,
+                                 first_order_work);
+  }
+
   template <class Store, class Objective, class... Callbacks>
   run_summary optimize(Store& store, Objective& f, std::uint64_t steps, Callbacks&... callbacks) {
     return detail::run_steps(steps, [&] { return step(store, f, callbacks...); });
@@ -196,6 +217,8 @@ class hybrid {
 
   std::uint64_t step_count() const { return zo_.step_count(); }
   const std::vector<block_role>& roles() const { return roles_; }  // of the last step
+  // Store indices of the last step's first-order (and mixed) blocks.
+  const std::vector<std::size_t>& first_order_blocks() const { return first_order_; }
   double first_order_loss() const { return first_order_loss_; }
   double gradient_norm() const { return gradient_norm_; }
   const ZoPart& zeroth_order_part() const { return zo_; }

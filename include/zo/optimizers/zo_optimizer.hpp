@@ -385,27 +385,25 @@ class zo_optimizer {
   step_report replay_step(Store& store, std::uint64_t step, std::span<const double> gradients,
                           std::size_t evaluations, bool skipped,
                           std::span<const block_role> roles = {}) {
-    detail::require(step == step_, "the log's step " + std::to_string(step) +
-                                       " is not the optimizer's next step " +
-                                       std::to_string(step_));
     auto& ws = workspace_for(store);
     select_roles(store, step_, ws.roles);
     detail::require(
         roles.empty() || std::equal(roles.begin(), roles.end(), ws.roles.begin(), ws.roles.end()),
         "the logged roles of step " + std::to_string(step) +
             " differ from the selector's: the log was recorded with another selector");
-    detail::require(skipped || gradients.size() == estimator_.samples(),
-                    "step " + std::to_string(step) + " logged " + std::to_string(gradients.size()) +
-                        " projected gradients; the estimator "
-                        "makes " +
-                        std::to_string(estimator_.samples()));
-    std::size_t calls = 0;
-    const auto logged_loss = [&]() -> double {
-      return skipped && ++calls == evaluations ? std::numeric_limits<double>::quiet_NaN() : 0.0;
-    };
     detail::nothing_between nothing;
-    return run_step(store, logged_loss, ws.roles, element_mask{}, nothing, options_.fused_steps,
-                    skipped ? std::span<const double>() : gradients);
+    return replay(store, step, gradients, evaluations, skipped, ws.roles, element_mask{}, nothing,
+                  options_.fused_steps);
+  }
+
+  // replay_step with roles decided by the caller, as step_with_roles is (zo::hybrid): `between`
+  // stands where the caller's first-order work was, so the same passes are made.
+  template <class Store, class Between>
+  step_report replay_with_roles(Store& store, std::uint64_t step, std::span<const double> gradients,
+                                std::size_t evaluations, bool skipped,
+                                std::span<const block_role> roles, const element_mask& mask,
+                                Between&& between) {
+    return replay(store, step, gradients, evaluations, skipped, roles, mask, between, false);
   }
 
   // One step with roles decided by the caller (zo::hybrid): only zeroth-order blocks are
@@ -568,6 +566,25 @@ class zo_optimizer {
     ((stop |= detail::asks_to_stop([&] { return cb_after_step(callbacks, report); })), ...);
     report.stop_requested = stop;
     return report;
+  }
+
+  template <class Store, class Between>
+  step_report replay(Store& store, std::uint64_t step, std::span<const double> gradients,
+                     std::size_t evaluations, bool skipped, std::span<const block_role> roles,
+                     const element_mask& mask, Between& between, bool fuse) {
+    detail::require(step == step_, "the log's step " + std::to_string(step) +
+                                       " is not the optimizer's next step " +
+                                       std::to_string(step_));
+    detail::require(skipped || gradients.size() == estimator_.samples(),
+                    "step " + std::to_string(step) + " logged " + std::to_string(gradients.size()) +
+                        " projected gradients; the estimator makes " +
+                        std::to_string(estimator_.samples()));
+    std::size_t calls = 0;
+    const auto logged_loss = [&]() -> double {
+      return skipped && ++calls == evaluations ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+    };
+    return run_step(store, logged_loss, roles, mask, between, fuse,
+                    skipped ? std::span<const double>() : gradients);
   }
 
   template <class Store>
