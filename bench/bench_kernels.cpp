@@ -25,51 +25,22 @@
 #include <vector>
 #include <zo/zo.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
+
+using zo_bench::clock_type;
+using zo_bench::thread_scope;
+using zo_bench::threads_1_and_2;
 
 constexpr std::size_t rows = 4096, cols = 4096;  // 64 MiB of float: far beyond the caches
 constexpr std::size_t elements = rows * cols;
 
-using clock_type = std::chrono::steady_clock;
-
-// Sets the thread count for one benchmark and restores it afterwards.
-class thread_scope {
- public:
-  explicit thread_scope(const benchmark::State& state) : saved_(omp_get_max_threads()) {
-    omp_set_num_threads(static_cast<int>(state.range(0)));
-  }
-  ~thread_scope() { omp_set_num_threads(saved_); }
-  thread_scope(const thread_scope&) = delete;
-  thread_scope& operator=(const thread_scope&) = delete;
-
- private:
-  int saved_;
-};
-
-// A copy of `count` floats split over the backend's threads, as every pass is.
-void parallel_copy(const float* source, float* target, std::size_t count) {
-  constexpr std::size_t chunk = 1 << 14;
-  zo::backends::cpu::for_each_index((count + chunk - 1) / chunk,
-                                    [=](std::size_t c) {
-                                      const std::size_t first = c * chunk;
-                                      std::memcpy(target + first, source + first,
-                                                  std::min(chunk, count - first) * 4);
-                                    },
-                                    chunk);
-}
-
 // Median time of a copy of `count` floats with the current threads.
 double copy_seconds(std::size_t count) {
   std::vector<float> source(count, 1.0f), target(count, 0.0f);
-  std::vector<double> times;
-  for (int k = 0; k < 7; ++k) {
-    const auto start = clock_type::now();
-    parallel_copy(source.data(), target.data(), count);
-    benchmark::ClobberMemory();
-    times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
-  }
-  std::nth_element(times.begin(), times.begin() + 3, times.end());
-  return times[3];
+  return zo_bench::median_seconds(
+      [&] { zo_bench::parallel_copy(source.data(), target.data(), count); });
 }
 
 // Runs `body` as the timed loop and reports its ratio to a copy of `copy_elements` floats.
@@ -93,7 +64,7 @@ void set_bytes(benchmark::State& state, std::size_t bytes_per_iteration) {
 void copy(benchmark::State& state) {
   thread_scope threads(state);
   std::vector<float> source(elements, 1.0f), target(elements);
-  timed(state, elements, [&] { parallel_copy(source.data(), target.data(), elements); });
+  timed(state, elements, [&] { zo_bench::parallel_copy(source.data(), target.data(), elements); });
   set_bytes(state, 2 * elements * sizeof(float));
 }
 
@@ -185,10 +156,6 @@ void adam(benchmark::State& state) {
         [&] { rule.apply(zo::backends::cpu{}, store.block(0), gradient.data(), 1.0, step++); });
   // θ, m and v read and written, the gradient read.
   set_bytes(state, 7 * elements * sizeof(float));
-}
-
-void threads_1_and_2(benchmark::internal::Benchmark* b) {
-  b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

@@ -22,7 +22,13 @@
 #include <vector>
 #include <zo/zo.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
+
+using zo_bench::clock_type;
+using zo_bench::thread_scope;
+using zo_bench::threads_1_and_2;
 
 std::atomic<std::int64_t> live_bytes{0};
 std::atomic<std::int64_t> peak_bytes{0};
@@ -57,8 +63,6 @@ void operator delete(void* p, std::size_t) noexcept {
 namespace {
 
 using store_t = zo::eigen_store<float>;
-using clock_type = std::chrono::steady_clock;
-
 // Two OPT-125m decoder layers: q, k, v, out (768 × 768), fc1 (3072 × 768), fc2 (768 × 3072),
 // their biases and two LayerNorms each.
 store_t opt_layers(int layers) {
@@ -90,44 +94,15 @@ std::size_t parameter_count(const store_t& store) {
   return n;
 }
 
-class thread_scope {
- public:
-  explicit thread_scope(const benchmark::State& state) : saved_(omp_get_max_threads()) {
-    omp_set_num_threads(static_cast<int>(state.range(0)));
-  }
-  ~thread_scope() { omp_set_num_threads(saved_); }
-  thread_scope(const thread_scope&) = delete;
-  thread_scope& operator=(const thread_scope&) = delete;
-
- private:
-  int saved_;
-};
-
 // Median time of copying every parameter once (block by block, over the backend's threads).
 double copy_seconds(const store_t& store) {
   std::vector<std::vector<float>> targets;
   for (std::size_t i = 0; i < store.size(); ++i)
     targets.emplace_back(store.block(i).size());
-  std::vector<double> times;
-  for (int k = 0; k < 7; ++k) {
-    const auto start = clock_type::now();
-    for (std::size_t i = 0; i < store.size(); ++i) {
-      const float* source = store.block(i).data();
-      float* target = targets[i].data();
-      constexpr std::size_t chunk = 1 << 14;
-      const std::size_t n = targets[i].size();
-      zo::backends::cpu::for_each_index((n + chunk - 1) / chunk,
-                                        [=](std::size_t c) {
-                                          std::memcpy(target + c * chunk, source + c * chunk,
-                                                      std::min(chunk, n - c * chunk) * 4);
-                                        },
-                                        chunk);
-    }
-    benchmark::ClobberMemory();
-    times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
-  }
-  std::nth_element(times.begin(), times.begin() + 3, times.end());
-  return times[3];
+  return zo_bench::median_seconds([&] {
+    for (std::size_t i = 0; i < store.size(); ++i)
+      zo_bench::parallel_copy(store.block(i).data(), targets[i].data(), targets[i].size());
+  });
 }
 
 // A loss that costs nothing but still gives every step a non-zero projected gradient, so the
@@ -210,10 +185,6 @@ void loho(benchmark::State& state) {
                                   options(zo::restore_mode::exact, false)),
                          zo::adam(lr), zo::deepest_layers(1)),
                 free_differentiable_loss{});
-}
-
-void threads_1_and_2(benchmark::internal::Benchmark* b) {
-  b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

@@ -546,18 +546,27 @@ class block_values_writer {
   detail::append_file file_;
 };
 
+namespace detail {
+
+// A log replays only on a store of its block count with an optimizer of its seed.
+inline void require_same_run(const trajectory& log, std::size_t blocks, std::uint64_t seed) {
+  zo::detail::require(log.header.block_count == blocks,
+                      "the trajectory was recorded on " + std::to_string(log.header.block_count) +
+                          " blocks, the store has " + std::to_string(blocks));
+  zo::detail::require(log.header.seed == seed,
+                      "the trajectory was recorded with seed " + std::to_string(log.header.seed) +
+                          ", the optimizer has seed " + std::to_string(seed));
+}
+
+}  // namespace detail
+
 // Replays a log's records on the parameters the logged run started from (or, with a resumed
 // optimizer, from where it stopped): optimizer must be built as the live one was (policies,
 // hyperparameters, options). Records before the optimizer's step are skipped; the rest must
 // follow on from it. Returns the number of steps replayed.
 template <class Optimizer, class Store>
 std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
-  zo::detail::require(log.header.block_count == store.size(),
-                      "the trajectory was recorded on " + std::to_string(log.header.block_count) +
-                          " blocks, the store has " + std::to_string(store.size()));
-  zo::detail::require(log.header.seed == optimizer.options().seed,
-                      "the trajectory was recorded with seed " + std::to_string(log.header.seed) +
-                          ", the optimizer has seed " + std::to_string(optimizer.options().seed));
+  detail::require_same_run(log, store.size(), optimizer.options().seed);
   std::size_t replayed = 0;
   for (const auto& r : log.records) {
     if (r.step < optimizer.step_count()) continue;
@@ -579,13 +588,7 @@ template <class Hybrid, class Store>
 std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
                    const block_values_log& values) {
   using T = typename Store::value_type;
-  const auto& options = hybrid.zeroth_order_part().options();
-  zo::detail::require(log.header.block_count == store.size(),
-                      "the trajectory was recorded on " + std::to_string(log.header.block_count) +
-                          " blocks, the store has " + std::to_string(store.size()));
-  zo::detail::require(log.header.seed == options.seed,
-                      "the trajectory was recorded with seed " + std::to_string(log.header.seed) +
-                          ", the optimizer has seed " + std::to_string(options.seed));
+  detail::require_same_run(log, store.size(), hybrid.zeroth_order_part().options().seed);
   std::size_t replayed = 0, next_values = 0;
   for (const auto& r : log.records) {
     if (r.step < hybrid.step_count()) continue;
