@@ -1,0 +1,170 @@
+// Checkpoints in the layout of a Hugging Face OPT model directory: config.json (the fields of
+// OPTConfig the model uses) and model.safetensors (the tensors under their Hugging Face names),
+// so a directory written here opens with transformers' OPTForCausalLM and a real OPT checkpoint
+// of the supported kind (pre-LayerNorm, no projection, ReLU: opt-125m and the 1.3B and larger
+// models) opens here.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+#include <zo/errors.hpp>
+#include <zo/io/safetensors.hpp>
+
+#include "opt_model.hpp"
+
+namespace opt {
+
+inline nlohmann::json config_json(const opt_config& config) {
+  return {{"model_type", "opt"},
+          {"architectures", {"OPTForCausalLM"}},
+          {"vocab_size", config.vocab_size},
+          {"max_position_embeddings", config.max_positions},
+          {"hidden_size", config.d_model},
+          {"word_embed_proj_dim", config.d_model},
+          {"num_attention_heads", config.n_heads},
+          {"num_hidden_layers", config.n_layers},
+          {"ffn_dim", config.d_ffn},
+          {"do_layer_norm_before", true},
+          {"activation_function", "relu"},
+          {"enable_bias", true},
+          {"layer_norm_elementwise_affine", true},
+          {"tie_word_embeddings", true},
+          {"torch_dtype", "float32"}};
+}
+
+// Reads the fields the model uses and rejects the OPT variants it does not implement, naming the
+// field, rather than loading weights into the wrong computation.
+inline opt_config config_from_json(const nlohmann::json& j, const std::string& source) {
+  auto fail = [&](const std::string& what) { throw zo::invalid_argument(source + ": " + what); };
+  if (!j.is_object()) fail("not a JSON object");
+  auto integer = [&](const char* key) {
+    if (!j.contains(key)) fail(std::string("no \"") + key + "\"");
+    const auto& v = j.at(key);
+    if (!v.is_number_integer() || v.get<long long>() <= 0 || v.get<long long>() > (1 << 30))
+      fail(std::string("\"") + key + "\" must be a positive integer, got " + v.dump());
+    return v.get<int>();
+  };
+  auto expect = [&](const char* key, const nlohmann::json& wanted) {
+    if (j.contains(key) && j.at(key) != wanted)
+      fail(std::string("\"") + key + "\" is " + j.at(key).dump() + "; this model supports only " +
+           wanted.dump());
+  };
+  if (j.contains("model_type")) expect("model_type", "opt");
+  expect("do_layer_norm_before", true);
+  expect("activation_function", "relu");
+  expect("enable_bias", true);
+  expect("layer_norm_elementwise_affine", true);
+  expect("tie_word_embeddings", true);
+  opt_config c;
+  c.vocab_size = integer("vocab_size");
+  c.max_positions = integer("max_position_embeddings");
+  c.d_model = integer("hidden_size");
+  c.n_heads = integer("num_attention_heads");
+  c.n_layers = integer("num_hidden_layers");
+  c.d_ffn = integer("ffn_dim");
+  if (j.contains("word_embed_proj_dim") && j.at("word_embed_proj_dim") != c.d_model)
+    fail(
+        "\"word_embed_proj_dim\" differs from \"hidden_size\" (OPT-350m's projections), which "
+        "this model does not implement");
+  try {
+    c.validate();
+  } catch (const zo::invalid_argument& e) {
+    fail(e.what());
+  }
+  return c;
+}
+
+inline opt_config read_config(const std::filesystem::path& dir) {
+  const auto path = dir / "config.json";
+  std::ifstream in(path);
+  zo::detail::require(static_cast<bool>(in), "cannot open " + path.string());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw zo::invalid_argument(path.string() + " is not valid JSON: " + e.what());
+  }
+  return config_from_json(j, path.string());
+}
+
+// Writes config.json and model.safetensors into dir (created if needed); each file is written to
+// a temporary name and renamed, so a crash leaves the old checkpoint or the new one.
+inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& config,
+                            const zo::eigen_store<float>& store,
+                            const zo::io::metadata_map& metadata = {}) {
+  std::filesystem::create_directories(dir);
+  // Only the model's tensors, in Hugging Face order, whatever else the store holds.
+  std::vector<zo::io::tensor_to_write> tensors;
+  for (const auto& spec : parameter_specs(config)) {
+    const auto found = store.find(spec.name);
+    zo::detail::require(found.has_value(), "save_checkpoint: the store has no '" + spec.name + "'");
+    const auto block = store.block(*found);
+    zo::io::tensor_shape shape;
+    if (spec.rows == 1) {
+      shape = {block.cols()};
+    } else {
+      shape = {block.rows(), block.cols()};
+    }
+    tensors.push_back({spec.name, std::move(shape), block.data()});
+  }
+  zo::io::metadata_map meta = metadata;
+  meta.emplace("format", "pt");  // what transformers expects of a PyTorch checkpoint
+  zo::io::write_safetensors(dir / "model.safetensors", tensors, meta);
+
+  const auto path = dir / "config.json";
+  const auto temporary = dir / "config.json.tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << config_json(config).dump(2) << '\n';
+    out.close();
+    zo::detail::require(static_cast<bool>(out), "cannot write " + temporary.string());
+  }
+  std::filesystem::rename(temporary, path);
+}
+
+struct loaded_checkpoint {
+  opt_config config;
+  // Tensors of the file the model does not use (a real OPT file's lm_head.weight, tied to the
+  // token embedding), for the caller to report.
+  std::vector<std::string> ignored;
+};
+
+// Loads a checkpoint directory into an empty store (filled in parameter_specs order, with layer
+// indices and decay flags). Every tensor is checked (present, shape, dtype) before any is read.
+// Tensor names may carry OPTForCausalLM's "model." prefix or, as OPTModel writes them, not.
+// F16, BF16 and F64 tensors are converted to float.
+inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
+                                         zo::eigen_store<float>& store) {
+  zo::detail::require(store.size() == 0, "load_checkpoint needs an empty store");
+  loaded_checkpoint result{read_config(dir), {}};
+  const auto file = zo::io::safetensors_file::open(dir / "model.safetensors");
+  const auto specs = parameter_specs(result.config);
+  std::vector<std::string> names;
+  for (const auto& spec : specs) {
+    std::string name = spec.name;
+    if (file.find(name) == nullptr && file.find(name.substr(6)) != nullptr) name.erase(0, 6);
+    const auto* t = file.find(name);
+    zo::detail::require(t != nullptr, "no tensor '" + spec.name + "' in " + file.source() +
+                                          " (expected shape " + std::to_string(spec.rows) + "x" +
+                                          std::to_string(spec.cols) + ")");
+    file.require_block_shape(*t, static_cast<std::size_t>(spec.rows),
+                             static_cast<std::size_t>(spec.cols));
+    names.push_back(name);
+  }
+  register_parameters(store, result.config, 0);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const auto block = store.block(*store.find(specs[i].name));
+    file.read_block(names[i], block.rows(), block.cols(),
+                    std::span<float>(block.data(), block.size()));
+  }
+  for (const auto& t : file.tensors()) {
+    if (std::find(names.begin(), names.end(), t.name) == names.end())
+      result.ignored.push_back(t.name);
+  }
+  return result;
+}
+
+}  // namespace opt

@@ -1,0 +1,331 @@
+// Checkpoints of the example transformer (examples/transformer/checkpoint.hpp): a written and
+// re-read checkpoint gives identical logits; a real OPT checkpoint's variations (no "model."
+// prefix, F16 tensors, an lm_head.weight) load; a missing, misnamed or mis-shaped tensor, a
+// truncated file and an unsupported config each give an error naming the problem.
+#define BOOST_TEST_MODULE transformer_checkpoint
+#include <boost/test/unit_test.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "transformer/checkpoint.hpp"
+#include "transformer/reviews.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const opt::opt_config small{
+    .vocab_size = 13, .max_positions = 10, .d_model = 8, .n_heads = 2, .n_layers = 2, .d_ffn = 12};
+
+// A scratch directory removed at the end of each test.
+struct scratch {
+  fs::path dir;
+  scratch() {
+    dir = fs::temp_directory_path() /
+          ("zo_checkpoint_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~scratch() { fs::remove_all(dir); }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+};
+
+// Random values everywhere (OPT's initialisation leaves biases zero and norms one, which would
+// hide a tensor read into the wrong place).
+void randomise(zo::eigen_store<float>& store, unsigned seed) {
+  std::mt19937 engine(seed);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  for (std::size_t b = 0; b < store.size(); ++b) {
+    auto& m = store.matrix(b);
+    for (Eigen::Index e = 0; e < m.size(); ++e)
+      m.data()[e] = normal(engine);
+  }
+}
+
+std::vector<opt::matrix<float>> some_logits(const zo::eigen_store<float>& store,
+                                            const opt::opt_config& config) {
+  const opt::opt_model model(config, store);
+  std::vector<opt::matrix<float>> out;
+  const std::vector<std::vector<int>> sequences = {{1, 5, 2, 12, 0, 7}, {3}, {9, 9, 4, 11, 2}};
+  for (const auto& tokens : sequences) {
+    std::vector<int> positions(tokens.size());
+    for (std::size_t p = 0; p < positions.size(); ++p)
+      positions[p] = static_cast<int>(p);
+    out.push_back(model.logits(tokens, positions));
+  }
+  return out;
+}
+
+void save_random(const fs::path& dir, unsigned seed) {
+  zo::eigen_store<float> store;
+  opt::register_parameters(store, small, 0);
+  randomise(store, seed);
+  opt::save_checkpoint(dir, small, store);
+}
+
+// The message of the zo::invalid_argument f throws.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const zo::invalid_argument& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// Rewrites a checkpoint's tensors through a function of (name, tensor values) that returns the
+// tensors to write instead (to rename, reshape, drop or add).
+struct tensor_entry {
+  std::string name;
+  zo::io::tensor_shape shape;
+  std::vector<float> values;
+};
+template <class Edit>
+void rewrite(const fs::path& dir, Edit&& edit) {
+  const auto file = zo::io::safetensors_file::open(dir / "model.safetensors");
+  std::vector<tensor_entry> entries;
+  for (const auto& t : file.tensors())
+    entries.push_back({t.name, t.shape, file.read_float(t.name)});
+  edit(entries);
+  std::vector<zo::io::tensor_to_write> out;
+  for (const auto& e : entries)
+    out.push_back({e.name, e.shape, e.values.data()});
+  zo::io::write_safetensors(dir / "model.safetensors", out);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_written_and_reread_checkpoint_gives_identical_logits) {
+  scratch s;
+  zo::eigen_store<float> store;
+  opt::register_parameters(store, small, 0);
+  randomise(store, 1);
+  opt::save_checkpoint(s.dir, small, store);
+
+  zo::eigen_store<float> loaded;
+  const auto result = opt::load_checkpoint(s.dir, loaded);
+  BOOST_TEST(result.ignored.empty());
+  BOOST_TEST(result.config.d_model == small.d_model);
+  BOOST_TEST(result.config.n_layers == small.n_layers);
+  BOOST_TEST(result.config.max_positions == small.max_positions);
+  const auto before = some_logits(store, small);
+  const auto after = some_logits(loaded, result.config);
+  BOOST_REQUIRE(before.size() == after.size());
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    BOOST_REQUIRE(before[i].size() == after[i].size());
+    BOOST_TEST(std::memcmp(before[i].data(), after[i].data(), sizeof(float) * before[i].size()) ==
+               0);
+  }
+  // Layer indices and decay flags come back with the tensors.
+  for (std::size_t b = 0; b < store.size(); ++b) {
+    const auto block = store.block(b);
+    const auto other = loaded.block(*loaded.find(block.name()));
+    BOOST_TEST((block.layer() == other.layer()));
+    BOOST_TEST(block.decay() == other.decay());
+  }
+  // Hugging Face's shapes: Linear weights [out, in], biases and norms 1-D, positions offset 2.
+  const auto file = zo::io::safetensors_file::open(s.dir / "model.safetensors");
+  const auto& positions = file.at("model.decoder.embed_positions.weight");
+  BOOST_TEST((positions.shape == zo::io::tensor_shape{12, 8}));
+  const auto& fc1 = file.at("model.decoder.layers.1.fc1.weight");
+  BOOST_TEST((fc1.shape == zo::io::tensor_shape{12, 8}));
+  const auto& bias = file.at("model.decoder.layers.0.self_attn.q_proj.bias");
+  BOOST_TEST((bias.shape == zo::io::tensor_shape{8}));
+}
+
+BOOST_AUTO_TEST_CASE(real_opt_checkpoint_variations_load) {
+  scratch s;
+  zo::eigen_store<float> store;
+  opt::register_parameters(store, small, 0);
+  randomise(store, 2);
+  opt::save_checkpoint(s.dir, small, store);
+  // OPTModel's names (no "model." prefix), F16 storage and a tied lm_head.weight, as in real
+  // OPT files.
+  const auto file = zo::io::safetensors_file::open(s.dir / "model.safetensors");
+  std::vector<std::string> names;
+  std::vector<zo::io::tensor_shape> shapes;
+  std::vector<std::vector<std::uint16_t>> halves;
+  auto to_half = [](float f) {
+    // Values here are well inside F16's normal range; round to nearest even.
+    std::uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    const std::uint32_t sign = (bits >> 16) & 0x8000u;
+    const int exponent = static_cast<int>((bits >> 23) & 0xff) - 127 + 15;
+    std::uint32_t mantissa = bits & 0x7fffffu;
+    if (exponent <= 0) return static_cast<std::uint16_t>(sign);  // flush tiny values
+    std::uint32_t half = sign | (static_cast<std::uint32_t>(exponent) << 10) | (mantissa >> 13);
+    const std::uint32_t rest = mantissa & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) ++half;
+    return static_cast<std::uint16_t>(half);
+  };
+  for (const auto& t : file.tensors()) {
+    names.push_back(t.name.substr(6));
+    shapes.push_back(t.shape);
+    std::vector<std::uint16_t> h;
+    for (float f : file.read_float(t.name))
+      h.push_back(to_half(f));
+    halves.push_back(h);
+  }
+  names.push_back("lm_head.weight");
+  shapes.push_back(file.at("model.decoder.embed_tokens.weight").shape);
+  halves.push_back(halves.front());
+  // A hand-written F16 safetensors file.
+  nlohmann::json header;
+  std::size_t offset = 0;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::size_t bytes = halves[i].size() * 2;
+    header[names[i]] = {
+        {"dtype", "F16"}, {"shape", shapes[i]}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  std::ofstream out(s.dir / "model.safetensors", std::ios::binary | std::ios::trunc);
+  const std::uint64_t length = text.size();
+  out.write(reinterpret_cast<const char*>(&length), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  for (const auto& h : halves)
+    out.write(reinterpret_cast<const char*>(h.data()), static_cast<std::streamsize>(h.size() * 2));
+  out.close();
+
+  zo::eigen_store<float> loaded;
+  const auto result = opt::load_checkpoint(s.dir, loaded);
+  BOOST_TEST((result.ignored == std::vector<std::string>{"lm_head.weight"}));
+  // F16 keeps 11 significant bits: the tensors agree to that precision, and the logits closely.
+  for (std::size_t b = 0; b < store.size(); ++b) {
+    const auto& a = store.matrix(b);
+    const auto& c = loaded.matrix(*loaded.find(store.block(b).name()));
+    BOOST_TEST((a - c).cwiseAbs().maxCoeff() <= 1e-3f * (1.0f + a.cwiseAbs().maxCoeff()));
+  }
+  const auto before = some_logits(store, small);
+  const auto after = some_logits(loaded, result.config);
+  for (std::size_t i = 0; i < before.size(); ++i)
+    BOOST_TEST((before[i] - after[i]).cwiseAbs().maxCoeff() < 0.05f);
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_or_misnamed_tensor_is_named) {
+  scratch s;
+  save_random(s.dir, 3);
+  rewrite(s.dir, [](std::vector<tensor_entry>& entries) {
+    for (auto& e : entries)
+      if (e.name == "model.decoder.layers.1.fc2.bias") e.name = "model.decoder.layers.1.fc2.b";
+  });
+  zo::eigen_store<float> loaded;
+  const std::string message = error_of([&] { opt::load_checkpoint(s.dir, loaded); });
+  BOOST_TEST_MESSAGE(message);
+  BOOST_TEST(contains(message, "no tensor 'model.decoder.layers.1.fc2.bias'"));
+  BOOST_TEST(contains(message, "expected shape 1x8"));
+  BOOST_TEST(loaded.size() == 0u);  // nothing was loaded
+}
+
+BOOST_AUTO_TEST_CASE(a_mis_shaped_tensor_is_named_with_both_shapes) {
+  scratch s;
+  save_random(s.dir, 4);
+  rewrite(s.dir, [](std::vector<tensor_entry>& entries) {
+    for (auto& e : entries) {
+      if (e.name == "model.decoder.layers.0.fc1.weight") {
+        e.shape = {8, 12};  // transposed: [in, out] instead of Hugging Face's [out, in]
+      }
+    }
+  });
+  zo::eigen_store<float> loaded;
+  const std::string message = error_of([&] { opt::load_checkpoint(s.dir, loaded); });
+  BOOST_TEST_MESSAGE(message);
+  BOOST_TEST(contains(message, "model.decoder.layers.0.fc1.weight"));
+  BOOST_TEST(contains(message, "[8, 12]"));
+  BOOST_TEST(contains(message, "12"));
+  BOOST_TEST(loaded.size() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_truncated_file_is_an_error) {
+  scratch s;
+  save_random(s.dir, 5);
+  const fs::path path = s.dir / "model.safetensors";
+  const auto full = fs::file_size(path);
+  // Cut inside the data, inside the header and inside the length field.
+  for (const std::uintmax_t keep : {full - 7, full / 2, std::uintmax_t{40}, std::uintmax_t{5}}) {
+    save_random(s.dir, 5);
+    fs::resize_file(path, keep);
+    zo::eigen_store<float> loaded;
+    const std::string message = error_of([&] { opt::load_checkpoint(s.dir, loaded); });
+    BOOST_TEST_MESSAGE(keep << " bytes: " << message);
+    BOOST_TEST(contains(message, "truncated"));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(unsupported_or_broken_configs_are_named) {
+  scratch s;
+  save_random(s.dir, 6);
+  const fs::path path = s.dir / "config.json";
+  auto with = [&](const std::string& key, const nlohmann::json& value) {
+    nlohmann::json j = opt::config_json(small);
+    if (value.is_null()) {
+      j.erase(key);
+    } else {
+      j[key] = value;
+    }
+    std::ofstream(path, std::ios::trunc) << j.dump();
+    zo::eigen_store<float> loaded;
+    return error_of([&] { opt::load_checkpoint(s.dir, loaded); });
+  };
+  BOOST_TEST(contains(with("do_layer_norm_before", false), "do_layer_norm_before"));
+  BOOST_TEST(contains(with("word_embed_proj_dim", 4), "word_embed_proj_dim"));
+  BOOST_TEST(contains(with("activation_function", "gelu"), "activation_function"));
+  BOOST_TEST(contains(with("hidden_size", nullptr), "hidden_size"));
+  BOOST_TEST(contains(with("ffn_dim", -3), "ffn_dim"));
+  BOOST_TEST(contains(with("num_attention_heads", 3), "divisible"));
+  // A config whose sizes disagree with the tensors: the tensor is named.
+  BOOST_TEST(contains(with("ffn_dim", 16), "fc1.weight"));
+  std::ofstream(path, std::ios::trunc) << "{ not json";
+  zo::eigen_store<float> loaded;
+  BOOST_TEST(contains(error_of([&] { opt::load_checkpoint(s.dir, loaded); }), "not valid JSON"));
+}
+
+BOOST_AUTO_TEST_CASE(the_review_language_tokenizes_and_its_tasks_are_well_formed) {
+  const auto tokens = reviews::tokenize("<bos> review : the soup was great . it was");
+  BOOST_TEST(reviews::detokenize(tokens) == "<bos> review : the soup was great . it was");
+  BOOST_TEST(error_of([] { reviews::tokenize("the soup was delicious"); }).find("delicious") !=
+             std::string::npos);
+  const auto task = reviews::sentiment_examples(1, 200);
+  int positive = 0;
+  for (const auto& ex : task) {
+    BOOST_REQUIRE(ex.targets.size() == 1u);
+    BOOST_TEST(ex.targets[0].position == static_cast<int>(ex.tokens.size()) - 1);
+    const int label = ex.targets[0].token;
+    BOOST_TEST((label == reviews::label_tokens()[0] || label == reviews::label_tokens()[1]));
+    positive += label == reviews::label_tokens()[1];
+    // The label words never appear in the task's reviews.
+    for (std::size_t t = 0; t + 1 < ex.tokens.size(); ++t) {
+      BOOST_TEST(ex.tokens[t] != reviews::label_tokens()[0]);
+      BOOST_TEST(ex.tokens[t] != reviews::label_tokens()[1]);
+    }
+  }
+  BOOST_TEST(positive == 100);
+  // Same seed, same data; another seed, other data.
+  auto texts = [](std::uint64_t seed) {
+    std::vector<std::vector<int>> out;
+    for (const auto& ex : reviews::sentiment_examples(seed, 50))
+      out.push_back(ex.tokens);
+    return out;
+  };
+  BOOST_TEST((texts(1) == texts(1)));
+  BOOST_TEST((texts(1) != texts(2)));
+  const auto windows = reviews::language_modelling_windows(2, 10, 16);
+  BOOST_TEST(windows.size() == 10u);
+  for (const auto& w : windows) {
+    BOOST_TEST(w.tokens.size() == 16u);
+    BOOST_TEST(w.targets.size() == 15u);
+    BOOST_TEST(w.targets[3].token == w.tokens[4]);
+  }
+}
