@@ -1,0 +1,747 @@
+// zo-finetune: pretrains the example transformer on the generated review corpus, fine-tunes it
+// on the sentiment task with MeZO, LOZO, LOZO-M, LoHO or first-order Adam, measures the memory of
+// a zeroth-order step against inference, and reports runs as a table, CSV and a plot.
+//
+//   zo-finetune pretrain --out DIR [options]
+//   zo-finetune finetune --checkpoint DIR --method M --out PREFIX [options]
+//   zo-finetune memory   --checkpoint DIR [options]
+//   zo-finetune report   --out DIR RUN.json...
+//
+// `zo-finetune help` lists every option with its default.
+#include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+#include <zo/zo.hpp>
+
+#include "checkpoint.hpp"
+#include "reviews.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------------------------------------
+// Command line: --name value pairs, each checked against the command's table of options, so a
+// misspelt option is an error rather than a silently ignored default.
+
+struct option_spec {
+  std::string name, default_value, help;
+};
+
+class arguments {
+ public:
+  arguments(std::vector<option_spec> specs, int argc, char** argv, int first)
+      : specs_(std::move(specs)) {
+    for (const auto& s : specs_)
+      values_[s.name] = s.default_value;
+    for (int i = first; i < argc; ++i) {
+      std::string arg = argv[i];
+      if (arg.rfind("--", 0) != 0) {
+        positional_.push_back(arg);
+        continue;
+      }
+      arg.erase(0, 2);
+      std::string value;
+      if (const auto eq = arg.find('='); eq != std::string::npos) {
+        value = arg.substr(eq + 1);
+        arg.erase(eq);
+      } else {
+        if (i + 1 >= argc) throw zo::invalid_argument("option --" + arg + " needs a value");
+        value = argv[++i];
+      }
+      if (!values_.contains(arg)) throw zo::invalid_argument("unknown option --" + arg);
+      values_[arg] = value;
+      given_.insert(arg);
+    }
+  }
+
+  const std::string& text(const std::string& name) const { return values_.at(name); }
+  bool given(const std::string& name) const { return given_.contains(name); }
+  double number(const std::string& name) const {
+    const std::string& v = text(name);
+    std::size_t used = 0;
+    double x = 0;
+    try {
+      x = std::stod(v, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != v.size() || !std::isfinite(x))
+      throw zo::invalid_argument("--" + name + " must be a number, got '" + v + "'");
+    return x;
+  }
+  std::uint64_t count(const std::string& name) const {
+    const double x = number(name);
+    if (x < 0 || x != std::floor(x) || x > 1e15)
+      throw zo::invalid_argument("--" + name + " must be a non-negative integer, got '" +
+                                 text(name) + "'");
+    return static_cast<std::uint64_t>(x);
+  }
+  std::uint64_t positive(const std::string& name) const {
+    const auto x = count(name);
+    if (x == 0) throw zo::invalid_argument("--" + name + " must be positive");
+    return x;
+  }
+  const std::vector<std::string>& positional() const { return positional_; }
+
+  static void print(std::ostream& out, const std::vector<option_spec>& specs) {
+    for (const auto& s : specs) {
+      out << "  --" << s.name;
+      if (!s.default_value.empty()) out << " (default " << s.default_value << ")";
+      out << "\n      " << s.help << "\n";
+    }
+  }
+
+ private:
+  std::vector<option_spec> specs_;
+  std::map<std::string, std::string> values_;
+  std::set<std::string> given_;
+  std::vector<std::string> positional_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Measurements.
+
+// Peak resident set size of this process (VmHWM), in bytes.
+std::size_t peak_resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<std::size_t>(usage.ru_maxrss) * 1024;
+}
+
+std::size_t resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// Resets VmHWM to the current resident size (Linux ≥ 4.0), so the next peak is a phase's own.
+bool reset_peak_resident() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.close();
+  return static_cast<bool>(clear);
+}
+
+double seconds_since(clock_type::time_point start) {
+  return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+std::string duration_text(double seconds) {
+  const auto s = static_cast<long long>(std::llround(seconds));
+  char buffer[32];
+  if (s >= 60) {
+    std::snprintf(buffer, sizeof buffer, "%lldm%02llds", s / 60, s % 60);
+  } else {
+    std::snprintf(buffer, sizeof buffer, "%llds", s);
+  }
+  return buffer;
+}
+
+// One progress line per call: to a terminal it overwrites itself, to a file or pipe it is
+// printed at most every few seconds so logs stay short.
+class progress_line {
+ public:
+  progress_line(std::string label, std::uint64_t total)
+      : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO) != 0) {}
+
+  void update(std::uint64_t step, double loss, bool force = false) {
+    const double elapsed = seconds_since(start_);
+    if (!force && elapsed - last_print_ < (tty_ ? 0.2 : 5.0)) return;
+    last_print_ = elapsed;
+    const double rate = step / std::max(elapsed, 1e-9);
+    const double eta = rate > 0 ? double(total_ - step) / rate : 0;
+    std::fprintf(stderr, "%s%s step %llu/%llu  loss %.4f  %.1f steps/s  ETA %s%s", tty_ ? "\r" : "",
+                 label_.c_str(), static_cast<unsigned long long>(step),
+                 static_cast<unsigned long long>(total_), loss, rate, duration_text(eta).c_str(),
+                 tty_ ? "   " : "\n");
+  }
+  void finish() {
+    if (tty_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  std::string label_;
+  std::uint64_t total_;
+  bool tty_;
+  clock_type::time_point start_ = clock_type::now();
+  double last_print_ = -1e9;
+};
+
+void set_threads(const arguments& args) {
+  if (const auto threads = args.count("threads"); threads > 0)
+    omp_set_num_threads(static_cast<int>(threads));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data and evaluation.
+
+// Held-out accuracy on the label words: with two candidates the prediction is right exactly
+// when the cross-entropy over them is below ln 2.
+struct evaluation {
+  double accuracy = 0, loss = 0;
+};
+
+evaluation evaluate(const opt::opt_model& model, const opt::batch& examples) {
+  const auto losses = model.example_losses(examples, reviews::label_word_loss());
+  evaluation e;
+  for (double l : losses) {
+    e.loss += l;
+    if (l < std::log(2.0)) e.accuracy += 1;
+  }
+  e.loss /= double(losses.size());
+  e.accuracy /= double(losses.size());
+  return e;
+}
+
+// Batches drawn without replacement, reshuffled each epoch, from one seeded engine.
+class batch_sampler {
+ public:
+  batch_sampler(const opt::batch& data, std::size_t batch_size, std::uint64_t seed)
+      : data_(&data), batch_size_(batch_size), engine_(seed) {
+    zo::detail::require(batch_size <= data.size(), "the batch size " + std::to_string(batch_size) +
+                                                       " exceeds the " +
+                                                       std::to_string(data.size()) + " examples");
+  }
+  opt::batch next() {
+    opt::batch out;
+    for (std::size_t i = 0; i < batch_size_; ++i) {
+      if (cursor_ == order_.size()) {
+        order_.resize(data_->size());
+        std::iota(order_.begin(), order_.end(), std::size_t{0});
+        std::shuffle(order_.begin(), order_.end(), engine_);
+        cursor_ = 0;
+      }
+      out.push_back((*data_)[order_[cursor_++]]);
+    }
+    return out;
+  }
+
+ private:
+  const opt::batch* data_;
+  std::size_t batch_size_;
+  std::mt19937_64 engine_;
+  std::vector<std::size_t> order_;
+  std::size_t cursor_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// pretrain
+
+std::vector<option_spec> pretrain_options() {
+  return {{"out", "", "checkpoint directory to write (config.json, model.safetensors)"},
+          {"d-model", "64", "hidden size"},
+          {"heads", "4", "attention heads"},
+          {"layers", "4", "decoder layers"},
+          {"ffn", "256", "feed-forward size"},
+          {"max-positions", "64", "longest sequence"},
+          {"window", "32", "tokens per training window"},
+          {"steps", "1500", "Adam steps"},
+          {"batch", "32", "windows per step"},
+          {"lr", "2e-3", "Adam learning rate (linear decay to zero)"},
+          {"seed", "1", "initialisation and corpus seed"},
+          {"threads", "0", "OpenMP threads (0: the OpenMP default)"}};
+}
+
+// First-order Adam over the given blocks: one forward and backward per step. Serves pretraining
+// and the full fine-tuning baseline.
+template <class Schedule, class Batches, class Report>
+void train_first_order(zo::eigen_store<float>& store, const opt::opt_model& model,
+                       const std::vector<std::size_t>& blocks, zo::adam<Schedule>& rule,
+                       std::uint64_t steps, const opt::loss_options& loss_options,
+                       Batches&& next_batch, Report&& report) {
+  opt::gradient_buffers<float> gradients(store, blocks);
+  for (std::uint64_t step = 0; step < steps; ++step) {
+    auto view = gradients.view();
+    const opt::batch examples = next_batch();
+    const double loss = model.loss_and_gradients(examples, view, loss_options);
+    for (std::size_t k = 0; k < blocks.size(); ++k) {
+      rule.apply(zo::backends::cpu{}, store.block(blocks[k]), gradients[k].data(), 1.0, step);
+    }
+    report(step + 1, loss);
+  }
+}
+
+int pretrain(const arguments& args) {
+  set_threads(args);
+  const fs::path out = args.text("out");
+  zo::detail::require(!out.empty(), "pretrain needs --out DIR");
+  opt::opt_config config;
+  config.vocab_size = reviews::vocabulary_size();
+  config.d_model = static_cast<int>(args.positive("d-model"));
+  config.n_heads = static_cast<int>(args.positive("heads"));
+  config.n_layers = static_cast<int>(args.positive("layers"));
+  config.d_ffn = static_cast<int>(args.positive("ffn"));
+  config.max_positions = static_cast<int>(args.positive("max-positions"));
+  const auto window = static_cast<int>(args.positive("window"));
+  zo::detail::require(window <= config.max_positions, "--window exceeds --max-positions");
+  const auto steps = args.positive("steps"), batch_size = args.positive("batch");
+  const auto seed = args.count("seed");
+
+  zo::eigen_store<float> store;
+  opt::register_parameters(store, config, seed);
+  const opt::opt_model model(config, store);
+  const opt::batch corpus = reviews::language_modelling_windows(seed, steps * batch_size, window);
+  const opt::batch held_out = reviews::language_modelling_windows(seed + 1000, 256, window);
+
+  zo::adam<zo::linear_schedule> adam(zo::linear_schedule(args.number("lr"), steps), 0.9, 0.999,
+                                     1e-8, 0.0);
+  std::size_t cursor = 0;
+  auto next_batch = [&] {
+    opt::batch b(corpus.begin() + static_cast<std::ptrdiff_t>(cursor),
+                 corpus.begin() + static_cast<std::ptrdiff_t>(cursor + batch_size));
+    cursor += batch_size;
+    return b;
+  };
+  progress_line progress("pretrain", steps);
+  const auto start = clock_type::now();
+  const double initial = model.loss(held_out);
+  train_first_order(
+      store, model, model.parameter_blocks(), adam, steps, {}, next_batch,
+      [&](std::uint64_t step, double loss) { progress.update(step, loss, step == steps); });
+  progress.finish();
+  const double final_loss = model.loss(held_out);
+  opt::save_checkpoint(
+      out, config, store,
+      {{"zo.pretrain", "Adam on the generated review corpus, " + std::to_string(steps) +
+                           " steps of " + std::to_string(batch_size) + " windows"}});
+  std::printf("pretrained in %s: held-out LM loss %.3f -> %.3f (uniform: %.3f); wrote %s\n",
+              duration_text(seconds_since(start)).c_str(), initial, final_loss,
+              std::log(double(config.vocab_size)), out.c_str());
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// finetune
+
+std::vector<option_spec> finetune_options() {
+  return {{"checkpoint", "", "pretrained checkpoint directory"},
+          {"method", "mezo", "mezo, lozo, lozo-m, loho or adam (full first-order baseline)"},
+          {"out", "", "output prefix: PREFIX.csv (curves) and PREFIX.json (summary)"},
+          {"steps", "0", "optimizer steps (0: derived from --forward-budget)"},
+          {"forward-budget", "0",
+           "forward passes (examples through the model) to spend, counting 2 per example for a "
+           "zeroth-order step, 3 for LoHO (2 + its first-order pass) and 1 for Adam"},
+          {"batch", "16", "examples per step (MeZO: 16)"},
+          {"lr", "", "learning rate (default: 1e-6 for mezo, lozo, lozo-m; 1e-5 for adam)"},
+          {"eps", "1e-3", "perturbation scale ε (MeZO, LOZO: 1e-3)"},
+          {"weight-decay", "0", "weight decay"},
+          {"rank", "2", "LOZO rank r"},
+          {"interval", "50", "LOZO: steps V is kept for (ν)"},
+          {"beta", "0.9", "LOZO-M momentum"},
+          {"loho-layers", "2", "LoHO: the deepest k layers are trained first-order"},
+          {"fo-lr", "1e-5", "LoHO: Adam learning rate of the first-order layers"},
+          {"clip", "1.0", "LoHO: first-order gradient-norm clip (0: off)"},
+          {"restore", "arithmetic",
+           "exact (snapshot, no rounding residue) or arithmetic (the reference's undo; no memory)"},
+          {"train-examples", "1000", "training set size (MeZO: 1000)"},
+          {"test-examples", "1000", "held-out test set size"},
+          {"eval-interval", "0", "steps between held-out evaluations (0: 20 evaluations in all)"},
+          {"data-seed", "7", "seed of the task's data"},
+          {"seed", "0", "seed of the directions and batch order"},
+          {"threads", "0", "OpenMP threads (0: the OpenMP default)"}};
+}
+
+// Bytes an optimizer needs to resume besides the parameters: the size of its saved state.
+template <class Optimizer>
+std::size_t state_bytes(const Optimizer& optimizer) {
+  std::ostringstream out;
+  optimizer.save(out);
+  return out.str().size();
+}
+
+struct curve_point {
+  std::uint64_t step = 0, forward_passes = 0;
+  double train_loss = 0, test_accuracy = 0, test_loss = 0, seconds = 0;
+};
+
+int finetune(const arguments& args) {
+  set_threads(args);
+  const std::string method = args.text("method");
+  const fs::path prefix = args.text("out");
+  zo::detail::require(!prefix.empty(), "finetune needs --out PREFIX");
+  const bool zeroth_order = method == "mezo" || method == "lozo" || method == "lozo-m";
+  zo::detail::require(zeroth_order || method == "loho" || method == "adam",
+                      "unknown --method '" + method + "' (mezo, lozo, lozo-m, loho or adam)");
+  const std::uint64_t passes_per_example = zeroth_order ? 2 : method == "loho" ? 3 : 1;
+  const auto batch_size = args.positive("batch");
+  std::uint64_t steps = args.count("steps");
+  if (steps == 0) {
+    const auto budget = args.count("forward-budget");
+    zo::detail::require(budget > 0, "finetune needs --steps or --forward-budget");
+    steps = budget / (passes_per_example * batch_size);
+    zo::detail::require(steps > 0, "--forward-budget is less than one step's forward passes");
+  }
+  const double lr = args.given("lr") ? args.number("lr") : method == "adam" ? 1e-5 : 1e-6;
+  const double eps = args.number("eps"), decay = args.number("weight-decay");
+  const std::string restore_name = args.text("restore");
+  zo::detail::require(restore_name == "exact" || restore_name == "arithmetic",
+                      "--restore must be exact or arithmetic, got '" + restore_name + "'");
+  const zo::zo_options zo_options{
+      .seed = args.count("seed"),
+      .restore = restore_name == "exact" ? zo::restore_mode::exact : zo::restore_mode::arithmetic};
+  const std::uint64_t eval_interval = args.count("eval-interval") > 0
+                                          ? args.count("eval-interval")
+                                          : std::max<std::uint64_t>(1, steps / 20);
+
+  zo::eigen_store<float> store;
+  const auto loaded = opt::load_checkpoint(args.text("checkpoint"), store);
+  const opt::opt_model model(loaded.config, store);
+  const opt::batch train =
+      reviews::sentiment_examples(args.count("data-seed"), args.positive("train-examples"));
+  const opt::batch test =
+      reviews::sentiment_examples(args.count("data-seed") + 1, args.positive("test-examples"));
+  batch_sampler sampler(train, batch_size, args.count("seed") + 1);
+  opt::lm_objective objective(model, {}, reviews::label_word_loss());
+
+  std::vector<curve_point> curve;
+  const auto start = clock_type::now();
+  double loss_sum = 0;
+  std::uint64_t loss_count = 0;
+  auto record = [&](std::uint64_t step) {
+    const evaluation e = evaluate(model, test);
+    curve.push_back({step, step * batch_size * passes_per_example,
+                     loss_count > 0 ? loss_sum / double(loss_count) : e.loss, e.accuracy, e.loss,
+                     seconds_since(start)});
+    loss_sum = 0;
+    loss_count = 0;
+  };
+  record(0);
+  const double zero_shot = curve.front().test_accuracy;
+  std::fprintf(stderr, "%s: zero-shot held-out accuracy %.3f; %llu steps of %llu examples\n",
+               method.c_str(), zero_shot, static_cast<unsigned long long>(steps),
+               static_cast<unsigned long long>(batch_size));
+
+  progress_line progress(method, steps);
+  const auto train_start = clock_type::now();
+  std::size_t optimizer_state = 0;
+  // One step at a time, so the loop can draw the batch, log and evaluate between steps.
+  auto run = [&](auto&& one_step) {
+    for (std::uint64_t step = 1; step <= steps; ++step) {
+      objective.set_batch(sampler.next());
+      const double loss = one_step();
+      if (std::isfinite(loss)) {
+        loss_sum += loss;
+        ++loss_count;
+      }
+      progress.update(step, loss, step == steps);
+      if (step % eval_interval == 0 || step == steps) record(step);
+    }
+    progress.finish();
+  };
+  if (method == "mezo") {
+    zo::mezo optimizer(zo::central_difference(eps), zo::sgd<>(lr, decay), zo_options);
+    run([&] { return optimizer.step(store, objective).loss; });
+    optimizer_state = state_bytes(optimizer);
+  } else if (method == "lozo") {
+    zo::lozo optimizer(zo::low_rank_perturbation(args.positive("rank"), args.positive("interval")),
+                       zo::central_difference(eps), zo::sgd<>(lr, decay), {}, zo_options);
+    run([&] { return optimizer.step(store, objective).loss; });
+    optimizer_state = state_bytes(optimizer);
+  } else if (method == "lozo-m") {
+    zo::lozo_m optimizer(
+        zo::low_rank_perturbation(args.positive("rank"), args.positive("interval")),
+        zo::central_difference(eps), zo::low_rank_momentum<>(lr, args.number("beta"), decay), {},
+        zo_options);
+    run([&] { return optimizer.step(store, objective).loss; });
+    optimizer_state = state_bytes(optimizer);
+  } else if (method == "loho") {
+    zo::loho optimizer(zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, decay), zo_options),
+                       zo::adam<>(args.number("fo-lr")),
+                       zo::deepest_layers(args.positive("loho-layers")),
+                       zo::hybrid_options{.clip_norm = args.number("clip")});
+    run([&] { return optimizer.step(store, objective).loss; });
+    optimizer_state = state_bytes(optimizer);
+  } else {
+    zo::adam<> adam(lr, 0.9, 0.999, 1e-8, decay);
+    opt::gradient_buffers<float> gradients(store, model.parameter_blocks());
+    std::uint64_t step = 0;
+    run([&] {
+      auto view = gradients.view();
+      const double loss = objective.loss_and_gradients(view);
+      const auto& blocks = model.parameter_blocks();
+      for (std::size_t k = 0; k < blocks.size(); ++k)
+        adam.apply(zo::backends::cpu{}, store.block(blocks[k]), gradients[k].data(), 1.0, step);
+      ++step;
+      return loss;
+    });
+    optimizer_state = state_bytes(adam);
+  }
+  const double train_seconds = seconds_since(train_start);
+  const curve_point& last = curve.back();
+
+  {
+    std::ofstream csv(prefix.string() + ".csv");
+    csv << "method,step,forward_passes,train_loss,test_accuracy,test_loss,seconds\n";
+    for (const auto& p : curve) {
+      csv << method << ',' << p.step << ',' << p.forward_passes << ',' << p.train_loss << ','
+          << p.test_accuracy << ',' << p.test_loss << ',' << p.seconds << '\n';
+    }
+    zo::detail::require(static_cast<bool>(csv), "cannot write " + prefix.string() + ".csv");
+  }
+  std::size_t parameter_count = 0;
+  for (std::size_t b : model.parameter_blocks())
+    parameter_count += store.block(b).size();
+  const nlohmann::json summary = {{"method", method},
+                                  {"steps", steps},
+                                  {"batch", batch_size},
+                                  {"forward_passes", steps * batch_size * passes_per_example},
+                                  {"lr", lr},
+                                  {"eps", eps},
+                                  {"restore", restore_name},
+                                  {"zero_shot_accuracy", zero_shot},
+                                  {"test_accuracy", last.test_accuracy},
+                                  {"test_loss", last.test_loss},
+                                  {"train_seconds", train_seconds},
+                                  {"peak_resident_bytes", peak_resident_bytes()},
+                                  {"optimizer_state_bytes", optimizer_state},
+                                  {"parameter_count", parameter_count},
+                                  {"test_examples", test.size()},
+                                  {"csv", prefix.string() + ".csv"}};
+  {
+    std::ofstream json(prefix.string() + ".json");
+    json << summary.dump(2) << '\n';
+    zo::detail::require(static_cast<bool>(json), "cannot write " + prefix.string() + ".json");
+  }
+  std::printf("%s: held-out accuracy %.3f -> %.3f in %s (%llu steps), peak RSS %.1f MiB\n",
+              method.c_str(), zero_shot, last.test_accuracy, duration_text(train_seconds).c_str(),
+              static_cast<unsigned long long>(steps), peak_resident_bytes() / 1048576.0);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// memory
+
+std::vector<option_spec> memory_options() {
+  return {{"checkpoint", "", "checkpoint directory whose configuration is measured"},
+          {"scale", "4",
+           "the probe's model is the checkpoint's with d_model, d_ffn and heads × scale and twice "
+           "the layers (random weights: memory does not depend on them), so that parameters, "
+           "not the program, dominate the resident size"},
+          {"batch", "16", "examples per step"},
+          {"steps", "2", "steps of each kind measured"},
+          {"threads", "0", "OpenMP threads (0: the OpenMP default)"}};
+}
+
+int memory(const arguments& args) {
+  set_threads(args);
+  opt::opt_config config = opt::read_config(args.text("checkpoint"));
+  const int scale = static_cast<int>(args.positive("scale"));
+  config.d_model *= scale;
+  config.d_ffn *= scale;
+  config.n_heads *= scale;
+  config.n_layers *= 2;
+  zo::eigen_store<float> store;
+  opt::register_parameters(store, config, 1);
+  const opt::opt_model model(config, store);
+  const auto batch_size = args.positive("batch"), steps = args.positive("steps");
+  opt::lm_objective objective(model, reviews::sentiment_examples(3, batch_size),
+                              reviews::label_word_loss());
+  std::size_t parameter_bytes = 0;
+  for (std::size_t b : model.parameter_blocks())
+    parameter_bytes += store.block(b).size() * sizeof(float);
+
+  // Each phase runs once before it is measured, so allocations that persist across steps (and
+  // OpenMP's thread stacks) are in both baselines.
+  objective.loss();
+  auto measure = [&](const char* name, auto&& body) {
+    body();
+    if (!reset_peak_resident()) {
+      throw zo::invalid_argument("cannot reset the peak resident size (/proc/self/clear_refs)");
+    }
+    const std::size_t before = resident_bytes();
+    for (std::uint64_t s = 0; s < steps; ++s)
+      body();
+    const std::size_t peak = peak_resident_bytes();
+    std::printf("  %-34s peak RSS %8.1f MiB (%+.1f MiB over the %.1f MiB before it)\n", name,
+                peak / 1048576.0, (double(peak) - double(before)) / 1048576.0, before / 1048576.0);
+    return peak;
+  };
+  std::printf(
+      "memory of one step, batch %llu, model d_model %d, %d layers, %.1f MiB of "
+      "parameters:\n",
+      static_cast<unsigned long long>(batch_size), config.d_model, config.n_layers,
+      parameter_bytes / 1048576.0);
+  const std::size_t inference = measure("inference (one forward)", [&] { objective.loss(); });
+  zo::mezo arithmetic(zo::central_difference(1e-3), zo::sgd<>(1e-6),
+                      {.seed = 1, .restore = zo::restore_mode::arithmetic});
+  const std::size_t zo_step =
+      measure("MeZO step, arithmetic restore", [&] { arithmetic.step(store, objective); });
+  zo::mezo exact(zo::central_difference(1e-3), zo::sgd<>(1e-6),
+                 {.seed = 1, .restore = zo::restore_mode::exact});
+  const std::size_t exact_step =
+      measure("MeZO step, exact restore", [&] { exact.step(store, objective); });
+  const double ratio = double(zo_step) / double(inference);
+  std::printf(
+      "MeZO step / inference peak: %.3f (arithmetic restore, the demo's), %.3f (exact "
+      "restore: one snapshot of the parameters)\n",
+      ratio, double(exact_step) / double(inference));
+  std::printf("within 10%%: %s\n", ratio <= 1.10 ? "yes" : "NO");
+  return ratio <= 1.10 ? 0 : 3;
+}
+
+// ---------------------------------------------------------------------------------------------
+// report
+
+std::string mib(double bytes) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.1f MiB", bytes / 1048576.0);
+  return buffer;
+}
+
+int report(const arguments& args) {
+  const fs::path out = args.text("out");
+  zo::detail::require(!out.empty(), "report needs --out DIR");
+  zo::detail::require(!args.positional().empty(), "report needs the runs' JSON summaries");
+  std::vector<nlohmann::json> runs;
+  for (const auto& path : args.positional()) {
+    std::ifstream in(path);
+    zo::detail::require(static_cast<bool>(in), "cannot open " + path);
+    runs.push_back(nlohmann::json::parse(in));
+  }
+  fs::create_directories(out);
+  // The curves of every run in one CSV.
+  const fs::path csv_path = out / "curves.csv";
+  {
+    std::ofstream csv(csv_path);
+    bool header = true;
+    for (const auto& run : runs) {
+      std::ifstream in(run.at("csv").get<std::string>());
+      std::string line;
+      std::getline(in, line);
+      if (header) csv << line << '\n';
+      header = false;
+      while (std::getline(in, line))
+        csv << line << '\n';
+    }
+  }
+  std::ostringstream table;
+  table << "| method | held-out accuracy | zero-shot | forward passes | steps | wall time | "
+           "peak RSS | optimizer state |\n|---|---|---|---|---|---|---|---|\n";
+  for (const auto& run : runs) {
+    char row[512];
+    std::snprintf(row, sizeof row, "| %s | %.1f%% | %.1f%% | %llu | %llu | %s | %s | %llu B |\n",
+                  run.at("method").get<std::string>().c_str(),
+                  100 * run.at("test_accuracy").get<double>(),
+                  100 * run.at("zero_shot_accuracy").get<double>(),
+                  run.at("forward_passes").get<unsigned long long>(),
+                  run.at("steps").get<unsigned long long>(),
+                  duration_text(run.at("train_seconds").get<double>()).c_str(),
+                  mib(run.at("peak_resident_bytes").get<double>()).c_str(),
+                  run.at("optimizer_state_bytes").get<unsigned long long>());
+    table << row;
+  }
+  {
+    std::ofstream md(out / "results.md");
+    md << table.str();
+  }
+  // The plot: held-out accuracy and training loss against forward passes, one line per method.
+  const fs::path png = out / "comparison.png";
+  std::ostringstream script;
+  script << "set datafile separator ','\nset terminal pngcairo size 1200,500 font ',10'\n"
+         << "set output '" << png.string() << "'\nset multiplot layout 1,2\n"
+         << "set xlabel 'forward passes (examples)'\nset key bottom right\n"
+         << "set ylabel 'held-out accuracy'\nset title 'Sentiment task, held-out accuracy'\nplot ";
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const std::string name = runs[i].at("method").get<std::string>();
+    script << (i ? ", " : "") << "'" << csv_path.string() << "' using 3:(strcol(1) eq '" << name
+           << "' ? $5 : 1/0) with linespoints title '" << name << "'";
+  }
+  script << "\nset ylabel 'training loss (label words)'\nset key top right\n"
+         << "set title 'Training loss, mean over each evaluation interval'\nplot ";
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const std::string name = runs[i].at("method").get<std::string>();
+    script << (i ? ", " : "") << "'" << csv_path.string() << "' using 3:(strcol(1) eq '" << name
+           << "' ? $4 : 1/0) with lines title '" << name << "'";
+  }
+  script << "\nunset multiplot\n";
+  FILE* gnuplot = popen("gnuplot", "w");
+  zo::detail::require(gnuplot != nullptr, "cannot run gnuplot (Debian: gnuplot-nox)");
+  std::fputs(script.str().c_str(), gnuplot);
+  const int status = pclose(gnuplot);
+  zo::detail::require(status == 0, "gnuplot failed (exit status " + std::to_string(status) +
+                                       "); is gnuplot (Debian: gnuplot-nox) installed?");
+  std::printf("%s\ncurves: %s\nplot: %s\n", table.str().c_str(), csv_path.c_str(), png.c_str());
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct command {
+  const char* name;
+  std::vector<option_spec> (*options)();
+  int (*run)(const arguments&);
+  const char* summary;
+};
+
+const std::vector<command>& commands() {
+  static const std::vector<command> list = {
+      {"pretrain", pretrain_options, pretrain,
+       "pretrain the example model with Adam on the generated review corpus"},
+      {"finetune", finetune_options, finetune,
+       "fine-tune a checkpoint on the sentiment task, writing curves and a summary"},
+      {"memory", memory_options, memory,
+       "measure the peak memory of a MeZO step against an inference step"},
+      {"report",
+       [] {
+         return std::vector<option_spec>{{"out", "", "directory to write to"}};
+       },
+       report, "table, combined CSV and plot of finished runs"}};
+  return list;
+}
+
+void usage(std::ostream& out) {
+  out << "usage: zo-finetune COMMAND [--option value]...\n\n";
+  for (const auto& c : commands()) {
+    out << c.name << ": " << c.summary << "\n";
+    arguments::print(out, c.options());
+    out << "\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help") {
+    usage(std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& c : commands()) {
+    if (argv[1] != std::string(c.name)) continue;
+    try {
+      return c.run(arguments(c.options(), argc, argv, 2));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "zo-finetune %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "zo-finetune: unknown command '%s'\n", argv[1]);
+  usage(std::cerr);
+  return 2;
+}
