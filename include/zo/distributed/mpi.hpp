@@ -396,7 +396,7 @@ class data_parallel {
  private:
   communicator* comm_;
   Base base_;
-  // Scratch, so that a step allocates nothing after the first.
+  // Scratch reused from step to step.
   mutable std::vector<double> local_, gathered_, counts_, global_;
 };
 
