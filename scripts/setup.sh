@@ -4,7 +4,7 @@
 set -euo pipefail
 
 zo_packages=(g++ cmake make libeigen3-dev libboost-test-dev librandom123-dev libbenchmark-dev
-             libomp-dev libthrust-dev nlohmann-json3-dev)
+             libomp-dev libthrust-dev nlohmann-json3-dev libopenmpi-dev openmpi-bin)
 
 zo_install_missing() {
   local missing=()
