@@ -4,10 +4,13 @@
 // ending in "it was", then the model's probabilities of the label words "great" and "terrible".
 //
 // The two tasks differ on purpose. The corpus never asks for a verdict: "great" and "terrible"
-// occur there only as two adjectives among many, at the polarity of the review they are in, so a
-// pretrained model knows them but has never been trained to sum a review into one of them. The
-// task's reviews are also noisier than the corpus's (more adjectives of the other polarity), so
-// zero-shot prompting is better than chance but far from what the data allow.
+// occur there only as opinion adjectives among many, "great" often and "terrible" rarely, at the
+// polarity of the review they are in. A pretrained model therefore knows both words but has
+// never been trained to sum a review up in one of them, and its prior for the rare one is low:
+// prompted zero-shot it answers "great" to nearly every review (50% on the balanced test set),
+// although its hidden states do encode the polarity, which fine-tuning has to connect to the
+// label words. The task's reviews also carry more opinion words of the other polarity than the
+// corpus's, and never the label words themselves.
 #pragma once
 
 #include <algorithm>

@@ -22,6 +22,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
@@ -31,6 +32,9 @@
 #include <string>
 #include <vector>
 #include <zo/zo.hpp>
+#ifdef ZO_FINETUNE_MPI
+#include <zo/distributed/mpi.hpp>
+#endif
 
 #include "checkpoint.hpp"
 #include "reviews.hpp"
@@ -199,6 +203,84 @@ void set_threads(const arguments& args) {
     omp_set_num_threads(static_cast<int>(threads));
 }
 
+// The processes fine-tuning together: this one alone or, when zo-finetune is built with Open MPI
+// and started by mpirun, the job's ranks, each holding a replica of the model and evaluating its
+// shard of every batch (zo::mpi's data parallelism: the zeroth-order parts exchange losses, the
+// first-order parts the gradients of their blocks).
+struct team {
+  int rank = 0, size = 1;
+#ifdef ZO_FINETUNE_MPI
+  std::unique_ptr<zo::mpi::communicator> comm;
+#endif
+
+  bool root() const {
+    return rank == 0;
+  }
+
+  void set_shard(std::size_t local, std::size_t batch) const {
+#ifdef ZO_FINETUNE_MPI
+    if (comm) {
+      comm->set_local_examples(local);
+      comm->set_batch_examples(batch);
+    }
+#endif
+    (void)local, (void)batch;
+  }
+  std::uint64_t bytes_sent() const {
+#ifdef ZO_FINETUNE_MPI
+    if (comm) return comm->stats().bytes_sent;
+#endif
+    return 0;
+  }
+  template <class Store>
+  void verify_replicas(const Store& store, std::uint64_t step) const {
+#ifdef ZO_FINETUNE_MPI
+    if (comm) zo::mpi::verify_replicas(*comm, store, step);
+#endif
+    (void)store, (void)step;
+  }
+  template <class Base, class Body>
+  void with_estimator(Base base, Body&& body) const {
+#ifdef ZO_FINETUNE_MPI
+    if (comm) return body(zo::mpi::data_parallel<Base>(*comm, base));
+#endif
+    body(base);
+  }
+  template <class Store, class Objective, class Body>
+  void with_gradients(const Store& store, Objective& objective, Body&& body) const {
+#ifdef ZO_FINETUNE_MPI
+    if (comm) {
+      zo::mpi::data_parallel_objective<Objective, Store> shared(*comm, store, objective);
+      return body(shared);
+    }
+#endif
+    (void)store;
+    body(objective);
+  }
+};
+
+const team& the_team(const arguments& args) {
+  static const team t = [&] {
+    team made;
+#ifdef ZO_FINETUNE_MPI
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (initialized) {
+      const double seconds = args.number("mpi-timeout");
+      zo::detail::require(seconds > 0, "--mpi-timeout must be positive");
+      made.comm = std::make_unique<zo::mpi::communicator>(
+          MPI_COMM_WORLD, zo::mpi::communicator_options{
+                              .timeout = std::chrono::milliseconds(std::llround(seconds * 1000))});
+      made.rank = made.comm->rank();
+      made.size = made.comm->size();
+    }
+#endif
+    (void)args;
+    return made;
+  }();
+  return t;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Data and evaluation.
 
@@ -365,7 +447,10 @@ std::vector<option_spec> finetune_options() {
           {"eval-interval", "0", "steps between held-out evaluations (0: 20 evaluations in all)"},
           {"data-seed", "7", "seed of the task's data"},
           {"seed", "0", "seed of the directions and batch order"},
-          {"threads", "0", "OpenMP threads (0: the OpenMP default)"}};
+          {"threads", "0", "OpenMP threads (0: the OpenMP default)"},
+          {"mpi-timeout", "60",
+           "under mpirun: seconds a collective may wait for the other ranks before the job ends "
+           "with an error"}};
 }
 
 // Bytes an optimizer needs to resume besides the parameters: the size of its saved state.
@@ -418,6 +503,14 @@ int finetune(const arguments& args) {
   const opt::batch test =
       reviews::sentiment_examples(args.count("data-seed") + 1, args.positive("test-examples"));
   batch_sampler sampler(train, batch_size, args.count("seed") + 1);
+  // Under mpirun every rank draws the same batches and evaluates its own contiguous shard.
+  const team& group = the_team(args);
+  zo::detail::require(batch_size >= static_cast<std::uint64_t>(group.size),
+                      "the batch of " + std::to_string(batch_size) +
+                          " examples cannot be shared by " + std::to_string(group.size) + " ranks");
+  const std::size_t shard_begin = group.rank * batch_size / group.size,
+                    shard_end = (group.rank + 1) * batch_size / group.size;
+  group.set_shard(shard_end - shard_begin, batch_size);
   opt::lm_objective objective(model, {}, reviews::label_word_loss());
 
   std::vector<curve_point> curve;
@@ -425,6 +518,8 @@ int finetune(const arguments& args) {
   double loss_sum = 0;
   std::uint64_t loss_count = 0;
   auto record = [&](std::uint64_t step) {
+    // Only rank 0 evaluates and reports: the replicas are identical.
+    if (!group.root()) return;
     const evaluation e = evaluate(model, test);
     curve.push_back({step, step * batch_size * passes_per_example,
                      loss_count > 0 ? loss_sum / double(loss_count) : e.loss, e.accuracy, e.loss,
@@ -433,69 +528,101 @@ int finetune(const arguments& args) {
     loss_count = 0;
   };
   record(0);
-  const double zero_shot = curve.front().test_accuracy;
-  std::fprintf(stderr, "%s: zero-shot held-out accuracy %.3f; %llu steps of %llu examples\n",
-               method.c_str(), zero_shot, static_cast<unsigned long long>(steps),
-               static_cast<unsigned long long>(batch_size));
+  const double zero_shot = group.root() ? curve.front().test_accuracy : 0;
+  if (group.root()) {
+    std::fprintf(stderr, "%s: zero-shot held-out accuracy %.3f; %llu steps of %llu examples%s\n",
+                 method.c_str(), zero_shot, static_cast<unsigned long long>(steps),
+                 static_cast<unsigned long long>(batch_size),
+                 group.size > 1 ? (" over " + std::to_string(group.size) + " ranks").c_str() : "");
+  }
 
   progress_line progress(method, steps);
   const auto train_start = clock_type::now();
+  const std::uint64_t bytes_before = group.bytes_sent();
   std::size_t optimizer_state = 0;
   // One step at a time, so the loop can draw the batch, log and evaluate between steps.
   auto run = [&](auto&& one_step) {
     for (std::uint64_t step = 1; step <= steps; ++step) {
-      objective.set_batch(sampler.next());
+      const opt::batch batch = sampler.next();
+      objective.set_batch(opt::batch(batch.begin() + static_cast<std::ptrdiff_t>(shard_begin),
+                                     batch.begin() + static_cast<std::ptrdiff_t>(shard_end)));
       const double loss = one_step();
       if (std::isfinite(loss)) {
         loss_sum += loss;
         ++loss_count;
       }
-      progress.update(step, loss, step == steps);
-      if (step % eval_interval == 0 || step == steps) record(step);
+      if (group.root()) progress.update(step, loss, step == steps);
+      if (step % eval_interval == 0 || step == steps) {
+        group.verify_replicas(store, step);
+        record(step);
+      }
     }
-    progress.finish();
+    if (group.root()) progress.finish();
   };
+  // The zeroth-order methods over the estimator of this run: central differences, or under
+  // mpirun zo::mpi::data_parallel around them (one gather of losses per step).
+  auto with_estimator = [&](auto&& body) {
+    return group.with_estimator(zo::central_difference(eps), body);
+  };
+  // The first-order parts' loss and gradients: the objective's own, or under mpirun every
+  // rank's gathered and summed in rank order.
+  auto with_gradients = [&](auto&& body) { return group.with_gradients(store, objective, body); };
   if (method == "mezo") {
-    zo::mezo optimizer(zo::central_difference(eps), zo::sgd<>(lr, decay), zo_options);
-    run([&] { return optimizer.step(store, objective).loss; });
-    optimizer_state = state_bytes(optimizer);
-  } else if (method == "lozo") {
-    zo::lozo optimizer(zo::low_rank_perturbation(args.positive("rank"), args.positive("interval")),
-                       zo::central_difference(eps), zo::sgd<>(lr, decay), {}, zo_options);
-    run([&] { return optimizer.step(store, objective).loss; });
-    optimizer_state = state_bytes(optimizer);
-  } else if (method == "lozo-m") {
-    zo::lozo_m optimizer(
-        zo::low_rank_perturbation(args.positive("rank"), args.positive("interval")),
-        zo::central_difference(eps), zo::low_rank_momentum<>(lr, args.number("beta"), decay), {},
-        zo_options);
-    run([&] { return optimizer.step(store, objective).loss; });
-    optimizer_state = state_bytes(optimizer);
+    with_estimator([&]<class Estimator>(Estimator estimator) {
+      zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>> optimizer(
+          {}, estimator, zo::sgd<>(lr, decay), {}, zo_options);
+      run([&] { return optimizer.step(store, objective).loss; });
+      optimizer_state = state_bytes(optimizer);
+    });
+  } else if (method == "lozo" || method == "lozo-m") {
+    const zo::low_rank_perturbation low_rank(args.positive("rank"), args.positive("interval"));
+    with_estimator([&]<class Estimator>(Estimator estimator) {
+      if (method == "lozo") {
+        zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::sgd<>> optimizer(
+            low_rank, estimator, zo::sgd<>(lr, decay), {}, zo_options);
+        run([&] { return optimizer.step(store, objective).loss; });
+        optimizer_state = state_bytes(optimizer);
+      } else {
+        zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::low_rank_momentum<>> optimizer(
+            low_rank, estimator, zo::low_rank_momentum<>(lr, args.number("beta"), decay), {},
+            zo_options);
+        run([&] { return optimizer.step(store, objective).loss; });
+        optimizer_state = state_bytes(optimizer);
+      }
+    });
   } else if (method == "loho") {
-    zo::loho optimizer(zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, decay), zo_options),
-                       zo::adam<>(args.number("fo-lr")),
-                       zo::deepest_layers(args.positive("loho-layers")),
-                       zo::hybrid_options{.clip_norm = args.number("clip")});
-    run([&] { return optimizer.step(store, objective).loss; });
-    optimizer_state = state_bytes(optimizer);
+    with_estimator([&]<class Estimator>(Estimator estimator) {
+      using zo_part = zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>>;
+      zo::hybrid<zo_part, zo::adam<>, zo::deepest_layers> optimizer(
+          zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options),
+          zo::adam<>(args.number("fo-lr")), zo::deepest_layers(args.positive("loho-layers")),
+          zo::hybrid_options{.clip_norm = args.number("clip")});
+      with_gradients([&](auto& f) { run([&] { return optimizer.step(store, f).loss; }); });
+      optimizer_state = state_bytes(optimizer);
+    });
   } else {
     zo::adam<> adam(lr, 0.9, 0.999, 1e-8, decay);
     opt::gradient_buffers<float> gradients(store, model.parameter_blocks());
     std::uint64_t step = 0;
-    run([&] {
-      auto view = gradients.view();
-      const double loss = objective.loss_and_gradients(view);
-      const auto& blocks = model.parameter_blocks();
-      for (std::size_t k = 0; k < blocks.size(); ++k)
-        adam.apply(zo::backends::cpu{}, store.block(blocks[k]), gradients[k].data(), 1.0, step);
-      ++step;
-      return loss;
+    with_gradients([&](auto& f) {
+      run([&] {
+        auto view = gradients.view();
+        const double loss = f.loss_and_gradients(view);
+        const auto& blocks = model.parameter_blocks();
+        for (std::size_t k = 0; k < blocks.size(); ++k)
+          adam.apply(zo::backends::cpu{}, store.block(blocks[k]), gradients[k].data(), 1.0, step);
+        ++step;
+        return loss;
+      });
     });
     optimizer_state = state_bytes(adam);
   }
+  const double bytes_per_step = double(group.bytes_sent() - bytes_before) / double(steps);
+  group.verify_replicas(store, steps);
   const double train_seconds = seconds_since(train_start);
   const curve_point& last = curve.back();
 
+  if (!group.root()) return 0;
   {
     std::ofstream csv(prefix.string() + ".csv");
     csv << "method,step,forward_passes,train_loss,test_accuracy,test_loss,seconds\n";
@@ -523,6 +650,8 @@ int finetune(const arguments& args) {
                                   {"optimizer_state_bytes", optimizer_state},
                                   {"parameter_count", parameter_count},
                                   {"test_examples", test.size()},
+                                  {"ranks", group.size},
+                                  {"bytes_sent_per_step_per_rank", bytes_per_step},
                                   {"csv", prefix.string() + ".csv"}};
   {
     std::ofstream json(prefix.string() + ".json");
@@ -732,12 +861,21 @@ int main(int argc, char** argv) {
     usage(std::cout);
     return argc < 2 ? 2 : 0;
   }
+#ifdef ZO_FINETUNE_MPI
+  // MPI only when mpirun started this process: a plain run needs no MPI runtime.
+  std::optional<zo::mpi::environment> mpi;
+  if (std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr) mpi.emplace(argc, argv);
+#endif
   for (const auto& c : commands()) {
     if (argv[1] != std::string(c.name)) continue;
     try {
       return c.run(arguments(c.options(), argc, argv, 2));
     } catch (const std::exception& e) {
       std::fprintf(stderr, "zo-finetune %s: error: %s\n", c.name, e.what());
+#ifdef ZO_FINETUNE_MPI
+      // One rank's failure ends the job rather than leaving the others waiting.
+      if (mpi) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
       return 1;
     }
   }
