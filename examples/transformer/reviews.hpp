@@ -239,7 +239,8 @@ inline review_style task_style() {
 }
 
 // Sentiment classification examples: "<bos> review : <body> it was" with one target, at the
-// last position, the label word of the review's polarity. `balanced` alternates the labels.
+// last position, the label word of the review's polarity. The labels alternate, so the set is
+// balanced.
 inline opt::batch sentiment_examples(std::uint64_t seed, std::size_t count) {
   review_generator generator(seed);
   const review_style style = task_style();

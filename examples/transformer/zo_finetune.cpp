@@ -351,23 +351,19 @@ std::vector<option_spec> pretrain_options() {
           {"threads", "0", "OpenMP threads (0: the OpenMP default)"}};
 }
 
-// First-order Adam over the given blocks: one forward and backward per step. Serves pretraining
-// and the full fine-tuning baseline.
-template <class Schedule, class Batches, class Report>
-void train_first_order(zo::eigen_store<float>& store, const opt::opt_model& model,
-                       const std::vector<std::size_t>& blocks, zo::adam<Schedule>& rule,
-                       std::uint64_t steps, const opt::loss_options& loss_options,
-                       Batches&& next_batch, Report&& report) {
-  opt::gradient_buffers<float> gradients(store, blocks);
-  for (std::uint64_t step = 0; step < steps; ++step) {
-    auto view = gradients.view();
-    const opt::batch examples = next_batch();
-    const double loss = model.loss_and_gradients(examples, view, loss_options);
-    for (std::size_t k = 0; k < blocks.size(); ++k) {
-      rule.apply(zo::backends::cpu{}, store.block(blocks[k]), gradients[k].data(), 1.0, step);
-    }
-    report(step + 1, loss);
+// One first-order step over the gradient buffers' blocks: the objective's loss and gradients
+// (one forward and backward pass), then the rule on each block. Serves pretraining and the full
+// fine-tuning baseline.
+template <class Rule, class Objective>
+double first_order_step(zo::eigen_store<float>& store, opt::gradient_buffers<float>& gradients,
+                        Rule& rule, Objective& objective, std::uint64_t step) {
+  auto view = gradients.view();
+  const double loss = objective.loss_and_gradients(view);
+  for (std::size_t k = 0; k < gradients.blocks().size(); ++k) {
+    rule.apply(zo::backends::cpu{}, store.block(gradients.blocks()[k]), gradients[k].data(), 1.0,
+               step);
   }
+  return loss;
 }
 
 int pretrain(const arguments& args) {
@@ -394,19 +390,17 @@ int pretrain(const arguments& args) {
 
   zo::adam<zo::linear_schedule> adam(zo::linear_schedule(args.number("lr"), steps), 0.9, 0.999,
                                      1e-8, 0.0);
-  std::size_t cursor = 0;
-  auto next_batch = [&] {
-    opt::batch b(corpus.begin() + static_cast<std::ptrdiff_t>(cursor),
-                 corpus.begin() + static_cast<std::ptrdiff_t>(cursor + batch_size));
-    cursor += batch_size;
-    return b;
-  };
   progress_line progress("pretrain", steps);
   const auto start = clock_type::now();
   const double initial = model.loss(held_out);
-  train_first_order(
-      store, model, model.parameter_blocks(), adam, steps, {}, next_batch,
-      [&](std::uint64_t step, double loss) { progress.update(step, loss, step == steps); });
+  opt::lm_objective objective(model, {});
+  opt::gradient_buffers<float> gradients(store, model.parameter_blocks());
+  for (std::uint64_t step = 0; step < steps; ++step) {
+    const auto first = corpus.begin() + static_cast<std::ptrdiff_t>(step * batch_size);
+    objective.set_batch(opt::batch(first, first + static_cast<std::ptrdiff_t>(batch_size)));
+    const double loss = first_order_step(store, gradients, adam, objective, step);
+    progress.update(step + 1, loss, step + 1 == steps);
+  }
   progress.finish();
   const double final_loss = model.loss(held_out);
   opt::save_checkpoint(
@@ -604,25 +598,15 @@ int finetune(const arguments& args) {
     zo::adam<> adam(lr, 0.9, 0.999, 1e-8, decay);
     opt::gradient_buffers<float> gradients(store, model.parameter_blocks());
     std::uint64_t step = 0;
-    with_gradients([&](auto& f) {
-      run([&] {
-        auto view = gradients.view();
-        const double loss = f.loss_and_gradients(view);
-        const auto& blocks = model.parameter_blocks();
-        for (std::size_t k = 0; k < blocks.size(); ++k)
-          adam.apply(zo::backends::cpu{}, store.block(blocks[k]), gradients[k].data(), 1.0, step);
-        ++step;
-        return loss;
-      });
-    });
+    with_gradients(
+        [&](auto& f) { run([&] { return first_order_step(store, gradients, adam, f, step++); }); });
     optimizer_state = state_bytes(adam);
   }
   const double bytes_per_step = double(group.bytes_sent() - bytes_before) / double(steps);
   group.verify_replicas(store, steps);
   const double train_seconds = seconds_since(train_start);
+  if (!group.root()) return 0;  // rank 0 evaluated and reports
   const curve_point& last = curve.back();
-
-  if (!group.root()) return 0;
   {
     std::ofstream csv(prefix.string() + ".csv");
     csv << "method,step,forward_passes,train_loss,test_accuracy,test_loss,seconds\n";
@@ -752,7 +736,11 @@ int report(const arguments& args) {
   for (const auto& path : args.positional()) {
     std::ifstream in(path);
     zo::detail::require(static_cast<bool>(in), "cannot open " + path);
-    runs.push_back(nlohmann::json::parse(in));
+    try {
+      runs.push_back(nlohmann::json::parse(in));
+    } catch (const nlohmann::json::exception& e) {
+      throw zo::invalid_argument(path + " is not a run summary: " + e.what());
+    }
   }
   fs::create_directories(out);
   // The curves of every run in one CSV.
@@ -761,7 +749,9 @@ int report(const arguments& args) {
     std::ofstream csv(csv_path);
     bool header = true;
     for (const auto& run : runs) {
-      std::ifstream in(run.at("csv").get<std::string>());
+      const std::string path = run.at("csv").get<std::string>();
+      std::ifstream in(path);
+      zo::detail::require(static_cast<bool>(in), "cannot open the curves " + path);
       std::string line;
       std::getline(in, line);
       if (header) csv << line << '\n';
@@ -869,7 +859,11 @@ int main(int argc, char** argv) {
   for (const auto& c : commands()) {
     if (argv[1] != std::string(c.name)) continue;
     try {
-      return c.run(arguments(c.options(), argc, argv, 2));
+      const arguments args(c.options(), argc, argv, 2);
+      // Only report takes file names; anywhere else a bare word is a mistake, not a default.
+      if (std::string(c.name) != "report" && !args.positional().empty())
+        throw zo::invalid_argument("unexpected argument '" + args.positional().front() + "'");
+      return c.run(args);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "zo-finetune %s: error: %s\n", c.name, e.what());
 #ifdef ZO_FINETUNE_MPI
