@@ -63,11 +63,13 @@ std::vector<opt::matrix<float>> some_logits(const zo::eigen_store<float>& store,
   return out;
 }
 
-void save_random(const fs::path& dir, unsigned seed) {
+// Writes a checkpoint of a randomised model into dir and returns the model's store.
+zo::eigen_store<float> save_random(const fs::path& dir, unsigned seed) {
   zo::eigen_store<float> store;
   opt::register_parameters(store, small, 0);
   randomise(store, seed);
   opt::save_checkpoint(dir, small, store);
+  return store;
 }
 
 // The message of the zo::invalid_argument f throws.
@@ -109,10 +111,7 @@ void rewrite(const fs::path& dir, Edit&& edit) {
 
 BOOST_AUTO_TEST_CASE(a_written_and_reread_checkpoint_gives_identical_logits) {
   scratch s;
-  zo::eigen_store<float> store;
-  opt::register_parameters(store, small, 0);
-  randomise(store, 1);
-  opt::save_checkpoint(s.dir, small, store);
+  const auto store = save_random(s.dir, 1);
 
   zo::eigen_store<float> loaded;
   const auto result = opt::load_checkpoint(s.dir, loaded);
@@ -147,10 +146,7 @@ BOOST_AUTO_TEST_CASE(a_written_and_reread_checkpoint_gives_identical_logits) {
 
 BOOST_AUTO_TEST_CASE(real_opt_checkpoint_variations_load) {
   scratch s;
-  zo::eigen_store<float> store;
-  opt::register_parameters(store, small, 0);
-  randomise(store, 2);
-  opt::save_checkpoint(s.dir, small, store);
+  const auto store = save_random(s.dir, 2);
   // OPTModel's names (no "model." prefix), F16 storage and a tied lm_head.weight, as in real
   // OPT files.
   const auto file = zo::io::safetensors_file::open(s.dir / "model.safetensors");
