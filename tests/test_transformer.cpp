@@ -1,7 +1,8 @@
 // The OPT-layout transformer example: Hugging Face names and shapes, the forward pass against a
 // naive position-by-position reference, gradients of every tensor against central differences
 // (in double) for both losses, the backward pass stopping at the lowest requested layer, results
-// independent of the thread count, and the objective adapter driving MeZO and LoHO.
+// independent of the thread count, the objective adapter driving MeZO and LoHO, and the memory
+// costs LoHO's budget selector reads.
 #define BOOST_TEST_MODULE transformer
 #include <omp.h>
 
@@ -535,4 +536,38 @@ BOOST_AUTO_TEST_CASE(the_objective_adapter_drives_mezo_and_loho) {
   BOOST_TEST(after_mezo < 0.8 * initial);
   BOOST_TEST(after_loho < 0.5 * initial);
   BOOST_TEST(after_loho < after_mezo);
+}
+
+BOOST_AUTO_TEST_CASE(memory_costs_describe_every_layer_for_loho_budgets) {
+  const auto costs = opt::memory_costs(tiny, 3, 6);
+  BOOST_REQUIRE(costs.layers.size() == static_cast<std::size_t>(tiny.layer_count()));
+  BOOST_TEST(costs.batch_size == 3u);
+  std::size_t parameters = 0;
+  for (const auto& spec : opt::parameter_specs(tiny))
+    parameters += static_cast<std::size_t>(spec.rows * spec.cols) * sizeof(float);
+  std::size_t counted = 0;
+  for (const auto& layer : costs.layers) {
+    counted += layer.parameter_bytes;
+    BOOST_TEST(layer.gradient_bytes == layer.parameter_bytes);
+    BOOST_TEST(layer.optimizer_state_bytes == 2 * layer.parameter_bytes);
+  }
+  BOOST_TEST(counted == parameters);
+  // A decoder layer keeps 8 rows of d, the hidden layer and the attention probabilities per
+  // position: 8·6·8 + 6·12 + 2·6·6 + 2·6 floats.
+  BOOST_TEST(costs.layers[1].activation_bytes_per_example == (384u + 72u + 72u + 12u) * 4u);
+  BOOST_TEST(costs.layers[0].activation_bytes_per_example == 6u * 8u * 4u);
+  // Longer sequences cost more; the budget selector accepts the model's store.
+  BOOST_TEST(opt::memory_costs(tiny, 3, 8).layers[1].activation_bytes_per_example >
+             costs.layers[1].activation_bytes_per_example);
+  zo::eigen_store<float> store;
+  opt::register_parameters(store, tiny, 1);
+  const zo::memory_budget budget(costs.predicted_bytes(2), costs);
+  BOOST_TEST(budget.k() == 2u);
+  std::vector<zo::block_role> roles(store.size());
+  budget.select(0, store, std::span<zo::block_role>(roles));
+  const auto last_decoder = *store.find("model.decoder.layers.1.fc1.weight");
+  const auto first_decoder = *store.find("model.decoder.layers.0.fc1.weight");
+  BOOST_TEST((roles[last_decoder] == zo::block_role::first_order));
+  BOOST_TEST((roles[first_decoder] == zo::block_role::zeroth_order));
+  BOOST_CHECK_THROW(opt::memory_costs(tiny, 3, 9), zo::invalid_argument);
 }

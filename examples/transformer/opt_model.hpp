@@ -21,6 +21,7 @@
 #include <vector>
 #include <zo/errors.hpp>
 #include <zo/optimizers/gradient_view.hpp>
+#include <zo/selectors/layers.hpp>
 #include <zo/stores/eigen_store.hpp>
 
 namespace opt {
@@ -191,6 +192,39 @@ std::vector<std::size_t> register_parameters(zo::eigen_store<T>& store, const op
         store.add(spec.name, std::move(value), {.layer = spec.layer, .decay = spec.decay}));
   }
   return indices;
+}
+
+// What training each layer first-order costs, as zo::memory_budget (LoHO's choice of k) reads
+// it, for batches of `batch` sequences of `length` tokens and an Adam-like rule (two moments per
+// parameter). The activations are the floats this model keeps per example for a layer's
+// backward pass: for a decoder layer its normalised inputs, q, k, v, the attention
+// probabilities, the context and the feed-forward hidden layer; for the embeddings and the final
+// norm one row per position. `fixed_bytes` is what inference needs besides the parameters.
+inline zo::memory_cost_model memory_costs(const opt_config& config, std::size_t batch, int length,
+                                          std::size_t fixed_bytes = 0) {
+  config.validate();
+  zo::detail::require(length > 0 && length <= config.max_positions,
+                      "memory_costs: the length " + std::to_string(length) +
+                          " is outside 1..max_positions = " + std::to_string(config.max_positions));
+  const std::size_t t = static_cast<std::size_t>(length),
+                    d = static_cast<std::size_t>(config.d_model);
+  zo::memory_cost_model model{.fixed_bytes = fixed_bytes, .batch_size = batch, .layers = {}};
+  model.layers.resize(static_cast<std::size_t>(config.layer_count()));
+  for (const auto& spec : parameter_specs(config)) {
+    auto& layer = model.layers[static_cast<std::size_t>(spec.layer)];
+    const std::size_t bytes = static_cast<std::size_t>(spec.rows) * spec.cols * sizeof(float);
+    layer.parameter_bytes += bytes;
+    layer.gradient_bytes += bytes;
+    layer.optimizer_state_bytes += 2 * bytes;
+  }
+  const std::size_t decoder_floats = 8 * t * d + t * static_cast<std::size_t>(config.d_ffn) +
+                                     static_cast<std::size_t>(config.n_heads) * t * t + 2 * t;
+  for (std::size_t l = 0; l < model.layers.size(); ++l) {
+    const bool decoder = l >= 1 && l + 1 < model.layers.size();
+    model.layers[l].activation_bytes_per_example =
+        (decoder ? decoder_floats : t * d) * sizeof(float);
+  }
+  return model;
 }
 
 struct target {

@@ -432,6 +432,9 @@ std::vector<option_spec> finetune_options() {
           {"interval", "50", "LOZO: steps V is kept for (ν)"},
           {"beta", "0.9", "LOZO-M momentum"},
           {"loho-layers", "2", "LoHO: the deepest k layers are trained first-order"},
+          {"loho-budget-mib", "0",
+           "LoHO: instead of --loho-layers, the largest k whose predicted memory (parameters, and "
+           "the first-order layers' activations, gradients and Adam moments) fits this many MiB"},
           {"fo-lr", "1e-5", "LoHO: Adam learning rate of the first-order layers"},
           {"clip", "1.0", "LoHO: first-order gradient-norm clip (0: off)"},
           {"restore", "arithmetic",
@@ -585,14 +588,35 @@ int finetune(const arguments& args) {
       }
     });
   } else if (method == "loho") {
+    // LoHO's first-order layers: the deepest k, or as many as a memory budget allows.
+    auto with_selector = [&](auto&& body) {
+      const double budget_mib = args.number("loho-budget-mib");
+      if (budget_mib <= 0) return body(zo::deepest_layers(args.positive("loho-layers")));
+      const int longest = static_cast<int>(
+          std::max_element(train.begin(), train.end(), [](const auto& a, const auto& b) {
+            return a.tokens.size() < b.tokens.size();
+          })->tokens.size());
+      const zo::memory_budget selector(
+          static_cast<std::size_t>(budget_mib * 1048576.0),
+          opt::memory_costs(loaded.config, shard_end - shard_begin, longest));
+      if (group.root()) {
+        std::fprintf(
+            stderr,
+            "loho: %zu first-order layers fit the budget of %.1f MiB (predicted %.1f MiB)\n",
+            selector.k(), budget_mib, selector.predicted_bytes() / 1048576.0);
+      }
+      body(selector);
+    };
     with_estimator([&]<class Estimator>(Estimator estimator) {
-      using zo_part = zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>>;
-      zo::hybrid<zo_part, zo::adam<>, zo::deepest_layers> optimizer(
-          zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options),
-          zo::adam<>(args.number("fo-lr")), zo::deepest_layers(args.positive("loho-layers")),
-          zo::hybrid_options{.clip_norm = args.number("clip")});
-      with_gradients([&](auto& f) { run([&] { return optimizer.step(store, f).loss; }); });
-      optimizer_state = state_bytes(optimizer);
+      with_selector([&]<class Selector>(Selector selector) {
+        using zo_part = zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>>;
+        zo::hybrid<zo_part, zo::adam<>, Selector> optimizer(
+            zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options),
+            zo::adam<>(args.number("fo-lr")), selector,
+            zo::hybrid_options{.clip_norm = args.number("clip")});
+        with_gradients([&](auto& f) { run([&] { return optimizer.step(store, f).loss; }); });
+        optimizer_state = state_bytes(optimizer);
+      });
     });
   } else {
     zo::adam<> adam(lr, 0.9, 0.999, 1e-8, decay);
