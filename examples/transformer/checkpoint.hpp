@@ -5,9 +5,11 @@
 // models) opens here.
 #pragma once
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 #include <zo/errors.hpp>
