@@ -30,6 +30,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 #include <zo/zo.hpp>
 #ifdef ZO_FINETUNE_MPI
@@ -126,23 +127,25 @@ class arguments {
 // ---------------------------------------------------------------------------------------------
 // Measurements.
 
-// Peak resident set size of this process (VmHWM), in bytes.
-std::size_t peak_resident_bytes() {
+// A size field of /proc/self/status ("VmHWM:", "VmRSS:"), in bytes; nullopt where there is none.
+std::optional<std::size_t> status_bytes(std::string_view field) {
   std::ifstream status("/proc/self/status");
   for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    if (line.starts_with(field)) return std::stoull(line.substr(field.size())) * 1024;
   }
+  return std::nullopt;
+}
+
+// Peak resident set size of this process (VmHWM), in bytes.
+std::size_t peak_resident_bytes() {
+  if (const auto peak = status_bytes("VmHWM:")) return *peak;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<std::size_t>(usage.ru_maxrss) * 1024;
 }
 
 std::size_t resident_bytes() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
+  return status_bytes("VmRSS:").value_or(0);
 }
 
 // Resets VmHWM to the current resident size (Linux ≥ 4.0), so the next peak is a phase's own.
@@ -302,7 +305,9 @@ evaluation evaluate(const opt::opt_model& model, const opt::batch& examples) {
   return e;
 }
 
-// Batches drawn without replacement, reshuffled each epoch, from one seeded engine.
+// Batches drawn without replacement, reshuffled each epoch, from one seeded engine. next()
+// returns examples [first, last) of the drawn batch: under mpirun every rank draws the same
+// batch and keeps its own shard.
 class batch_sampler {
  public:
   batch_sampler(const opt::batch& data, std::size_t batch_size, std::uint64_t seed)
@@ -311,7 +316,7 @@ class batch_sampler {
                                                        " exceeds the " +
                                                        std::to_string(data.size()) + " examples");
   }
-  opt::batch next() {
+  opt::batch next(std::size_t first, std::size_t last) {
     opt::batch out;
     for (std::size_t i = 0; i < batch_size_; ++i) {
       if (cursor_ == order_.size()) {
@@ -320,7 +325,8 @@ class batch_sampler {
         std::shuffle(order_.begin(), order_.end(), engine_);
         cursor_ = 0;
       }
-      out.push_back((*data_)[order_[cursor_++]]);
+      const std::size_t drawn = order_[cursor_++];
+      if (i >= first && i < last) out.push_back((*data_)[drawn]);
     }
     return out;
   }
@@ -540,9 +546,7 @@ int finetune(const arguments& args) {
   // One step at a time, so the loop can draw the batch, log and evaluate between steps.
   auto run = [&](auto&& one_step) {
     for (std::uint64_t step = 1; step <= steps; ++step) {
-      const opt::batch batch = sampler.next();
-      objective.set_batch(opt::batch(batch.begin() + static_cast<std::ptrdiff_t>(shard_begin),
-                                     batch.begin() + static_cast<std::ptrdiff_t>(shard_end)));
+      objective.set_batch(sampler.next(shard_begin, shard_end));
       const double loss = one_step();
       if (std::isfinite(loss)) {
         loss_sum += loss;
@@ -705,8 +709,7 @@ int memory(const arguments& args) {
     parameter_bytes += store.block(b).size() * sizeof(float);
 
   // Each phase runs once before it is measured, so allocations that persist across steps (and
-  // OpenMP's thread stacks) are in both baselines.
-  objective.loss();
+  // OpenMP's thread stacks) are in its baseline.
   auto measure = [&](const char* name, auto&& body) {
     body();
     if (!reset_peak_resident()) {

@@ -102,6 +102,15 @@ void check_against_union(zm::communicator& comm, const Store& distributed, const
 
 constexpr std::uint64_t steps = 200;
 
+// `steps` distributed steps on this rank's shard, none skipped, with the replicas compared every
+// 50 steps.
+template <class Optimizer, class Store, class Objective>
+void run_distributed(zm::communicator& comm, Optimizer& optimizer, Store& store, Objective& f) {
+  zm::replica_check check(comm, store, 50);
+  for (std::uint64_t k = 0; k < steps; ++k)
+    BOOST_REQUIRE(!optimizer.step(store, f, check).skipped());
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(data_parallel_mezo_matches_the_union_of_the_shards) {
@@ -112,12 +121,8 @@ BOOST_AUTO_TEST_CASE(data_parallel_mezo_matches_the_union_of_the_shards) {
 
   zo::zo_optimizer<zo::gaussian_perturbation, zm::data_parallel<>, zo::sgd<>> distributed(
       zm::data_parallel<>(comm, zo::central_difference(1e-3)), zo::sgd<>(2e-3), {.seed = 5});
-  zm::replica_check check(comm, model.store, 50);
-  for (std::uint64_t k = 0; k < steps; ++k)
-    BOOST_REQUIRE(!distributed
-                       .step(
-                           model.store, [&] { return model.loss(); }, check)
-                       .skipped());
+  auto local_loss = [&] { return model.loss(); };
+  run_distributed(comm, distributed, model.store, local_loss);
 
   zo::mezo single(zo::central_difference(1e-3), zo::sgd<>(2e-3), {.seed = 5});
   single.optimize(
@@ -136,12 +141,8 @@ BOOST_AUTO_TEST_CASE(data_parallel_lozo_m_matches_the_union_of_the_shards) {
   zo::zo_optimizer<zo::low_rank_perturbation, zm::data_parallel<>, zo::low_rank_momentum<>>
       distributed(zo::low_rank_perturbation(2, 10), zm::data_parallel<>(comm),
                   zo::low_rank_momentum<>(1e-3, 0.9), zo::all_blocks{}, {.seed = 6});
-  zm::replica_check check(comm, model.store, 50);
-  for (std::uint64_t k = 0; k < steps; ++k)
-    BOOST_REQUIRE(!distributed
-                       .step(
-                           model.store, [&] { return model.loss(); }, check)
-                       .skipped());
+  auto local_loss = [&] { return model.loss(); };
+  run_distributed(comm, distributed, model.store, local_loss);
 
   zo::lozo_m single(zo::low_rank_perturbation(2, 10), zo::central_difference(),
                     zo::low_rank_momentum<>(1e-3, 0.9), zo::all_blocks{}, {.seed = 6});
@@ -163,9 +164,7 @@ BOOST_AUTO_TEST_CASE(data_parallel_loho_matches_the_union_of_the_shards) {
       zo_part(zm::data_parallel<>(comm), zo::sgd<>(2e-3), {.seed = 7}), zo::adam<>(1e-2),
       zo::deepest_layers(1));
   zm::data_parallel_objective objective(comm, model.store, model);
-  zm::replica_check check(comm, model.store, 50);
-  for (std::uint64_t k = 0; k < steps; ++k)
-    BOOST_REQUIRE(!distributed.step(model.store, objective, check).skipped());
+  run_distributed(comm, distributed, model.store, objective);
 
   zo::loho single(zo::mezo(zo::central_difference(), zo::sgd<>(2e-3), {.seed = 7}),
                   zo::adam<>(1e-2), zo::deepest_layers(1));
