@@ -325,3 +325,16 @@ BOOST_AUTO_TEST_CASE(the_review_language_tokenizes_and_its_tasks_are_well_formed
     BOOST_TEST(w.targets[3].token == w.tokens[4]);
   }
 }
+
+BOOST_AUTO_TEST_CASE(saving_a_store_that_does_not_match_the_config_names_the_tensor) {
+  scratch s;
+  zo::eigen_store<float> store;
+  opt::register_parameters(store, small, 0);
+  opt::opt_config wider = small;
+  wider.d_ffn = 16;
+  const std::string message = error_of([&] { opt::save_checkpoint(s.dir, wider, store); });
+  BOOST_TEST_MESSAGE(message);
+  BOOST_TEST(
+      contains(message, "'model.decoder.layers.0.fc1.weight' is 12x8, the config says 16x8"));
+  BOOST_TEST(!fs::exists(s.dir / "model.safetensors"));
+}

@@ -104,13 +104,12 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
     const auto found = store.find(spec.name);
     zo::detail::require(found.has_value(), "save_checkpoint: the store has no '" + spec.name + "'");
     const auto block = store.block(*found);
-    zo::io::tensor_shape shape;
-    if (spec.rows == 1) {
-      shape = {block.cols()};
-    } else {
-      shape = {block.rows(), block.cols()};
-    }
-    tensors.push_back({spec.name, std::move(shape), block.data()});
+    zo::detail::require(block.rows() == static_cast<std::size_t>(spec.rows) &&
+                            block.cols() == static_cast<std::size_t>(spec.cols),
+                        "save_checkpoint: '" + spec.name + "' is " + std::to_string(block.rows()) +
+                            "x" + std::to_string(block.cols()) + ", the config says " +
+                            std::to_string(spec.rows) + "x" + std::to_string(spec.cols));
+    tensors.push_back({spec.name, zo::io::default_tensor_shape{}(block), block.data()});
   }
   zo::io::metadata_map meta = metadata;
   meta.emplace("format", "pt");  // what transformers expects of a PyTorch checkpoint
