@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -280,7 +281,16 @@ BOOST_AUTO_TEST_CASE(unsupported_or_broken_configs_are_named) {
   BOOST_TEST(contains(with("activation_function", "gelu"), "activation_function"));
   BOOST_TEST(contains(with("hidden_size", nullptr), "hidden_size"));
   BOOST_TEST(contains(with("ffn_dim", -3), "ffn_dim"));
-  BOOST_TEST(contains(with("num_attention_heads", 3), "divisible"));
+  const std::string heads = with("num_attention_heads", 3);
+  BOOST_TEST_MESSAGE(heads);
+  BOOST_TEST(contains(heads, "divisible"));
+  BOOST_TEST(contains(heads, "config.json"));
+  BOOST_TEST(heads.find("zo:") == 0u);
+  BOOST_TEST(heads.find("zo:", 1) == std::string::npos);  // the prefix once, not twice
+  // Hugging Face builds no final LayerNorm under this flag (OPT-350m); this model always has one.
+  BOOST_TEST(contains(with("_remove_final_layer_norm", true), "_remove_final_layer_norm"));
+  BOOST_TEST(contains(with("bos_token_id", 13), "bos_token_id"));  // vocab_size is 13
+  BOOST_TEST(contains(with("pad_token_id", "<pad>"), "pad_token_id"));
   // A config whose sizes disagree with the tensors: the tensor is named.
   BOOST_TEST(contains(with("ffn_dim", 16), "fc1.weight"));
   std::ofstream(path, std::ios::trunc) << "{ not json";
@@ -337,4 +347,65 @@ BOOST_AUTO_TEST_CASE(saving_a_store_that_does_not_match_the_config_names_the_ten
   BOOST_TEST(
       contains(message, "'model.decoder.layers.0.fc1.weight' is 12x8, the config says 16x8"));
   BOOST_TEST(!fs::exists(s.dir / "model.safetensors"));
+}
+
+BOOST_AUTO_TEST_CASE(a_tensor_the_config_does_not_account_for_is_an_error_naming_it) {
+  // A config of fewer layers than the file would load a shortened model.
+  scratch s;
+  save_random(s.dir, 7);
+  nlohmann::json j = opt::config_json(small);
+  j["num_hidden_layers"] = 1;
+  std::ofstream(s.dir / "config.json", std::ios::trunc) << j.dump();
+  zo::eigen_store<float> loaded;
+  std::string message = error_of([&] { opt::load_checkpoint(s.dir, loaded); });
+  BOOST_TEST_MESSAGE(message);
+  BOOST_TEST(contains(message, "'model.decoder.layers.1."));
+  BOOST_TEST(contains(message, "1-layer"));
+  BOOST_TEST(loaded.size() == 0u);
+
+  // A tensor of no OPT layer at all.
+  save_random(s.dir, 7);
+  rewrite(s.dir, [](std::vector<tensor_entry>& entries) {
+    entries.push_back({"model.decoder.extra.weight", {2}, {1.0f, 2.0f}});
+  });
+  message = error_of([&] { opt::load_checkpoint(s.dir, loaded); });
+  BOOST_TEST(contains(message, "'model.decoder.extra.weight'"));
+  BOOST_TEST(loaded.size() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(config_json_names_the_special_tokens_of_the_vocabulary) {
+  // Hugging Face assumes OPT's ids (bos = eos = 2, pad = 1) where config.json is silent; in the
+  // review language those are "," and ".", so the ids are written: the real ones, or null.
+  scratch s;
+  const nlohmann::json none = opt::config_json(small);
+  for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+    BOOST_REQUIRE(none.contains(key));
+    BOOST_TEST(none.at(key).is_null());
+  }
+  opt::opt_config with_bos = small;
+  with_bos.bos_token_id = 0;
+  zo::eigen_store<float> store;
+  opt::register_parameters(store, with_bos, 0);
+  opt::save_checkpoint(s.dir, with_bos, store);
+  nlohmann::json written;
+  std::ifstream(s.dir / "config.json") >> written;
+  BOOST_TEST(written.at("bos_token_id") == 0);
+  BOOST_TEST(written.at("eos_token_id").is_null());
+  BOOST_TEST(written.at("pad_token_id").is_null());
+  BOOST_TEST(written.at("_remove_final_layer_norm") == false);
+  const opt::opt_config read = opt::read_config(s.dir);
+  BOOST_TEST((read.bos_token_id == std::optional<int>(0)));
+  BOOST_TEST(!read.eos_token_id.has_value());
+  BOOST_TEST(!read.pad_token_id.has_value());
+  // A real OPT config's ids are read as they are.
+  written["bos_token_id"] = 2;
+  written["eos_token_id"] = 2;
+  written["pad_token_id"] = 1;
+  const opt::opt_config real = opt::config_from_json(written, "real");
+  BOOST_TEST((real.bos_token_id == std::optional<int>(2)));
+  BOOST_TEST((real.pad_token_id == std::optional<int>(1)));
+  // Why the ids must be written: Hugging Face's defaults are words of the demo's vocabulary.
+  BOOST_TEST(reviews::token("<bos>") == 0);
+  BOOST_TEST(reviews::token(".") == 1);
+  BOOST_TEST(reviews::token(",") == 2);
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,6 +21,9 @@
 namespace opt {
 
 inline nlohmann::json config_json(const opt_config& config) {
+  auto id = [](const std::optional<int>& token) {
+    return token ? nlohmann::json(*token) : nlohmann::json(nullptr);
+  };
   return {{"model_type", "opt"},
           {"architectures", {"OPTForCausalLM"}},
           {"vocab_size", config.vocab_size},
@@ -34,6 +38,10 @@ inline nlohmann::json config_json(const opt_config& config) {
           {"enable_bias", true},
           {"layer_norm_elementwise_affine", true},
           {"tie_word_embeddings", true},
+          {"_remove_final_layer_norm", false},
+          {"bos_token_id", id(config.bos_token_id)},
+          {"eos_token_id", id(config.eos_token_id)},
+          {"pad_token_id", id(config.pad_token_id)},
           {"torch_dtype", "float32"}};
 }
 
@@ -60,6 +68,9 @@ inline opt_config config_from_json(const nlohmann::json& j, const std::string& s
   expect("enable_bias", true);
   expect("layer_norm_elementwise_affine", true);
   expect("tie_word_embeddings", true);
+  // True in OPT-350m's config: Hugging Face then builds no final LayerNorm, which this model
+  // always applies.
+  expect("_remove_final_layer_norm", false);
   opt_config c;
   c.vocab_size = integer("vocab_size");
   c.max_positions = integer("max_position_embeddings");
@@ -67,15 +78,22 @@ inline opt_config config_from_json(const nlohmann::json& j, const std::string& s
   c.n_heads = integer("num_attention_heads");
   c.n_layers = integer("num_hidden_layers");
   c.d_ffn = integer("ffn_dim");
+  // Absent, null or an id; checked against the vocabulary below.
+  auto token_id = [&](const char* key) -> std::optional<int> {
+    if (!j.contains(key) || j.at(key).is_null()) return std::nullopt;
+    const auto& v = j.at(key);
+    if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > (1 << 30))
+      fail(std::string("\"") + key + "\" must be a token id or null, got " + v.dump());
+    return v.get<int>();
+  };
+  c.bos_token_id = token_id("bos_token_id");
+  c.eos_token_id = token_id("eos_token_id");
+  c.pad_token_id = token_id("pad_token_id");
   if (j.contains("word_embed_proj_dim") && j.at("word_embed_proj_dim") != c.d_model)
     fail(
         "\"word_embed_proj_dim\" differs from \"hidden_size\" (OPT-350m's projections), which "
         "this model does not implement");
-  try {
-    c.validate();
-  } catch (const zo::invalid_argument& e) {
-    fail(e.what());
-  }
+  if (const auto what = c.problem()) fail(*what);
   return c;
 }
 
@@ -128,13 +146,14 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
 
 struct loaded_checkpoint {
   opt_config config;
-  // Tensors of the file the model does not use (a real OPT file's lm_head.weight, tied to the
-  // token embedding), for the caller to report.
+  // The one tensor a file may hold that the model does not read: a real OPT file's
+  // lm_head.weight, tied to the token embedding. Any other unused tensor is an error.
   std::vector<std::string> ignored;
 };
 
 // Loads a checkpoint directory into an empty store (filled in parameter_specs order, with layer
-// indices and decay flags). Every tensor is checked (present, shape, dtype) before any is read.
+// indices and decay flags). Every tensor is checked (present, shape, dtype, and used by the
+// model) before any is read.
 // Tensor names may carry OPTForCausalLM's "model." prefix or, as OPTModel writes them, not.
 // F16, BF16 and F64 tensors are converted to float.
 inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
@@ -155,15 +174,21 @@ inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
                              static_cast<std::size_t>(spec.cols));
     names.push_back(name);
   }
+  // A tensor the config does not account for (a layer beyond num_hidden_layers, say) means the
+  // config describes another model than the file: refuse rather than load part of it.
+  for (const auto& t : file.tensors()) {
+    if (std::find(names.begin(), names.end(), t.name) != names.end()) continue;
+    zo::detail::require(t.name == "lm_head.weight",
+                        "tensor '" + t.name + "' in " + file.source() + " is not part of the " +
+                            std::to_string(result.config.n_layers) +
+                            "-layer model config.json describes");
+    result.ignored.push_back(t.name);
+  }
   register_parameters(store, result.config, 0);
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const auto block = store.block(*store.find(specs[i].name));
     file.read_block(names[i], block.rows(), block.cols(),
                     std::span<float>(block.data(), block.size()));
-  }
-  for (const auto& t : file.tensors()) {
-    if (std::find(names.begin(), names.end(), t.name) == names.end())
-      result.ignored.push_back(t.name);
   }
   return result;
 }

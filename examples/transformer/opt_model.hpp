@@ -14,10 +14,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 #include <zo/errors.hpp>
 #include <zo/optimizers/gradient_view.hpp>
@@ -33,24 +35,41 @@ struct opt_config {
   int n_heads = 0;
   int n_layers = 0;
   int d_ffn = 0;
+  // The vocabulary's special tokens, which the model never reads but a checkpoint must name:
+  // Hugging Face assumes OPT's own ids (2, 2, 1) where config.json is silent. Empty: none.
+  std::optional<int> bos_token_id{}, eos_token_id{}, pad_token_id{};
 
   int head_dim() const { return d_model / n_heads; }
   int layer_count() const { return n_layers + 2; }
 
+  // What makes the configuration unusable, if anything (without the "zo:" prefix, so a caller
+  // can put it in its own message).
+  std::optional<std::string> problem() const {
+    using field = std::pair<int, const char*>;
+    for (const auto& [value, name] :
+         {field{vocab_size, "vocab_size"}, field{max_positions, "max_positions"},
+          field{d_model, "d_model"}, field{n_heads, "n_heads"}, field{n_layers, "n_layers"},
+          field{d_ffn, "d_ffn"}}) {
+      if (value <= 0)
+        return std::string("opt_config: ") + name + " must be positive, got " +
+               std::to_string(value);
+    }
+    if (d_model % n_heads != 0)
+      return "opt_config: d_model = " + std::to_string(d_model) +
+             " is not divisible by n_heads = " + std::to_string(n_heads);
+    using token = std::pair<std::optional<int>, const char*>;
+    for (const auto& [id, name] :
+         {token{bos_token_id, "bos_token_id"}, token{eos_token_id, "eos_token_id"},
+          token{pad_token_id, "pad_token_id"}}) {
+      if (id && (*id < 0 || *id >= vocab_size))
+        return std::string("opt_config: ") + name + " = " + std::to_string(*id) +
+               " is not a token id (vocab_size " + std::to_string(vocab_size) + ")";
+    }
+    return std::nullopt;
+  }
+
   void validate() const {
-    auto positive = [](int value, const char* name) {
-      zo::detail::require(value > 0, std::string("opt_config: ") + name +
-                                         " must be positive, got " + std::to_string(value));
-    };
-    positive(vocab_size, "vocab_size");
-    positive(max_positions, "max_positions");
-    positive(d_model, "d_model");
-    positive(n_heads, "n_heads");
-    positive(n_layers, "n_layers");
-    positive(d_ffn, "d_ffn");
-    zo::detail::require(d_model % n_heads == 0,
-                        "opt_config: d_model = " + std::to_string(d_model) +
-                            " is not divisible by n_heads = " + std::to_string(n_heads));
+    if (const auto what = problem()) throw zo::invalid_argument(*what);
   }
 };
 

@@ -383,6 +383,8 @@ int pretrain(const arguments& args) {
   config.n_layers = static_cast<int>(args.positive("layers"));
   config.d_ffn = static_cast<int>(args.positive("ffn"));
   config.max_positions = static_cast<int>(args.positive("max-positions"));
+  // Every review begins with <bos>; the language has no end-of-sequence or padding token.
+  config.bos_token_id = reviews::token("<bos>");
   const auto window = static_cast<int>(args.positive("window"));
   zo::detail::require(window <= config.max_positions, "--window exceeds --max-positions");
   const auto steps = args.positive("steps"), batch_size = args.positive("batch");
