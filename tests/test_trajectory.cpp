@@ -221,6 +221,54 @@ BOOST_AUTO_TEST_CASE(loho_replays_bit_for_bit_from_its_log_and_the_first_order_v
                         [](const zo::invalid_argument& e) {
                           return std::string(e.what()).find("step 29") != std::string::npos;
                         });
+  // A zeroth-order rate other than the logged one is refused before anything changes.
+  chain fresh(3, 5, 16, 7);
+  auto faster =
+      zo::loho(zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(2e-2)),
+                        {.seed = 14, .restore = zo::restore_mode::arithmetic}),
+               zo::adam(1e-2), zo::deepest_layers(1));
+  BOOST_CHECK_EXCEPTION(zo::io::replay(faster, fresh.store, log, values), zo::invalid_argument,
+                        [](const zo::invalid_argument& e) {
+                          return std::string(e.what()).find("step 0 ") != std::string::npos;
+                        });
+  BOOST_TEST(zo_test::snapshot(fresh.store) == zo_test::snapshot(chain(3, 5, 16, 7).store));
   fs::remove(log_path);
   fs::remove(values_path);
+}
+
+BOOST_AUTO_TEST_CASE(replay_refuses_a_log_whose_learning_rates_are_not_the_step_rules) {
+  // A cosine-schedule run replayed by a constant-rate optimizer: step 0's rates agree, step 1's
+  // do not, and nothing is replayed.
+  const fs::path path = temporary("cosine.zotraj");
+  const auto cosine = [] {
+    return zo::zo_optimizer<zo::gaussian_perturbation, zo::central_difference,
+                            zo::sgd<zo::cosine_schedule>>(
+        zo::central_difference(1e-3), zo::sgd<zo::cosine_schedule>(zo::cosine_schedule(1e-2, 10)),
+        {.seed = 21});
+  };
+  chain live(3, 5, 16, 7);
+  auto optimizer = cosine();
+  {
+    zo::io::trajectory_writer log(path, {21, static_cast<std::uint32_t>(live.store.size()), "t"});
+    optimizer.optimize(live.store, [&] { return live.loss(); }, 10, log);
+  }
+  const auto log = zo::io::read_trajectory(path);
+  chain replayed(3, 5, 16, 7);
+  const auto before = zo_test::snapshot(replayed.store);
+  auto constant = zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2), {.seed = 21});
+  BOOST_CHECK_EXCEPTION(zo::io::replay(constant, replayed.store, log), zo::invalid_argument,
+                        [](const zo::invalid_argument& e) {
+                          const std::string what = e.what();
+                          BOOST_TEST_MESSAGE(what);
+                          return what.find("step 1 ") != std::string::npos &&
+                                 what.find("gives 0.01:") != std::string::npos &&
+                                 what.find("0.0097") != std::string::npos;
+                        });
+  BOOST_TEST(zo_test::snapshot(replayed.store) == before);
+  BOOST_TEST(constant.step_count() == 0u);
+  // With the run's schedule the same log replays bit for bit.
+  auto again = cosine();
+  BOOST_TEST(zo::io::replay(again, replayed.store, log) == 10u);
+  BOOST_TEST(zo_test::snapshot(replayed.store) == zo_test::snapshot(live.store));
+  fs::remove(path);
 }

@@ -178,10 +178,10 @@ inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
   // config describes another model than the file: refuse rather than load part of it.
   for (const auto& t : file.tensors()) {
     if (std::find(names.begin(), names.end(), t.name) != names.end()) continue;
-    zo::detail::require(t.name == "lm_head.weight",
-                        "tensor '" + t.name + "' in " + file.source() + " is not part of the " +
-                            std::to_string(result.config.n_layers) +
-                            "-layer model config.json describes");
+    zo::detail::require(t.name == "lm_head.weight", "tensor '" + t.name + "' in " + file.source() +
+                                                        " is not part of the " +
+                                                        std::to_string(result.config.n_layers) +
+                                                        "-layer model config.json describes");
     result.ignored.push_back(t.name);
   }
   register_parameters(store, result.config, 0);

@@ -24,6 +24,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -558,15 +559,35 @@ inline void require_same_run(const trajectory& log, std::size_t blocks, std::uin
                           ", the optimizer has seed " + std::to_string(seed));
 }
 
+// Each record carries the rate its step used; a replay with another schedule (a constant rate
+// for a cosine run, say) would rebuild other weights. So before anything is replayed, the first
+// record from `first_step` on whose rate is not the step rule's, bit for bit, is refused.
+template <class StepRule>
+void require_logged_rates(const trajectory& log, std::uint64_t first_step, const StepRule& rule) {
+  for (const auto& r : log.records) {
+    if (r.step < first_step) continue;
+    const double rate = rule.learning_rate(r.step);
+    if (r.learning_rate == rate) continue;
+    char text[200];
+    std::snprintf(text, sizeof text,
+                  "step %llu was logged with learning rate %.17g, the replaying step rule gives "
+                  "%.17g: replay with the schedule the run used",
+                  static_cast<unsigned long long>(r.step), r.learning_rate, rate);
+    throw zo::invalid_argument(text);
+  }
+}
+
 }  // namespace detail
 
 // Replays a log's records on the parameters the logged run started from (or, with a resumed
 // optimizer, from where it stopped): optimizer must be built as the live one was (policies,
-// hyperparameters, options). Records before the optimizer's step are skipped; the rest must
-// follow on from it. Returns the number of steps replayed.
+// hyperparameters, schedule, options); a record whose learning rate differs from the step
+// rule's is an error, raised before any step is replayed. Records before the optimizer's step
+// are skipped; the rest must follow on from it. Returns the number of steps replayed.
 template <class Optimizer, class Store>
 std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
   detail::require_same_run(log, store.size(), optimizer.options().seed);
+  detail::require_logged_rates(log, optimizer.step_count(), optimizer.step_rule());
   std::size_t replayed = 0;
   for (const auto& r : log.records) {
     if (r.step < optimizer.step_count()) continue;
@@ -583,12 +604,14 @@ std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
 }
 
 // Replays a hybrid (LoHO) run: the log's zeroth-order steps, and after each completed step the
-// first-order blocks' values from the block values file written beside the log.
+// first-order blocks' values from the block values file written beside the log. The records'
+// rates are checked against the zeroth-order step rule's, as above.
 template <class Hybrid, class Store>
 std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
                    const block_values_log& values) {
   using T = typename Store::value_type;
   detail::require_same_run(log, store.size(), hybrid.zeroth_order_part().options().seed);
+  detail::require_logged_rates(log, hybrid.step_count(), hybrid.zeroth_order_part().step_rule());
   std::size_t replayed = 0, next_values = 0;
   for (const auto& r : log.records) {
     if (r.step < hybrid.step_count()) continue;
