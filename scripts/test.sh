@@ -4,6 +4,8 @@
 # UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The repository's files first (sizes, links in the docs): seconds, before anything is built.
+bash scripts/check-files.sh
 source scripts/setup.sh
 zo_install_missing
 jobs=$(nproc)
