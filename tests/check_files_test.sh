@@ -158,10 +158,10 @@ git -C "$repo" add -A
 expect fail "(e) a docs page of 70 KiB" "docs/big.md: 71680 bytes" "65536"
 
 fixture
-printf '\nThe [design](../../outside/DESIGN.md).\n' >>"$repo/docs/guide.md"
+printf '\nThe [notes](../../outside/notes.md).\n' >>"$repo/docs/guide.md"
 git -C "$repo" add -A
 expect fail "(f) a link out of the repository" \
-  "docs/guide.md:$(last_line "$repo/docs/guide.md"): link '../../outside/DESIGN.md'" \
+  "docs/guide.md:$(last_line "$repo/docs/guide.md"): link '../../outside/notes.md'" \
   "outside the repository"
 
 if ((failures > 0)); then
