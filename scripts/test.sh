@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what is missing, builds everything (CUDA targets too when nvcc is present) and runs
 # the whole test suite through CTest; then runs the unit tests again under AddressSanitizer and
 # UndefinedBehaviorSanitizer.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Build-wide switches shared by every zo header.
 #pragma once
 

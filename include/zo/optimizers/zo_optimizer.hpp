@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The zeroth-order optimizer template: composes a perturbation policy, an estimator, a step rule
 // and a layer selector (ensmallen's policy style). MeZO and its variants are aliases of it.
 #pragma once

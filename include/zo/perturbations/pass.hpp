@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One sweep over a block: target = scale · source + Σ_j alpha_j · direction_j, optionally saving
 // source to a snapshot on the way. Every pass of every optimizer (perturb, restore, update, and
 // the fused update-plus-next-perturbation) is one of these, so a perturbation policy implements

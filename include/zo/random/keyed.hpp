@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Keyed random directions: every element of every direction is a pure function of
 // (seed, step, block id, stream, sample, element index), so it can be regenerated alone, in any
 // order, by any thread, on any backend, with the same bits (docs/index.md, "Reproducibility",
