@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Checks the repository's files, so that a corrupted or oversized file or a dead link cannot land:
 #   - no git-tracked text file is over 1 MiB (1048576 bytes);
 #   - no page in docs/ is over 64 KiB (65536 bytes);
@@ -7,7 +8,12 @@
 #     target page (GitHub's rule: lowercase; characters other than letters, digits, spaces,
 #     hyphens and underscores removed; spaces to hyphens; repeated headings get -1, -2, ...) or
 #     at an HTML id/name there. Links with a scheme (https:, mailto:, ...) and links in fenced
-#     code blocks or inline code are not checked.
+#     code blocks or inline code are not checked;
+#   - every tracked source file (.hpp .cpp .cu .cuh .sh .py .cmake .cmake.in, CMakeLists.txt, and
+#     any file whose first line is a #! line) has an SPDX-License-Identifier line in its first
+#     five lines;
+#   - when CMakeLists.txt declares project(... VERSION X.Y.Z ...), the first released entry of
+#     CHANGELOG.md is "## [X.Y.Z]".
 # Each problem is printed with the file (and line) it is in; the exit status is 1 if there is any.
 #
 #   bash scripts/check-files.sh [REPOSITORY-ROOT]     (default: the repository holding this script)
@@ -343,8 +349,66 @@ if ((${#pages[@]} > 0)); then
   done <<<"$out"
 fi
 
+# --- Licence identifiers --------------------------------------------------------------------------
+sources=()
+while IFS= read -r -d '' f; do
+  [[ -f $f && ! -L $f ]] || continue
+  case $f in
+    *.hpp | *.cpp | *.cu | *.cuh | *.sh | *.py | *.cmake | *.cmake.in | CMakeLists.txt | */CMakeLists.txt)
+      sources+=("./$f")
+      ;;
+    *)
+      first=""
+      IFS= read -r first <"$f" || true
+      if [[ $first == '#!'* ]]; then
+        sources+=("./$f")
+      fi
+      ;;
+  esac
+done < <(git ls-files -z)
+if ((${#sources[@]} > 0)); then
+  while IFS= read -r f; do
+    if [[ -n $f ]]; then
+      problem "${f#./}: no SPDX-License-Identifier line in its first five lines"
+    fi
+  done < <(LC_ALL=C awk '
+    FNR <= 5 && /SPDX-License-Identifier: [^ ]/ { found[FILENAME] = 1 }
+    FNR > 5 { nextfile }
+    END { for (k = 1; k < ARGC; k++) if (!(ARGV[k] in found)) print ARGV[k] }' "${sources[@]}")
+fi
+
+# --- Change log -----------------------------------------------------------------------------------
+# project(... VERSION X.Y.Z ...) in CMakeLists.txt, comments removed, over as many lines as it takes.
+version=""
+if [[ -f CMakeLists.txt ]]; then
+  version=$(LC_ALL=C awk '
+    { sub(/#.*/, ""); text = text " " $0 }
+    END {
+      if (!match(text, /[^A-Za-z0-9_]project[ \t]*\([^)]*\)/)) exit
+      call = substr(text, RSTART, RLENGTH)
+      if (match(call, /[ \t(]VERSION[ \t]+[0-9]+(\.[0-9]+)*/)) {
+        call = substr(call, RSTART, RLENGTH)
+        sub(/^.VERSION[ \t]+/, "", call)
+        print call
+      }
+    }' CMakeLists.txt)
+fi
+if [[ -n $version ]]; then
+  if [[ ! -f CHANGELOG.md ]]; then
+    problem "CHANGELOG.md: missing; it needs an entry '## [$version]' for the version in CMakeLists.txt"
+  else
+    # The first "## [X.Y.Z]" heading (not "## [Unreleased]").
+    top=$(LC_ALL=C awk '/^## \[[0-9]/ { v = $2; gsub(/[][]/, "", v); print v; exit }' CHANGELOG.md)
+    if [[ $top != "$version" ]]; then
+      problem "CHANGELOG.md: its first released entry is '${top:-none}', but CMakeLists.txt" \
+        "declares version $version: add '## [$version] - date' above the older entries"
+    fi
+  fi
+fi
+
 if ((problems > 0)); then
   echo "check-files: FAILED in $root"
   exit 1
 fi
-echo "check-files: ok ($tracked tracked files, ${#pages[@]} pages, $links links)"
+echo "check-files: ok ($tracked tracked files, ${#pages[@]} pages, $links links," \
+  "${#sources[@]} source files${version:+, version $version})"

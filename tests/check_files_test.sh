@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Self-test of scripts/check-files.sh: builds throwaway git repositories in a temporary folder,
 # each the clean fixture below with one defect, and checks that the script passes the clean ones
 # and fails each defective one with a message naming the offending file or link.
@@ -69,7 +70,25 @@ EOF
 
 Read the [guide](../../docs/guide.md#notes) and the [top README](/README.md#demo-project).
 EOF
-  printf 'int f();\n' >"$repo/src/lib.hpp"
+  printf '// SPDX-License-Identifier: Apache-2.0\nint f();\n' >"$repo/src/lib.hpp"
+  mkdir -p "$repo/tools"
+  printf '#!/usr/bin/env bash\n# SPDX-License-Identifier: Apache-2.0\necho run\n' >"$repo/tools/run"
+  cat >"$repo/CMakeLists.txt" <<'EOF'
+# SPDX-License-Identifier: Apache-2.0
+cmake_minimum_required(VERSION 3.25)
+project(demo  # not VERSION 9.9.9: a comment
+        VERSION 1.2.3
+        LANGUAGES CXX)
+EOF
+  cat >"$repo/CHANGELOG.md" <<'EOF'
+# Changelog
+
+## [Unreleased]
+
+## [1.2.3] - 2026-01-02
+
+## [1.2.0] - 2025-12-01
+EOF
   head -c 1153434 /dev/zero >"$repo/data/weights.bin"  # 1.1 MiB, binary: allowed
   git -C "$repo" -c init.defaultBranch=main init -q
   git -C "$repo" add -A
@@ -163,6 +182,35 @@ git -C "$repo" add -A
 expect fail "(f) a link out of the repository" \
   "docs/guide.md:$(last_line "$repo/docs/guide.md"): link '../../outside/notes.md'" \
   "outside the repository"
+
+fixture
+printf 'int g();\n' >"$repo/src/new.cpp"
+git -C "$repo" add -A
+expect fail "(g) a source file without an SPDX line" "src/new.cpp: no SPDX-License-Identifier"
+
+fixture
+printf '#!/bin/sh\necho run\n' >"$repo/tools/run"
+git -C "$repo" add -A
+expect fail "(g') a script without an extension and without an SPDX line" \
+  "tools/run: no SPDX-License-Identifier"
+
+fixture
+{
+  printf '// A header whose licence line comes too late.\n\n\n\n\n'
+  printf '// SPDX-License-Identifier: Apache-2.0\n'
+} >"$repo/src/lib.hpp"
+git -C "$repo" add -A
+expect fail "(g'') an SPDX line after the fifth line" "src/lib.hpp: no SPDX-License-Identifier"
+
+fixture
+sed -i 's/VERSION 1\.2\.3/VERSION 1.3.0/' "$repo/CMakeLists.txt"
+git -C "$repo" add -A
+expect fail "(h) a version without its change log entry" \
+  "CHANGELOG.md: its first released entry is '1.2.3'" "declares version 1.3.0"
+
+fixture
+git -C "$repo" rm -q -f CHANGELOG.md
+expect fail "(h') no change log" "CHANGELOG.md: missing"
 
 if ((failures > 0)); then
   echo "check_files_test: $failures of the cases failed"
