@@ -26,8 +26,8 @@ if [[ $# -gt 1 ]]; then
   exit 2
 fi
 start=${1:-$(dirname "${BASH_SOURCE[0]}")}
-if ! root=$(git -C "$start" rev-parse --show-toplevel 2>/dev/null); then
-  echo "check-files: $start is not inside a git work tree" >&2
+if ! root=$(git -C "$start" rev-parse --show-toplevel); then
+  echo "check-files: no git work tree at $start (git's message above says why)" >&2
   exit 2
 fi
 cd "$root"
