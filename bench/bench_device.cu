@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // GPU passes against a device-to-device copy of the same bytes, in one binary: the fused
 // update-plus-next-perturbation pass (θ ← s·θ + a·z_k + ε·z_{k+1}, two keyed Gaussian directions
 // generated in the pass) and the LOZO low-rank apply, on a 4096 × 4096 float block. The figure

@@ -1,6 +1,7 @@
+// SPDX-License-Identifier: Apache-2.0
 // The kernels of every optimizer, each against a copy of the same bytes measured by the same
-// binary with the same threads just before it (DESIGN.md §2: the ratio, not the absolute time,
-// is the figure to quote on a shared machine). The first argument of every benchmark is the
+// binary with the same threads just before it (docs/benchmarks.md: the ratio, not the absolute
+// time, is the figure to quote on a shared machine). The first argument of every benchmark is the
 // number of OpenMP threads.
 //
 //   copy                   one pass reading and writing the block (the bandwidth limit)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What each optimizer costs besides the model: the time of a step with a free objective (the
 // step overhead), its ratio to one copy of all parameters, and the memory it holds or allocates
 // beyond the parameters. The parameters have the shapes of two OPT-125m decoder layers

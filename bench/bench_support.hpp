@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers both benchmark programs use: the thread count of one benchmark, the copy every figure
 // is compared with, and the median of a few timed runs.
 #pragma once

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Step overhead of zo's MeZO against the MeZO reference implementation's parameter loop.
 
 Optional: needs PyTorch (Debian: apt install python3-torch) and a Release build of zo's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Finds the Random123 headers (Debian: librandom123-dev), which ship no CMake package.
 # Defines Random123_FOUND, Random123_INCLUDE_DIR and the target Random123::Random123.
 find_path(Random123_INCLUDE_DIR NAMES Random123/philox.h)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Builds TARGET in BUILD_DIR and passes only if the build fails with output matching EXPECT.
 execute_process(COMMAND ${CMAKE_COMMAND} --build ${BUILD_DIR} --target ${TARGET}
                 RESULT_VARIABLE result OUTPUT_VARIABLE output ERROR_VARIABLE output)

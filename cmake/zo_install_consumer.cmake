@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Installs the zo build in BUILD_DIR into a scratch prefix, then configures, builds and runs the
 # consumer project in CONSUMER_SOURCE against it through find_package(zo).
 set(prefix ${WORK_DIR}/prefix)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the safetensors reader: any input either parses, and then every tensor
 // reads as float or is refused, or is refused at parsing; a refusal must be zo::invalid_argument
 // and nothing may crash, leak or hit undefined behaviour.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the trajectory-log reader (and the block values reader beside it): any
 // input either parses (possibly stopping at
 // a torn last record) or is refused with zo::invalid_argument; nothing may crash, leak or hit

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes the seed corpus of fuzz_safetensors into fuzz/corpus/safetensors/.
 
 Valid files cover every dtype read_float converts, metadata, empty tensors and gaps; invalid

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writes the trajectory seed corpus: g++ -std=c++20 -fopenmp -Iinclude -I/usr/include/eigen3
 // fuzz/make_corpus_trajectory.cpp -o /tmp/make_corpus && /tmp/make_corpus fuzz/corpus/trajectory
 #include <fstream>

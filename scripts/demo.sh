@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # zo's main demo: pretrains the example OPT-layout transformer on a generated review corpus (cached
 # in demo-output/pretrained), then fine-tunes it on a sentiment task with MeZO, LOZO, LOZO-M and
 # LoHO at an equal budget of forward passes, with full first-order Adam as the baseline, and ends

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds every libFuzzer target (fuzz/fuzz_<name>.cpp) with Clang in build-fuzz and runs each for
 # ZO_FUZZ_SECONDS seconds (default 60) on a copy of its seed corpus fuzz/corpus/<name>/, with
 # fuzz/<name>.dict when present. The repository's corpus is never modified. Fails on the first

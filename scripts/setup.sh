@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what building zo needs on Debian 12 (compilers included), and only what is missing.
 # Sourced by demo.sh and test.sh.
 set -euo pipefail

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs what is missing, builds everything (CUDA targets too when nvcc is present) and runs
 # the whole test suite through CTest; then runs the unit tests again under AddressSanitizer and
 # UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The repository's files first (sizes, links in the docs): seconds, before anything is built.
+bash scripts/check-files.sh
 source scripts/setup.sh
 zo_install_missing
 jobs=$(nproc)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared fixtures of the test suite: small problems and dense reference implementations that
 // materialise every direction element by element, independent of zo's passes.
 #pragma once

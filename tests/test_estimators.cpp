@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One-sided and q-sample estimators: a single step against the dense reference, and the number
 // of evaluations each scheme spends.
 #define BOOST_TEST_MODULE estimators

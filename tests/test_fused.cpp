@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fused steps (zo_options::fused_steps): each update pass also applies the next step's first
 // perturbation. They must follow the same trajectory as unfused steps — bit for bit in exact
 // restore mode, within a stated rounding bound in arithmetic mode — in two passes per step.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The hybrid optimizer (LoHO): first-order part against plain Adam and SGD steps, zeroth-order
 // part against MeZO, first-order blocks untouched by perturbations, gradient clipping, layer
 // selectors, the memory budget, and LoHO against MeZO at equal forward passes.

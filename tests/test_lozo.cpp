@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LOZO and LOZO-M: the measured projected gradient and the update along U·Vᵀ, LOZO-M against a
 // dense reference with an explicit m × n momentum, no m × n temporaries, convergence, bad input,
 // and bitwise save/resume.

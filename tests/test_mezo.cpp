@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // MeZO end to end: one step against a dense reference, convergence, weight decay, schedules,
 // callbacks.
 #define BOOST_TEST_MODULE mezo

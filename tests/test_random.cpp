@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Keyed directions: distribution checks that a broken generator fails, independence of keys and
 // streams, and regeneration of any element alone, in any order, from any thread.
 #define BOOST_TEST_MODULE random

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // zo-replay: a run's log and its base checkpoint give back the live run's weights bit for bit,
 // through the library function and through the command.
 #define BOOST_TEST_MODULE replay tool

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Save and resume: a run saved at step s and continued by a freshly built optimizer that loads
 // the state (and the parameters) equals the uninterrupted run bit for bit, for every optimizer.
 #define BOOST_TEST_MODULE resume

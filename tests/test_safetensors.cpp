@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Safetensors reading and writing: bit-exact store round trips, half-precision decoding against
 // known values, an error naming the tensor for each kind of damaged file, and no exception
 // other than zo::invalid_argument for random or mutated input.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The ready-made stores: metadata, layout, lookups, and that both model the store concept.
 #define BOOST_TEST_MODULE stores
 #include <boost/test/unit_test.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Results do not depend on the number of OpenMP threads: every element is computed by one
 // thread from its own key and counter, and no reduction crosses threads.
 #define BOOST_TEST_MODULE threads

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Thrust backend against the CPU backend: every optimizer, 100 steps, same seed. Built with a
 // host compiler and Thrust's OMP device system the parameters must be bit-identical (same
 // functors, same arithmetic); built with nvcc for a GPU (tests/cuda/test_thrust_cuda.cu) they

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Trajectory logs: replaying a run's log on its base weights reproduces the live run bit for
 // bit; a log cut anywhere in its last record replays the complete prefix and says where it was
 // cut; any damaged byte is an error.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The OPT-layout transformer example: Hugging Face names and shapes, the forward pass against a
 // naive position-by-position reference, gradients of every tensor against central differences
 // (in double) for both losses, the backward pass stopping at the lowest requested layer, results

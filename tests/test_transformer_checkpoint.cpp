@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Checkpoints of the example transformer (examples/transformer/checkpoint.hpp): a written and
 // re-read checkpoint gives identical logits; a real OPT checkpoint's variations (no "model."
 // prefix, F16 tensors, an lm_head.weight) load; a missing, misnamed or mis-shaped tensor, a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bad input is rejected before any parameter changes; a non-finite loss skips the step and
 // restores the parameters; an objective that throws leaves them at the base point.
 #define BOOST_TEST_MODULE validation

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // MeZO fits a least-squares problem using only loss evaluations.
 #include <Eigen/Dense>
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What zo-replay does, as functions the tests call too: the optimizer settings a trajectory log
 // carries in its description (JSON), checkpoints as zo stores, and the replay of a log on a base
 // checkpoint with the optimizer the log names.

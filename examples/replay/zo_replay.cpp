@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // zo-replay: rebuilds fine-tuned weights from a base checkpoint and a trajectory log.
 //
 //   zo-replay BASE.safetensors RUN.zotraj OUT.safetensors

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Checkpoints in the layout of a Hugging Face OPT model directory: config.json (the fields of
 // OPTConfig the model uses) and model.safetensors (the tensors under their Hugging Face names),
 // so a directory written here opens with transformers' OPTForCausalLM and a real OPT checkpoint

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A decoder-only transformer in the layout of Hugging Face's OPT (pre-LayerNorm as in opt-125m,
 // learned positions with OPT's offset of 2, ReLU feed-forward, LM head tied to the token
 // embedding), written with Eigen over a zo::eigen_store so that zo's optimizers train it in place.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The demo's data, generated: a small language of product reviews (restaurants, films, hotels)
 // whose sentences carry a sentiment, word-level tokens, a language-modelling corpus for
 // pretraining and a sentiment classification task for fine-tuning, scored the MeZO way: a prompt

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // zo-finetune: pretrains the example transformer on the generated review corpus, fine-tunes it
 // on the sentiment task with MeZO, LOZO, LOZO-M, LoHO or first-order Adam, measures the memory of
 // a zeroth-order step against inference, and reports runs as a table, CSV and a plot.

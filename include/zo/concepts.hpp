@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every requirement zo places on user types, in one place.
 //
 // Each role is a C++20 concept. The public entry points (zo_optimizer and the stores' users)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Exceptions thrown by zo. Every message starts with "zo:" and names the offending value, so a
 // user embedding zo in a larger framework can tell where an error came from.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Umbrella header: everything zo offers on the CPU.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: a block needs decay
 // A block must say whether weight decay applies to it.
 #include <vector>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: the estimator needs samples
 // An estimator must say how many directions it measures per step.
 #include <span>

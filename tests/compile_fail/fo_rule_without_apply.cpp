@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: the first-order step rule needs
 // A first-order step rule must update a block from its gradient.
 #include <cstdint>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: the hybrid's objective needs loss
 // A hybrid's objective must also return gradients for the first-order blocks.
 #include <zo/zo.hpp>

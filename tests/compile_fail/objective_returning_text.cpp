@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: the objective must be callable
 // An objective must return a loss convertible to double.
 #include <string>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: the perturbation policy needs apply
 // A perturbation policy must implement the pass kernel.
 #include <zo/zo.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: the layer selector needs select
 // A layer selector must assign every block a role.
 #include <cstdint>

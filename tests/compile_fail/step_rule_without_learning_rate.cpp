@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: the step rule needs learning_rate
 // A zeroth-order step rule must report its learning rate for each step.
 #include <cstdint>

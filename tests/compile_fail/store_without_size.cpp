@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // expect: zo: the parameter store needs size
 // A parameter store must say how many blocks it has.
 #include <vector>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The zo headers under nvcc, and the keyed generator inside a kernel. On a machine without a
 // CUDA device this exits 77, which CTest reports as skipped.
 #include <cuda_runtime.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // tests/test_thrust.cpp built by nvcc for Thrust's CUDA device system. Without a CUDA device it
 // exits 77, which CTest reports as skipped.
 #define ZO_TEST_CUSTOM_MAIN

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // mpi_dead_rank MODE TIMEOUT_MS: every rank runs 200 data-parallel MeZO steps on its shard; at
 // step 20 rank 1 is killed (kill), sleeps for an hour (hang) or carries on (control). The other
 // ranks must then end the job with an error (zo::mpi::timeout_error through run_or_abort, or

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # expect_exit.sh success|failure BOUND_SECONDS COMMAND...
 # Runs COMMAND under `timeout BOUND_SECONDS` and checks how it ended: "failure" passes when it
 # exits non-zero before the bound (being stopped by the timeout does not count), "success" when

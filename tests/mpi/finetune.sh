@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # finetune.sh ZO_FINETUNE MPIEXEC MPIEXEC_FLAGS...
 # The transformer demo under mpirun: a tiny model is pretrained, then fine-tuned with MeZO,
 # LOZO-M, LoHO and Adam in one process and over 2 ranks. Each data-parallel run must end where

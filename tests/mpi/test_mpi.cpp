@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // zo/distributed/mpi.hpp under mpiexec with 1, 2 and 4 ranks (tests/mpi/CMakeLists.txt). Every
 // verdict that involves other ranks is computed from gathered values, so all ranks reach it
 // together and none is left waiting in a collective for a rank that failed a check.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The CPU backend: where a policy's element functor runs when the store's memory is host memory.
 //
 // The seam between policies and backends is deliberately narrow (the Boost.Odeint

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Thrust backend: the same policy functors, scheduled by thrust::for_each on the device
 // system Thrust is configured for — CUDA when built with nvcc, or OpenMP / C++ threads when built
 // with a host compiler (THRUST_DEVICE_SYSTEM), which is how CI tests this code without a GPU.

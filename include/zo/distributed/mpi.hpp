@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Distributed fine-tuning over MPI (Open MPI). Optional: not included by zo.hpp; link zo::mpi.
 //
 // Zeroth-order methods need almost no communication: every rank regenerates the same direction

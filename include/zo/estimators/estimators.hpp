@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Estimators turn loss evaluations at perturbed parameters into projected-gradient scalars.
 //
 // An estimator drives a probe (see concepts.hpp): shift(j, a) moves the parameters by a·z_j,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading and writing safetensors files, the format Hugging Face checkpoints ship in, and saving
 // and loading zo stores through them.
 //

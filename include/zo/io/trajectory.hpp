@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Trajectory logs: a zeroth-order run is fixed by a few numbers per step (the seed, the step, the
 // projected gradients, the learning rate and which blocks were trained), so a fine-tune can be
 // stored in kilobytes and rebuilt from its base weights by replaying them (zo::io::replay).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The gradient buffers a hybrid optimizer hands its objective.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hybrid first-order / zeroth-order optimizer (LoHO): a selector splits the blocks per step into
 // first-order (gradients from backprop), zeroth-order (the ZO part's perturbations) and frozen
 // blocks. One step follows the LoHO reference order: ZO estimate (forwards with only ZO blocks

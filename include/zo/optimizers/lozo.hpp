@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LOZO and LOZO-M (Chen et al. 2024): low-rank directions U·Vᵀ with V kept for ν steps, with
 // plain SGD or with momentum in factor space.
 #pragma once

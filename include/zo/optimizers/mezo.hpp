@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // MeZO (Malladi et al. 2023): Gaussian directions, central difference, SGD, every block.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What an optimizer tells its caller and its callbacks.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Little binary helpers for saving and loading optimizer state (native byte order; a state file
 // is meant to resume a run on the same kind of machine).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The zeroth-order optimizer template: composes a perturbation policy, an estimator, a step rule
 // and a layer selector (ensmallen's policy style). MeZO and its variants are aliases of it.
 #pragma once
@@ -42,9 +43,9 @@ enum class restore_mode {
 struct zo_options {
   std::uint64_t seed = 0;
   restore_mode restore = restore_mode::exact;
-  // Fused steps (DESIGN.md §2): each step's update pass also applies the next step's first
-  // perturbation, so a central-difference step makes two passes over the parameters instead of
-  // three. Between step() calls the parameters then hold that pending perturbation; call
+  // Fused steps (docs/mezo.md, "Fused steps"): each step's update pass also applies the next
+  // step's first perturbation, so a central-difference step makes two passes over the parameters
+  // instead of three. Between step() calls the parameters then hold that pending perturbation; call
   // remove_pending_perturbation(store) before evaluating or saving them (optimize() does it when
   // it returns). Off by default, so that the parameters between steps are the plain iterate.
   bool fused_steps = false;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Dense perturbations: every element of a block gets its own i.i.d. direction entry, generated
 // on the fly inside the pass and never stored (MeZO's seed trick, made keyed).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Low-rank directions (LOZO, Chen et al. 2024): a matrix block W (m × n) moves along U·Vᵀ with
 // U (m × r) redrawn every step and V (n × r) redrawn every ν steps; vector blocks (biases, norms)
 // move along a dense Gaussian direction as in MeZO.

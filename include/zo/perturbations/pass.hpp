@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One sweep over a block: target = scale · source + Σ_j alpha_j · direction_j, optionally saving
 // source to a snapshot on the way. Every pass of every optimizer (perturb, restore, update, and
 // the fused update-plus-next-perturbation) is one of these, so a perturbation policy implements
@@ -89,10 +90,10 @@ struct element_mask {
   }
 };
 
-// The fused step (DESIGN.md §2) ends one step and begins the next in the same pass: the first
-// base_terms keyed terms, scale and extra give the new base point, which goes to base_to when
-// set (the exact-restore snapshot); the remaining terms, the next step's first perturbation,
-// are added on top of it and only reach target.
+// The fused step (docs/mezo.md, "Fused steps") ends one step and begins the next in the same
+// pass: the first base_terms keyed terms, scale and extra give the new base point, which goes to
+// base_to when set (the exact-restore snapshot); the remaining terms, the next step's first
+// perturbation, are added on top of it and only reach target.
 template <class T>
 struct pass {
   const T* source = nullptr;  // read from: the block itself or its snapshot

@@ -1,6 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0
 // Keyed random directions: every element of every direction is a pure function of
 // (seed, step, block id, stream, sample, element index), so it can be regenerated alone, in any
-// order, by any thread, on any backend, with the same bits (DESIGN.md §2, "Random directions").
+// order, by any thread, on any backend, with the same bits (docs/index.md, "Reproducibility",
+// gives the layout of the key and counter words).
 #pragma once
 
 #include <Random123/philox.h>

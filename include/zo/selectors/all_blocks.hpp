@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Layer selectors decide, per step, which blocks are trained zeroth-order, first-order, or not
 // at all.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LoHO's intra-layer mode: inside the matrix blocks an inner selector makes first-order, only a
 // fixed random fraction (1 − p) of the entries is trained first-order; the other entries are
 // trained zeroth-order (the reference code's masked zeroth-order branch never ran — here both

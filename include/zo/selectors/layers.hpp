@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Layer selectors that use the blocks' layer indices: LoHO's deepest-k split, the memory-budget
 // choice of k, and LeZO-style round-robin and random layer subsets.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // First-order step rules for the blocks a hybrid optimizer trains with gradients (LoHO's FO
 // part): SGD with optional momentum, and Adam with decoupled weight decay (AdamW). Both follow
 // PyTorch's update formulas, so a hybrid's FO part matches a plain torch.optim step.

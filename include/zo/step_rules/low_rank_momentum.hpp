@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LOZO-M's step rule: momentum kept in factor space. For a matrix block with direction U·Vᵀ the
 // momentum is N (m × r) with N·Vᵀ the momentum matrix; vector blocks keep dense momentum.
 //

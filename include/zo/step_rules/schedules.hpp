@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Learning-rate schedules: callables from a step index to a learning rate. Parameters are
 // checked when a schedule is built, so a bad schedule fails before any step runs.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ZO-SGD: θ ← θ − η(ḡ + λθ) with ḡ = (1/q) Σ_j g_j·z_j, λ applied only to blocks flagged for
 // decay (MeZO exempts biases and normalisation weights).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What every parameter block carries, and the lightweight view the ready-made stores hand out.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bookkeeping shared by the ready-made stores: ids, unique names and shape checks.
 #pragma once
 

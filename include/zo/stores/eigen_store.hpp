@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An owning store whose blocks are row-major Eigen matrices.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A non-owning store over memory the caller owns: the way into any framework. The caller keeps
 // the memory alive and unmoved for as long as the store is used.
 #pragma once

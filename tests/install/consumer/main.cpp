@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fails (non-zero exit) unless MeZO from the installed headers lowers a small quadratic.
 #include <cstdio>
 #include <vector>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Builds (not run: that needs mpiexec) against the installed zo::mpi target.
 #include <zo/distributed/mpi.hpp>
 #include <zo/zo.hpp>
