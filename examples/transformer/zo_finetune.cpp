@@ -11,6 +11,7 @@
 // `zo-finetune help` lists every option with its default.
 #include <omp.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -147,14 +148,6 @@ std::size_t peak_resident_bytes() {
 
 std::size_t resident_bytes() {
   return status_bytes("VmRSS:").value_or(0);
-}
-
-// Resets VmHWM to the current resident size (Linux ≥ 4.0), so the next peak is a phase's own.
-bool reset_peak_resident() {
-  std::ofstream clear("/proc/self/clear_refs");
-  clear << "5";
-  clear.close();
-  return static_cast<bool>(clear);
 }
 
 double seconds_since(clock_type::time_point start) {
@@ -693,6 +686,50 @@ std::vector<option_spec> memory_options() {
           {"threads", "0", "OpenMP threads (0: the OpenMP default)"}};
 }
 
+// One phase of the probe in a child process of its own, so that a phase's peak is its own
+// without resetting the peak through /proc/self/clear_refs, which many containers and chroots
+// do not let a process write. The parent forks before it has run any OpenMP region or built any
+// model, so every child starts from the same small process. `phase` builds the probe's model,
+// runs its step once (so allocations that persist across steps, and OpenMP's thread stacks, are
+// in place) and `steps` times more, and returns the resident size before the measured steps
+// (0 where /proc/self/status cannot be read); the child sends it and its peak resident size
+// (VmHWM, or getrusage's where /proc is missing) back through a pipe.
+struct phase_memory {
+  std::size_t before = 0, peak = 0;
+};
+
+template <class Phase>
+phase_memory measure_in_child(const char* name, Phase&& phase) {
+  int channel[2];
+  zo::detail::require(::pipe(channel) == 0, std::string("memory: pipe failed for ") + name);
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  zo::detail::require(child >= 0, std::string("memory: fork failed for ") + name);
+  if (child == 0) {
+    ::close(channel[0]);
+    int status = 0;
+    try {
+      phase_memory m;
+      m.before = phase();
+      m.peak = peak_resident_bytes();
+      status = ::write(channel[1], &m, sizeof m) == sizeof m ? 0 : 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "zo-finetune memory: %s: %s\n", name, e.what());
+      status = 1;
+    }
+    ::_exit(status);
+  }
+  ::close(channel[1]);
+  phase_memory m;
+  const bool reported = ::read(channel[0], &m, sizeof m) == sizeof m;
+  ::close(channel[0]);
+  int status = 0;
+  const pid_t waited = ::waitpid(child, &status, 0);
+  zo::detail::require(waited == child && WIFEXITED(status) && WEXITSTATUS(status) == 0 && reported,
+                      std::string("memory: the probe of '") + name + "' failed");
+  return m;
+}
+
 int memory(const arguments& args) {
   set_threads(args);
   opt::opt_config config = opt::read_config(args.text("checkpoint"));
@@ -701,45 +738,52 @@ int memory(const arguments& args) {
   config.d_ffn *= scale;
   config.n_heads *= scale;
   config.n_layers *= 2;
-  zo::eigen_store<float> store;
-  opt::register_parameters(store, config, 1);
-  const opt::opt_model model(config, store);
+  config.validate();
   const auto batch_size = args.positive("batch"), steps = args.positive("steps");
-  opt::lm_objective objective(model, reviews::sentiment_examples(3, batch_size),
-                              reviews::label_word_loss());
   std::size_t parameter_bytes = 0;
-  for (std::size_t b : model.parameter_blocks())
-    parameter_bytes += store.block(b).size() * sizeof(float);
+  for (const auto& spec : opt::parameter_specs(config))
+    parameter_bytes += static_cast<std::size_t>(spec.rows) * spec.cols * sizeof(float);
 
-  // Each phase runs once before it is measured, so allocations that persist across steps (and
-  // OpenMP's thread stacks) are in its baseline.
-  auto measure = [&](const char* name, auto&& body) {
-    body();
-    if (!reset_peak_resident()) {
-      throw zo::invalid_argument("cannot reset the peak resident size (/proc/self/clear_refs)");
+  auto phase = [&](auto step) {
+    return [&, step]() mutable {
+      zo::eigen_store<float> store;
+      opt::register_parameters(store, config, 1);
+      const opt::opt_model model(config, store);
+      opt::lm_objective objective(model, reviews::sentiment_examples(3, batch_size),
+                                  reviews::label_word_loss());
+      step(store, objective);
+      const std::size_t before = resident_bytes();
+      for (std::uint64_t s = 0; s < steps; ++s)
+        step(store, objective);
+      return before;
+    };
+  };
+  auto measure = [&](const char* name, auto&& step) {
+    const phase_memory m = measure_in_child(name, phase(step));
+    std::printf("  %-34s peak RSS %8.1f MiB", name, m.peak / 1048576.0);
+    if (m.before > 0) {
+      std::printf(" (%+.1f MiB over the %.1f MiB before it)",
+                  (double(m.peak) - double(m.before)) / 1048576.0, m.before / 1048576.0);
     }
-    const std::size_t before = resident_bytes();
-    for (std::uint64_t s = 0; s < steps; ++s)
-      body();
-    const std::size_t peak = peak_resident_bytes();
-    std::printf("  %-34s peak RSS %8.1f MiB (%+.1f MiB over the %.1f MiB before it)\n", name,
-                peak / 1048576.0, (double(peak) - double(before)) / 1048576.0, before / 1048576.0);
-    return peak;
+    std::printf("\n");
+    return m.peak;
   };
   std::printf(
       "memory of one step, batch %llu, model d_model %d, %d layers, %.1f MiB of "
-      "parameters:\n",
+      "parameters (each phase in a process of its own):\n",
       static_cast<unsigned long long>(batch_size), config.d_model, config.n_layers,
       parameter_bytes / 1048576.0);
-  const std::size_t inference = measure("inference (one forward)", [&] { objective.loss(); });
-  zo::mezo arithmetic(zo::central_difference(1e-3), zo::sgd<>(1e-6),
-                      {.seed = 1, .restore = zo::restore_mode::arithmetic});
+  const std::size_t inference =
+      measure("inference (one forward)", [](auto&, auto& objective) { objective.loss(); });
+  auto mezo_step = [](zo::restore_mode restore) {
+    return [optimizer = zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-6),
+                                 {.seed = 1, .restore = restore})](
+               auto& store, auto& objective) mutable { optimizer.step(store, objective); };
+  };
   const std::size_t zo_step =
-      measure("MeZO step, arithmetic restore", [&] { arithmetic.step(store, objective); });
-  zo::mezo exact(zo::central_difference(1e-3), zo::sgd<>(1e-6),
-                 {.seed = 1, .restore = zo::restore_mode::exact});
+      measure("MeZO step, arithmetic restore", mezo_step(zo::restore_mode::arithmetic));
   const std::size_t exact_step =
-      measure("MeZO step, exact restore", [&] { exact.step(store, objective); });
+      measure("MeZO step, exact restore", mezo_step(zo::restore_mode::exact));
   const double ratio = double(zo_step) / double(inference);
   std::printf(
       "MeZO step / inference peak: %.3f (arithmetic restore, the demo's), %.3f (exact "
