@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cmath>
+#include <concepts>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace zo {
 
@@ -21,14 +23,28 @@ inline void require(bool condition, const std::string& message) {
   if (!condition) throw zo::invalid_argument(message);
 }
 
+// A literal message becomes a std::string only when the check fails.
+inline void require(bool condition, const char* message) {
+  if (!condition) throw zo::invalid_argument(message);
+}
+
+// The message is built only when the check fails, so a check that runs every step allocates
+// nothing: require(ok, [&] { return "block '" + name + "' ..."; }).
+template <std::invocable Message>
+void require(bool condition, Message&& message) {
+  if (!condition) throw zo::invalid_argument(std::forward<Message>(message)());
+}
+
 inline void require_positive_finite(double value, const char* name) {
-  require(std::isfinite(value) && value > 0,
-          std::string(name) + " must be positive and finite, got " + std::to_string(value));
+  require(std::isfinite(value) && value > 0, [&] {
+    return std::string(name) + " must be positive and finite, got " + std::to_string(value);
+  });
 }
 
 inline void require_non_negative_finite(double value, const char* name) {
-  require(std::isfinite(value) && value >= 0,
-          std::string(name) + " must be non-negative and finite, got " + std::to_string(value));
+  require(std::isfinite(value) && value >= 0, [&] {
+    return std::string(name) + " must be non-negative and finite, got " + std::to_string(value);
+  });
 }
 
 }  // namespace detail

@@ -110,9 +110,10 @@ class hybrid {
                   "loss_and_gradients(zo::gradient_view<T>&), both returning the loss");
     const std::uint64_t step = zo_.step_count();
     const double fo_lr = fo_.learning_rate(step);
-    detail::require(std::isfinite(fo_lr) && fo_lr >= 0,
-                    "first-order learning rate at step " + std::to_string(step) +
-                        " must be non-negative and finite, got " + std::to_string(fo_lr));
+    detail::require(std::isfinite(fo_lr) && fo_lr >= 0, [&] {
+      return "first-order learning rate at step " + std::to_string(step) +
+             " must be non-negative and finite, got " + std::to_string(fo_lr);
+    });
 
     roles_.assign(store.size(), block_role::zeroth_order);
     selector_.select(step, store, std::span<block_role>(roles_));
@@ -125,13 +126,16 @@ class hybrid {
     element_mask mask;
     if constexpr (requires { selector_.mask(); }) mask = selector_.mask();
     for (std::size_t i : first_order_) {
-      detail::require(roles_[i] != block_role::mixed || mask.active,
-                      "the layer selector gave block '" + std::string(store.block(i).name()) +
-                          "' the mixed role but has no mask()");
+      detail::require(roles_[i] != block_role::mixed || mask.active, [&] {
+        return "the layer selector gave block '" + std::string(store.block(i).name()) +
+               "' the mixed role but has no mask()";
+      });
     }
-    auto& buffers = gradient_buffers<Backend, T>();
+    auto& ws = workspace<Backend, T>();
+    auto& buffers = ws.gradients;
+    auto& pointers = ws.pointers;
     buffers.resize(first_order_.size());
-    std::vector<T*> pointers(first_order_.size());
+    pointers.assign(first_order_.size(), nullptr);
 
     double scale = 1;
     auto between = [&] {
@@ -153,7 +157,7 @@ class hybrid {
                                             static_cast<std::uint32_t>(block.id()), mask},
             4);
       }
-      gradient_norm_ = std::sqrt(sum_of_squares<Backend>(store, pointers));
+      gradient_norm_ = std::sqrt(sum_of_squares<Backend>(store, ws));
       if (options_.clip_norm > 0 && gradient_norm_ > options_.clip_norm) {
         scale = options_.clip_norm / (gradient_norm_ + 1e-6);  // as torch's clip_grad_norm_
       }
@@ -182,9 +186,10 @@ class hybrid {
   step_report replay_step(Store& store, std::uint64_t step, std::span<const double> gradients,
                           std::size_t evaluations, bool skipped,
                           std::span<const block_role> roles) {
-    detail::require(roles.size() == store.size(),
-                    "step " + std::to_string(step) + " logged " + std::to_string(roles.size()) +
-                        " roles for a store of " + std::to_string(store.size()) + " blocks");
+    detail::require(roles.size() == store.size(), [&] {
+      return "step " + std::to_string(step) + " logged " + std::to_string(roles.size()) +
+             " roles for a store of " + std::to_string(store.size()) + " blocks";
+    });
     roles_.assign(roles.begin(), roles.end());
     element_mask mask;
     if constexpr (requires { selector_.mask(); }) mask = selector_.mask();
@@ -227,28 +232,36 @@ class hybrid {
   const Selector& selector() const { return selector_; }
 
  private:
+  // The first-order part's buffers for one backend and element type, kept across steps so that
+  // a step after the first allocates nothing.
   template <class Backend, class T>
-  std::vector<typename Backend::template buffer<T>>& gradient_buffers() {
-    using type = std::vector<typename Backend::template buffer<T>>;
-    if (std::any_cast<type>(&gradients_) == nullptr) gradients_ = type{};
-    return *std::any_cast<type>(&gradients_);
+  struct first_order_workspace {
+    std::vector<typename Backend::template buffer<T>> gradients;
+    std::vector<T*> pointers;
+    typename Backend::template buffer<double> partial;  // the gradient norm's partial sums
+    std::vector<double> host;
+  };
+
+  template <class Backend, class T>
+  first_order_workspace<Backend, T>& workspace() {
+    using type = first_order_workspace<Backend, T>;
+    if (std::any_cast<type>(&workspace_) == nullptr) workspace_ = type{};
+    return *std::any_cast<type>(&workspace_);
   }
 
   template <class Backend, class Store, class T>
-  double sum_of_squares(const Store& store, const std::vector<T*>& pointers) {
+  double sum_of_squares(const Store& store, first_order_workspace<Backend, T>& ws) {
     constexpr std::size_t chunk = 1 << 14;
     double total = 0;
-    typename Backend::template buffer<double> partial;
-    std::vector<double> host;
     for (std::size_t k = 0; k < first_order_.size(); ++k) {
       const std::size_t n = store.block(first_order_[k]).size();
       const std::size_t chunks = (n + chunk - 1) / chunk;
-      partial.resize(chunks);
+      ws.partial.resize(chunks);
       Backend::for_each_index(
-          chunks, detail::square_sum_kernel<T>{pointers[k], n, chunk, Backend::data(partial)},
+          chunks, detail::square_sum_kernel<T>{ws.pointers[k], n, chunk, Backend::data(ws.partial)},
           chunk);
-      Backend::to_host(partial, host);
-      for (double s : host)
+      Backend::to_host(ws.partial, ws.host);
+      for (double s : ws.host)
         total += s;
     }
     return total;
@@ -262,7 +275,7 @@ class hybrid {
   hybrid_options options_;
   std::vector<block_role> roles_;
   std::vector<std::size_t> first_order_;
-  std::any gradients_;
+  std::any workspace_;
   double first_order_loss_ = 0, gradient_norm_ = 0;
 };
 

@@ -85,9 +85,10 @@ struct zo_workspace {
 
 // A direction's sample index is 8 bits of its key; a larger one would silently alias another.
 inline void require_sample(std::size_t sample) {
-  require(sample < max_samples_per_step,
-          "direction sample " + std::to_string(sample) + " is out of range: at most " +
-              std::to_string(max_samples_per_step) + " directions per step");
+  require(sample < max_samples_per_step, [&] {
+    return "direction sample " + std::to_string(sample) + " is out of range: at most " +
+           std::to_string(max_samples_per_step) + " directions per step";
+  });
 }
 
 // Stands in for the probe while an estimator is run only to learn where it evaluates first:
@@ -390,8 +391,10 @@ class zo_optimizer {
     select_roles(store, step_, ws.roles);
     detail::require(
         roles.empty() || std::equal(roles.begin(), roles.end(), ws.roles.begin(), ws.roles.end()),
-        "the logged roles of step " + std::to_string(step) +
-            " differ from the selector's: the log was recorded with another selector");
+        [&] {
+          return "the logged roles of step " + std::to_string(step) +
+                 " differ from the selector's: the log was recorded with another selector";
+        });
     detail::nothing_between nothing;
     return replay(store, step, gradients, evaluations, skipped, ws.roles, element_mask{}, nothing,
                   options_.fused_steps);
@@ -496,7 +499,10 @@ class zo_optimizer {
     if (roles.data() != ws.roles.data()) ws.roles.assign(roles.begin(), roles.end());
     detail::require(std::any_of(ws.roles.begin(), ws.roles.end(),
                                 [](block_role r) { return r != block_role::frozen; }),
-                    "the layer selector left no block to train at step " + std::to_string(step_));
+                    [&] {
+                      return "the layer selector left no block to train at step " +
+                             std::to_string(step_);
+                    });
     if constexpr (!requires { requires Perturbation::supports_element_masks; }) {
       detail::require(std::none_of(ws.roles.begin(), ws.roles.end(),
                                    [](block_role r) { return r == block_role::mixed; }),
@@ -573,13 +579,14 @@ class zo_optimizer {
   step_report replay(Store& store, std::uint64_t step, std::span<const double> gradients,
                      std::size_t evaluations, bool skipped, std::span<const block_role> roles,
                      const element_mask& mask, Between& between, bool fuse) {
-    detail::require(step == step_, "the log's step " + std::to_string(step) +
-                                       " is not the optimizer's next step " +
-                                       std::to_string(step_));
-    detail::require(skipped || gradients.size() == estimator_.samples(),
-                    "step " + std::to_string(step) + " logged " + std::to_string(gradients.size()) +
-                        " projected gradients; the estimator makes " +
-                        std::to_string(estimator_.samples()));
+    detail::require(step == step_, [&] {
+      return "the log's step " + std::to_string(step) + " is not the optimizer's next step " +
+             std::to_string(step_);
+    });
+    detail::require(skipped || gradients.size() == estimator_.samples(), [&] {
+      return "step " + std::to_string(step) + " logged " + std::to_string(gradients.size()) +
+             " projected gradients; the estimator makes " + std::to_string(estimator_.samples());
+    });
     std::size_t calls = 0;
     const auto logged_loss = [&]() -> double {
       return skipped && ++calls == evaluations ? std::numeric_limits<double>::quiet_NaN() : 0.0;
@@ -603,10 +610,10 @@ class zo_optimizer {
     roles.assign(store.size(), block_role::zeroth_order);
     selector_.select(step, store, std::span<block_role>(roles));
     for (std::size_t i = 0; i < store.size(); ++i) {
-      detail::require(roles[i] != block_role::first_order && roles[i] != block_role::mixed,
-                      "the layer selector gave block '" + std::string(store.block(i).name()) +
-                          "' a first-order role; a zeroth-order optimizer cannot train it (use "
-                          "zo::hybrid)");
+      detail::require(roles[i] != block_role::first_order && roles[i] != block_role::mixed, [&] {
+        return "the layer selector gave block '" + std::string(store.block(i).name()) +
+               "' a first-order role; a zeroth-order optimizer cannot train it (use zo::hybrid)";
+      });
     }
   }
 
@@ -665,29 +672,33 @@ class zo_optimizer {
   template <class Store>
   void validate(const Store& store, double lr) const {
     detail::require(store.size() > 0, "the parameter store has no blocks");
-    detail::require(std::isfinite(lr) && lr >= 0, "learning rate at step " + std::to_string(step_) +
-                                                      " must be non-negative and finite, got " +
-                                                      std::to_string(lr));
-    detail::require(step_ < (std::uint64_t{1} << 32),
-                    "step index " + std::to_string(step_) + " exceeds the 2^32 steps a key holds");
+    detail::require(std::isfinite(lr) && lr >= 0, [&] {
+      return "learning rate at step " + std::to_string(step_) +
+             " must be non-negative and finite, got " + std::to_string(lr);
+    });
+    detail::require(step_ < (std::uint64_t{1} << 32), [&] {
+      return "step index " + std::to_string(step_) + " exceeds the 2^32 steps a key holds";
+    });
     const std::size_t q = estimator_.samples();
-    detail::require(q >= 1 && q <= max_samples_per_step,
-                    "the estimator asks for " + std::to_string(q) + " directions per step; 1 to " +
-                        std::to_string(max_samples_per_step) + " are supported");
+    detail::require(q >= 1 && q <= max_samples_per_step, [&] {
+      return "the estimator asks for " + std::to_string(q) + " directions per step; 1 to " +
+             std::to_string(max_samples_per_step) + " are supported";
+    });
     detail::require_positive_finite(estimator_.epsilon(), "estimator epsilon");
     for (std::size_t i = 0; i < store.size(); ++i) {
       const auto b = store.block(i);
-      const std::string name(b.name());
-      detail::require(b.rows() > 0 && b.cols() > 0, "block '" + name + "' has an empty shape");
-      detail::require(b.size() == b.rows() * b.cols(),
-                      "block '" + name + "' has shape " + std::to_string(b.rows()) + "x" +
-                          std::to_string(b.cols()) + " but holds " + std::to_string(b.size()) +
-                          " elements");
-      detail::require(b.data() != nullptr, "block '" + name + "' has no storage");
-      detail::require(b.size() < max_elements_per_block,
-                      "block '" + name + "' has more than 2^48 elements");
+      auto block = [&](const char* problem) {
+        return [&b, problem] { return "block '" + std::string(b.name()) + "' " + problem; };
+      };
+      detail::require(b.rows() > 0 && b.cols() > 0, block("has an empty shape"));
+      detail::require(b.size() == b.rows() * b.cols(), [&] {
+        return "block '" + std::string(b.name()) + "' has shape " + std::to_string(b.rows()) + "x" +
+               std::to_string(b.cols()) + " but holds " + std::to_string(b.size()) + " elements";
+      });
+      detail::require(b.data() != nullptr, block("has no storage"));
+      detail::require(b.size() < max_elements_per_block, block("has more than 2^48 elements"));
       detail::require(b.id() <= std::numeric_limits<std::uint32_t>::max(),
-                      "block '" + name + "' has an id above 2^32 - 1");
+                      block("has an id above 2^32 - 1"));
       if constexpr (requires { perturbation_.validate(b); }) perturbation_.validate(b);
     }
   }

@@ -172,9 +172,10 @@ struct dense_perturbation {
 
   template <class Backend, class Block, class T, class Scratch>
   void apply(const Backend& backend, const Block& block, const pass<T>& p, Scratch&) const {
-    detail::require(p.extra.left == nullptr,
-                    "dense_perturbation cannot apply low-rank terms (block '" +
-                        std::string(block.name()) + "'); use low_rank_perturbation");
+    detail::require(p.extra.left == nullptr, [&] {
+      return "dense_perturbation cannot apply low-rank terms (block '" + std::string(block.name()) +
+             "'); use low_rank_perturbation";
+    });
     detail::apply_dense<Distribution>(backend, block, p, stream::dense);
   }
 };

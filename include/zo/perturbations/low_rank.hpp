@@ -130,9 +130,11 @@ class low_rank_perturbation {
   void validate(const Block& block) const {
     if (!is_matrix(block)) return;
     const std::size_t limit = block.rows() < block.cols() ? block.rows() : block.cols();
-    detail::require(rank_ <= limit, "low_rank_perturbation: rank " + std::to_string(rank_) +
-                                        " exceeds min(rows, cols) = " + std::to_string(limit) +
-                                        " of block '" + std::string(block.name()) + "'");
+    detail::require(rank_ <= limit, [&] {
+      return "low_rank_perturbation: rank " + std::to_string(rank_) +
+             " exceeds min(rows, cols) = " + std::to_string(limit) + " of block '" +
+             std::string(block.name()) + "'";
+    });
   }
 
   // The step whose key V uses at `step`: the first step of its ν-step window.
@@ -166,8 +168,9 @@ class low_rank_perturbation {
   template <class Backend, class Block, class T, class Scratch>
   void apply(const Backend& backend, const Block& block, const pass<T>& p, Scratch& scratch) const {
     if (!is_matrix(block)) {
-      detail::require(p.extra.left == nullptr,
-                      "low-rank terms given for vector block '" + std::string(block.name()) + "'");
+      detail::require(p.extra.left == nullptr, [&] {
+        return "low-rank terms given for vector block '" + std::string(block.name()) + "'";
+      });
       detail::apply_dense<gaussian_distribution>(backend, block, p, stream::dense);
       return;
     }

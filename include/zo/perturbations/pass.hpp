@@ -46,8 +46,9 @@ struct term_list {
         return;
       }
     }
-    detail::require(count < max_terms_per_pass, "at most " + std::to_string(max_terms_per_pass) +
-                                                    " directions can be applied at once");
+    detail::require(count < max_terms_per_pass, [] {
+      return "at most " + std::to_string(max_terms_per_pass) + " directions can be applied at once";
+    });
     items[count++] = direction_term<T>{step, sample, alpha};
   }
 };

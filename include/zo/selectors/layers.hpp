@@ -40,8 +40,10 @@ class deepest_layers {
   template <class Store>
   void select(std::uint64_t, const Store& store, std::span<block_role> roles) const {
     const std::size_t layers = layer_count(store);
-    detail::require(k_ <= layers, "deepest_layers: k = " + std::to_string(k_) + " exceeds the " +
-                                      std::to_string(layers) + " layers of the store");
+    detail::require(k_ <= layers, [&] {
+      return "deepest_layers: k = " + std::to_string(k_) + " exceeds the " +
+             std::to_string(layers) + " layers of the store";
+    });
     for (std::size_t i = 0; i < store.size(); ++i) {
       const auto layer = store.block(i).layer();
       const bool deep = layer && *layer >= 0 && static_cast<std::size_t>(*layer) + k_ >= layers;
@@ -100,9 +102,10 @@ class memory_budget {
 
   template <class Store>
   void select(std::uint64_t step, const Store& store, std::span<block_role> roles) const {
-    detail::require(layer_count(store) == model_.layers.size(),
-                    "memory_budget: the cost model has " + std::to_string(model_.layers.size()) +
-                        " layers, the store " + std::to_string(layer_count(store)));
+    detail::require(layer_count(store) == model_.layers.size(), [&] {
+      return "memory_budget: the cost model has " + std::to_string(model_.layers.size()) +
+             " layers, the store " + std::to_string(layer_count(store));
+    });
     deepest_layers(k_).select(step, store, roles);
   }
 
@@ -127,10 +130,11 @@ void assign_layers(const Store& store, const std::vector<bool>& chosen_layers, b
 }
 
 inline void require_layers(std::size_t per_step, std::size_t layers, const char* who) {
-  require(per_step >= 1, std::string(who) + ": layers_per_step must be at least 1");
-  require(per_step <= layers, std::string(who) + ": layers_per_step = " + std::to_string(per_step) +
-                                  " exceeds the " + std::to_string(layers) +
-                                  " layers of the store");
+  require(per_step >= 1, [&] { return std::string(who) + ": layers_per_step must be at least 1"; });
+  require(per_step <= layers, [&] {
+    return std::string(who) + ": layers_per_step = " + std::to_string(per_step) + " exceeds the " +
+           std::to_string(layers) + " layers of the store";
+  });
 }
 
 }  // namespace detail

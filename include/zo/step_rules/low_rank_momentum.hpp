@@ -157,10 +157,11 @@ class low_rank_momentum {
       if (!bs.initialized) {
         bs.momentum.resize(count);
       } else {
-        detail::require(bs.momentum.size() == count,
-                        "low_rank_momentum: momentum of block '" + std::string(block.name()) +
-                            "' has " + std::to_string(bs.momentum.size()) +
-                            " elements, the block needs " + std::to_string(count));
+        detail::require(bs.momentum.size() == count, [&] {
+          return "low_rank_momentum: momentum of block '" + std::string(block.name()) + "' has " +
+                 std::to_string(bs.momentum.size()) + " elements, the block needs " +
+                 std::to_string(count);
+        });
       }
       T* momentum = Backend::data(bs.momentum);
       const bool fresh = !bs.initialized;
