@@ -93,6 +93,11 @@ ln -s /dev/full full.json
 expect_failure "finetune: curves to /dev/full" 'full\.csv' "${finetune[@]}" --checkpoint CK --out full
 rm full.csv
 expect_failure "finetune: summary to /dev/full" 'full\.json' "${finetune[@]}" --checkpoint CK --out full
+ln -s /dev/null null.csv
+ln -s /dev/null null.json
+expect_success "finetune: outputs linked to /dev/null are written into it" \
+  "${finetune[@]}" --checkpoint CK --out null
+[ -L null.csv ] && [ -L null.json ] && [ -c /dev/null ] || fail "the links to /dev/null were replaced"
 expect_failure "finetune: standard output to /dev/full" 'standard output' \
   bash -c '"$@" > /dev/full' finetune "${finetune[@]}" --checkpoint CK --out r
 mkdir report-full

@@ -205,6 +205,23 @@ inline void require_writable_directory(const fs::path& dir, const std::string& w
   ::unlink(probe.c_str());
 }
 
+// Checks, before any work, that write_file_atomically(path, ...) can write: the directory of
+// the file `path` resolves to (see require_writable_directory), or, where `path` is (or links
+// to) a device or other non-regular file, which is written in place, that it is writable.
+inline void require_writable_output(const fs::path& path, const std::string& what) {
+  const fs::path target = resolved_output(path);
+  std::error_code ec;
+  const auto status = fs::status(target, ec);
+  if (fs::exists(status) && !fs::is_regular_file(status)) {
+    if (fs::is_directory(status))
+      throw std::runtime_error(what + ": " + path.string() + " is a directory");
+    if (::access(target.c_str(), W_OK) != 0)
+      throw std::runtime_error(what + ": cannot write " + path.string() + ": " + errno_text(errno));
+    return;
+  }
+  require_writable_directory(target.parent_path(), what);
+}
+
 // An exclusive lock on PREFIX.lock (flock(2)) for the life of the object, so that a second run
 // writing the same outputs is refused rather than interleaving with this one. The lock file is
 // removed when the run ends; one left by a killed run holds no lock and is reused.

@@ -592,9 +592,8 @@ int finetune(const arguments& args) {
         {{checkpoint, "the checkpoint (--checkpoint)"},
          {checkpoint / "config.json", "the checkpoint's"},
          {checkpoint / "model.safetensors", "the checkpoint's"}});
-    zo_examples::require_writable_directory(
-        zo_examples::resolved_output(prefix.string() + ".json").parent_path(),
-        "--out " + prefix.string());
+    zo_examples::require_writable_output(csv_path, "--out " + prefix.string());
+    zo_examples::require_writable_output(json_path, "--out " + prefix.string());
     lock.emplace(prefix.string() + ".lock", prefix.string());
   }
 
@@ -977,9 +976,11 @@ int report(const arguments& args) {
   }
   zo_examples::write_file_atomically(md_path, table.str());
   // The plot: held-out accuracy and training loss against forward passes, one line per method.
-  // gnuplot writes it to a temporary file, checked (not empty) and then put in place as a whole.
+  // gnuplot writes it to a temporary file in the --out directory (checked writable above; not
+  // next to where comparison.png may link), which is read back, checked (not empty) and then
+  // written in place as a whole.
   const fs::path png_temporary =
-      zo_examples::unique_sibling(zo_examples::resolved_output(png), "tmp");
+      zo_examples::unique_sibling(zo_examples::resolved_output(out) / "comparison.png", "tmp");
   std::ostringstream script;
   script << "set datafile separator ','\nset terminal pngcairo size 1200,500 font ',10'\n"
          << "set output '" << png_temporary.string() << "'\nset multiplot layout 1,2\n"
@@ -998,7 +999,9 @@ int report(const arguments& args) {
            << "' ? $4 : 1/0) with lines title '" << name << "'";
   }
   script << "\nunset multiplot\n";
-  FILE* gnuplot = popen("gnuplot", "w");
+  // gnuplot's standard output is discarded: where it cannot open its output it writes the
+  // image there instead.
+  FILE* gnuplot = popen("gnuplot > /dev/null", "w");
   zo::detail::require(gnuplot != nullptr, "cannot run gnuplot (Debian: gnuplot-nox)");
   std::fputs(script.str().c_str(), gnuplot);
   const int status = pclose(gnuplot);
@@ -1006,8 +1009,11 @@ int report(const arguments& args) {
   try {
     zo::detail::require(status == 0, "gnuplot failed (exit status " + std::to_string(status) +
                                          "); is gnuplot (Debian: gnuplot-nox) installed?");
+    std::error_code ec;
+    zo::detail::require(
+        fs::file_size(png_temporary, ec) > 0 && !ec,
+        "cannot write " + png.string() + ": gnuplot wrote no plot to " + png_temporary.string());
     plot = zo_examples::read_file(png_temporary);
-    zo::detail::require(!plot.empty(), "gnuplot wrote an empty plot to " + png_temporary.string());
   } catch (...) {
     std::error_code ignored;
     fs::remove(png_temporary, ignored);
