@@ -5,6 +5,9 @@
 #include <boost/test/unit_test.hpp>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
 
 #include "replay/replay_run.hpp"
 #include "support.hpp"
@@ -105,5 +108,75 @@ BOOST_AUTO_TEST_CASE(a_log_without_a_run_configuration_is_refused_by_name) {
                         zo::invalid_argument, [](const zo::invalid_argument& e) {
                           return std::string(e.what()).find("'adamw'") != std::string::npos;
                         });
+  fs::remove_all(dir);
+}
+
+namespace {
+
+std::string bytes_of(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+bool replay_error_contains(const fs::path& base, const fs::path& log, const fs::path& out,
+                           const std::string& part) {
+  try {
+    zo_replay::replay_file(base, log, out);
+  } catch (const std::exception& e) {
+    BOOST_TEST_MESSAGE(e.what());
+    return std::string(e.what()).find(part) != std::string::npos;
+  }
+  return false;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(an_output_that_would_overwrite_an_input_is_refused_before_any_work) {
+  const fs::path dir = scratch_dir(), base = dir / "base.safetensors", log = dir / "run.zotraj";
+  write_base(base);
+  zo_replay::run_config config;
+  config.learning_rate = 1e-3;
+  run_live(base, log, config, 3);
+  const std::string base_bytes = bytes_of(base), log_bytes = bytes_of(log);
+  BOOST_TEST(replay_error_contains(base, log, base, "would overwrite the base checkpoint"));
+  BOOST_TEST(replay_error_contains(base, log, dir / "." / "run.zotraj",
+                                   "would overwrite the trajectory log"));
+  fs::remove(dir / "alias.safetensors");
+  fs::create_symlink(base, dir / "alias.safetensors");
+  BOOST_TEST(replay_error_contains(base, log, dir / "alias.safetensors", "would overwrite"));
+  BOOST_TEST((bytes_of(base) == base_bytes));
+  BOOST_TEST((bytes_of(log) == log_bytes));
+  fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(an_output_is_written_through_its_link_and_a_failed_write_is_an_error) {
+  const fs::path dir = scratch_dir(), base = dir / "base.safetensors", log = dir / "run.zotraj";
+  write_base(base);
+  zo_replay::run_config config;
+  config.learning_rate = 1e-3;
+  const auto live = run_live(base, log, config, 3);
+  // A link to /dev/full: the new file cannot replace a device, so it is refused by name (before,
+  // the link was silently replaced by a file).
+  fs::remove(dir / "full.safetensors");
+  fs::create_symlink("/dev/full", dir / "full.safetensors");
+  BOOST_TEST(replay_error_contains(base, log, dir / "full.safetensors", "full.safetensors"));
+  BOOST_TEST(fs::is_character_file("/dev/full"));
+  // A link to a regular file: the file it names is replaced, the link stays.
+  fs::create_directories(dir / "elsewhere");
+  fs::remove(dir / "link.safetensors");
+  fs::create_symlink(dir / "elsewhere" / "out.safetensors", dir / "link.safetensors");
+  zo_replay::replay_file(base, log, dir / "link.safetensors");
+  BOOST_TEST(fs::is_symlink(dir / "link.safetensors"));
+  BOOST_TEST(zo_test::snapshot(zo_replay::load_checkpoint(dir / "elsewhere" / "out.safetensors")) ==
+             zo_test::snapshot(live));
+  // A directory that cannot hold the output.
+  BOOST_TEST(replay_error_contains(base, log, "/dev/full/out.safetensors", "/dev/full"));
+#if defined(ZO_REPLAY_BINARY)
+  // The command's report to a full standard output is a failure, not exit status 0.
+  const std::string command = std::string(ZO_REPLAY_BINARY) + " " + base.string() + " " +
+                              log.string() + " " + (dir / "cli.safetensors").string() +
+                              " > /dev/full 2> /dev/null";
+  BOOST_TEST(std::system(command.c_str()) != 0);
+#endif
   fs::remove_all(dir);
 }

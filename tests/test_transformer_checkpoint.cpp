@@ -4,13 +4,18 @@
 // prefix, F16 tensors, an lm_head.weight) load; a missing, misnamed or mis-shaped tensor, a
 // truncated file and an unsupported config each give an error naming the problem.
 #define BOOST_TEST_MODULE transformer_checkpoint
+#include <sys/resource.h>
 #include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "transformer/checkpoint.hpp"
@@ -409,4 +414,132 @@ BOOST_AUTO_TEST_CASE(config_json_names_the_special_tokens_of_the_vocabulary) {
   BOOST_TEST(reviews::token("<bos>") == 0);
   BOOST_TEST(reviews::token(".") == 1);
   BOOST_TEST(reviews::token(",") == 2);
+}
+
+namespace {
+
+// The entries of a directory, by name.
+std::vector<std::string> entries_of(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string bytes_of(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Runs f with writes to regular files limited to `bytes` (RLIMIT_FSIZE; SIGXFSZ ignored, so a
+// write past it fails with EFBIG, as on a full disk).
+template <class F>
+void with_file_size_limit(rlim_t bytes, F&& f) {
+  rlimit old{};
+  BOOST_REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+  const auto handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit limited = old;
+  limited.rlim_cur = bytes;
+  BOOST_REQUIRE(::setrlimit(RLIMIT_FSIZE, &limited) == 0);
+  try {
+    f();
+  } catch (...) {
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, handler);
+    throw;
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, handler);
+}
+
+const opt::opt_config one_layer{
+    .vocab_size = 13, .max_positions = 10, .d_model = 4, .n_heads = 1, .n_layers = 1, .d_ffn = 6};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_checkpoint_of_another_shape_replaces_the_directory_as_a_whole) {
+  scratch s;
+  const fs::path ck = s.dir / "ck";
+  save_random(ck, 1);
+  zo::eigen_store<float> other;
+  opt::register_parameters(other, one_layer, 0);
+  randomise(other, 2);
+  opt::save_checkpoint(ck, one_layer, other);
+  zo::eigen_store<float> loaded;
+  const auto result = opt::load_checkpoint(ck, loaded);
+  BOOST_TEST(result.config.n_layers == 1);
+  BOOST_TEST(some_logits(loaded, one_layer) == some_logits(other, one_layer));
+  // No temporary or set-aside directory is left next to it.
+  BOOST_TEST(entries_of(s.dir) == std::vector<std::string>{"ck"});
+  BOOST_TEST((entries_of(ck) == std::vector<std::string>{"config.json", "model.safetensors"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_save_leaves_the_old_checkpoint_and_no_temporary) {
+  scratch s;
+  const fs::path ck = s.dir / "ck";
+  save_random(ck, 1);
+  const std::string config = bytes_of(ck / "config.json"),
+                    weights = bytes_of(ck / "model.safetensors");
+  zo::eigen_store<float> other;
+  opt::register_parameters(other, one_layer, 0);
+  // 1 KiB: config.json fits, model.safetensors does not, so the save fails half way.
+  std::string message;
+  with_file_size_limit(
+      1024, [&] { message = error_of([&] { opt::save_checkpoint(ck, one_layer, other); }); });
+  BOOST_TEST_MESSAGE(message);
+  BOOST_TEST(contains(message, "cannot write the checkpoint " + ck.string()));
+  BOOST_TEST((bytes_of(ck / "config.json") == config));
+  BOOST_TEST((bytes_of(ck / "model.safetensors") == weights));
+  BOOST_TEST(entries_of(s.dir) == std::vector<std::string>{"ck"});
+  BOOST_TEST((entries_of(ck) == std::vector<std::string>{"config.json", "model.safetensors"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_save_never_leaves_new_weights_with_the_old_config) {
+  // Before, the weights were renamed into place first and config.json (through the fixed name
+  // config.json.tmp) second, so a failure between them (here the temporary name taken by a
+  // directory) left the new weights under the old config. A directory holding anything but a
+  // checkpoint's two files is now refused as a whole, before anything is written.
+  scratch s;
+  const fs::path ck = s.dir / "ck";
+  const auto old = save_random(ck, 1);
+  fs::create_directory(ck / "config.json.tmp");
+  zo::eigen_store<float> other;
+  opt::register_parameters(other, one_layer, 0);
+  const std::string message = error_of([&] { opt::save_checkpoint(ck, one_layer, other); });
+  BOOST_TEST_MESSAGE(message);
+  BOOST_TEST(contains(message, "'config.json.tmp'"));
+  zo::eigen_store<float> loaded;
+  BOOST_REQUIRE(error_of([&] { opt::load_checkpoint(ck, loaded); }) == "(no error)");
+  BOOST_TEST(some_logits(loaded, small) == some_logits(old, small));
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_saves_leave_one_whole_checkpoint) {
+  scratch s;
+  const fs::path ck = s.dir / "ck";
+  zo::eigen_store<float> a, b;
+  opt::register_parameters(a, small, 0);
+  opt::register_parameters(b, one_layer, 0);
+  std::string errors[2];
+  {
+    auto save = [&](const opt::opt_config& config, const zo::eigen_store<float>& store,
+                    std::string& error) {
+      for (int i = 0; i < 20 && error.empty(); ++i) {
+        try {
+          opt::save_checkpoint(ck, config, store);
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+      }
+    };
+    std::thread first(save, std::cref(small), std::cref(a), std::ref(errors[0]));
+    std::thread second(save, std::cref(one_layer), std::cref(b), std::ref(errors[1]));
+    first.join();
+    second.join();
+  }
+  BOOST_TEST(errors[0] == "");
+  BOOST_TEST(errors[1] == "");
+  zo::eigen_store<float> loaded;
+  BOOST_TEST(error_of([&] { opt::load_checkpoint(ck, loaded); }) == "(no error)");
+  BOOST_TEST(entries_of(s.dir) == std::vector<std::string>{"ck"});
 }

@@ -13,6 +13,8 @@
 #include <zo/io/trajectory.hpp>
 #include <zo/zo.hpp>
 
+#include "../common/output_files.hpp"
+
 namespace zo_replay {
 
 // Everything that decides a zeroth-order run besides the weights and the losses. Constant
@@ -141,16 +143,34 @@ struct replay_result {
 };
 
 // Replays the log at `log_path` on the checkpoint at `base`, writing the result to `out`.
+// Before anything is read, an `out` that would overwrite the base or the log (the same file,
+// through links too) is refused, as is one that is (or links to) something other than a
+// regular file, which the new file could not replace as a whole. `out` is written through its
+// links, as a whole (zo::io::write_safetensors: a temporary file, fsync'ed and renamed), and its
+// directory fsync'ed; a failed write is an error naming the file.
 inline replay_result replay_file(const std::filesystem::path& base,
                                  const std::filesystem::path& log_path,
                                  const std::filesystem::path& out) {
+  zo_examples::refuse_overwriting_inputs(
+      {{out, "the output"}}, {{base, "the base checkpoint"}, {log_path, "the trajectory log"}});
+  const std::filesystem::path target = zo_examples::resolved_output(out);
+  std::error_code ec;
+  const auto status = std::filesystem::status(target, ec);
+  zo::detail::require(!std::filesystem::exists(status) || std::filesystem::is_regular_file(status),
+                      "cannot write " + out.string() +
+                          ": it is not a regular file (it resolves to " + target.string() + ")");
   replay_result result;
   result.log = zo::io::read_trajectory(log_path);
   const run_config config = run_config::from_json(result.log.header.description);
   auto store = load_checkpoint(base);
   result.steps = config.with_optimizer(
       [&](auto& optimizer) { return zo::io::replay(optimizer, store, result.log); });
-  zo::io::save_store(out, store, {{"zo-replay", log_path.filename().string()}});
+  zo::io::save_store(target, store, {{"zo-replay", log_path.filename().string()}});
+  try {
+    zo_examples::fsync_directory(target.parent_path());
+  } catch (const std::exception& e) {
+    throw zo::invalid_argument("cannot write " + out.string() + ": " + e.what());
+  }
   return result;
 }
 

@@ -5,6 +5,7 @@
 //
 // The log's description names the optimizer and its settings (see replay_run.hpp); the base
 // checkpoint must be the one the run started from, with its tensors in the same order.
+#include <csignal>
 #include <cstdio>
 #include <exception>
 
@@ -15,12 +16,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s BASE.safetensors RUN.zotraj OUT.safetensors\n", argv[0]);
     return 2;
   }
+  // A write past the file-size limit (ulimit -f) fails with EFBIG and is reported, rather than
+  // killing the process in the middle of it.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     const auto result = zo_replay::replay_file(argv[1], argv[2], argv[3]);
     std::printf("replayed %zu steps from %s into %s\n", result.steps, argv[2], argv[3]);
     if (!result.log.complete) {
       std::printf("the log was cut off: %s; the weights are those after the last complete step\n",
                   result.log.reason.c_str());
+    }
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "cannot write to standard output\n");
+      return 1;
     }
     return 0;
   } catch (const std::exception& e) {

@@ -7,16 +7,20 @@
 #pragma once
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 #include <zo/errors.hpp>
 #include <zo/io/safetensors.hpp>
 
+#include "../common/output_files.hpp"
 #include "opt_model.hpp"
 
 namespace opt {
@@ -111,12 +115,51 @@ inline opt_config read_config(const std::filesystem::path& dir) {
   return config_from_json(j, path.string());
 }
 
-// Writes config.json and model.safetensors into dir (created if needed); each file is written to
-// a temporary name and renamed, so a crash leaves the old checkpoint or the new one.
+// The entries a directory save_checkpoint replaces may hold: a checkpoint's two files. Anything
+// else (a tokenizer, notes) would be lost with the old directory, so such a directory is refused.
+inline const std::vector<std::string>& checkpoint_files() {
+  static const std::vector<std::string> names = {"config.json", "model.safetensors"};
+  return names;
+}
+
+// Refuses, naming the reason, a `dir` save_checkpoint must not replace: something other than a
+// directory, or a directory holding entries other than a checkpoint's files. An absent `dir` is
+// fine. Callers check this before any work; save_checkpoint checks it again.
+inline void check_checkpoint_target(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  const fs::path target = zo_examples::resolved_output(dir);
+  std::error_code ec;
+  const auto status = fs::status(target, ec);
+  if (!fs::exists(status)) return;
+  zo::detail::require(fs::is_directory(status),
+                      dir.string() + " exists and is not a directory; a checkpoint is a directory");
+  fs::directory_iterator entries(target, ec);
+  if (ec == std::errc::no_such_file_or_directory) return;  // another save moved it meanwhile
+  zo::detail::require(!ec, "cannot read the directory " + dir.string() + ": " + ec.message());
+  for (; entries != fs::directory_iterator(); entries.increment(ec)) {
+    if (ec) break;  // gone meanwhile (another save)
+    const std::string name = entries->path().filename().string();
+    const auto& known = checkpoint_files();
+    zo::detail::require(std::find(known.begin(), known.end(), name) != known.end(),
+                        dir.string() + " holds '" + name +
+                            "', which is not part of a checkpoint; a save replaces the whole "
+                            "directory, so it is refused (remove the file or choose another "
+                            "directory)");
+  }
+}
+
+// Writes config.json and model.safetensors as a new directory `dir`, as a whole: both files go
+// into a uniquely named temporary sibling (DIR.tmp.<pid>.<random>), each fsync'ed, the directory
+// fsync'ed, then it is renamed into place. An existing `dir` (a checkpoint, see
+// check_checkpoint_target) is first renamed aside (DIR.old.<pid>.<random>) and removed once the
+// new one is in; the parent directory is fsync'ed. A failure removes the temporary directory and
+// leaves the old checkpoint as it was; a kill leaves the old directory or the new one under `dir`
+// (or, between the two renames, both under their temporary names). Concurrent saves use
+// different temporaries; the last one to rename wins.
 inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& config,
                             const zo::eigen_store<float>& store,
                             const zo::io::metadata_map& metadata = {}) {
-  std::filesystem::create_directories(dir);
+  namespace fs = std::filesystem;
   // Only the model's tensors, in Hugging Face order, whatever else the store holds.
   std::vector<zo::io::tensor_to_write> tensors;
   for (const auto& spec : parameter_specs(config)) {
@@ -132,17 +175,63 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
   }
   zo::io::metadata_map meta = metadata;
   meta.emplace("format", "pt");  // what transformers expects of a PyTorch checkpoint
-  zo::io::write_safetensors(dir / "model.safetensors", tensors, meta);
+  check_checkpoint_target(dir);
 
-  const auto path = dir / "config.json";
-  const auto temporary = dir / "config.json.tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << config_json(config).dump(2) << '\n';
-    out.close();
-    zo::detail::require(static_cast<bool>(out), "cannot write " + temporary.string());
+  const fs::path target = zo_examples::resolved_output(dir);
+  const fs::path parent = target.parent_path();
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  zo::detail::require(!ec, "cannot write the checkpoint " + dir.string() +
+                               ": cannot create the directory " + parent.string() + ": " +
+                               ec.message());
+  const fs::path temporary = zo_examples::unique_sibling(target, "tmp");
+  zo::detail::require(fs::create_directory(temporary, ec) && !ec,
+                      "cannot write the checkpoint " + dir.string() + ": cannot create " +
+                          temporary.string() + ": " + ec.message());
+  fs::path replaced;  // the old checkpoint, renamed aside, once the new one is in place
+  try {
+    zo_examples::write_new_file(temporary / "config.json", config_json(config).dump(2) + '\n',
+                                (dir / "config.json").string());
+    zo::io::write_safetensors(temporary / "model.safetensors", tensors, meta);
+    zo_examples::fsync_directory(temporary);
+    // Into place: over an absent target, or the old one renamed aside first (rename cannot
+    // replace a non-empty directory). Another save may move things in between: a few attempts.
+    for (int attempt = 0;; ++attempt) {
+      if (::rename(temporary.c_str(), target.c_str()) == 0) break;
+      const int error = errno;
+      if ((error != ENOTEMPTY && error != EEXIST) || attempt == 4)
+        throw std::runtime_error("cannot rename " + temporary.string() + " to " + target.string() +
+                                 ": " + zo_examples::errno_text(error));
+      const fs::path old = zo_examples::unique_sibling(target, "old");
+      if (::rename(target.c_str(), old.c_str()) != 0) {
+        if (errno == ENOENT) continue;  // another save moved it
+        throw std::runtime_error("cannot move the old checkpoint " + target.string() +
+                                 " aside: " + zo_examples::errno_text(errno));
+      }
+      if (::rename(temporary.c_str(), target.c_str()) != 0) {
+        const int failed = errno;
+        // Put the old one back; where another save's checkpoint took the place meanwhile, the
+        // old one is superseded.
+        if (::rename(old.c_str(), target.c_str()) != 0) fs::remove_all(old, ec);
+        if (failed == ENOTEMPTY || failed == EEXIST) continue;
+        throw std::runtime_error("cannot rename " + temporary.string() + " to " + target.string() +
+                                 ": " + zo_examples::errno_text(failed));
+      }
+      replaced = old;
+      break;
+    }
+    zo_examples::fsync_directory(parent);
+  } catch (const std::exception& e) {
+    std::error_code ignored;
+    fs::remove_all(temporary, ignored);
+    throw zo::invalid_argument("cannot write the checkpoint " + dir.string() + ": " + e.what());
   }
-  std::filesystem::rename(temporary, path);
+  if (!replaced.empty()) {
+    fs::remove_all(replaced, ec);
+    zo::detail::require(!ec, "wrote the checkpoint " + dir.string() +
+                                 " but cannot remove the old one, " + replaced.string() + ": " +
+                                 ec.message());
+  }
 }
 
 struct loaded_checkpoint {

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -31,6 +32,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +41,7 @@
 #include <zo/distributed/mpi.hpp>
 #endif
 
+#include "../common/output_files.hpp"
 #include "checkpoint.hpp"
 #include "reviews.hpp"
 
@@ -334,6 +337,46 @@ class batch_sampler {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Checks made before any work.
+
+// The data sets are built in memory before the first step. Options that would need more than
+// this are refused, naming the option, before anything is built (rather than ending, perhaps
+// hours later, in std::bad_alloc).
+constexpr double data_limit_bytes = 4.0 * 1024 * 1024 * 1024;
+// Upper estimates of the memory the data take, from the generator: a sentiment example holds
+// at most about 50 tokens in a vector of up to 64, one target, the example itself and the
+// allocator's overhead; a pretraining window costs, per token, the corpus stream (int, in a
+// vector of up to twice its size), its copy in the window and a target (8 bytes, doubled).
+constexpr double sentiment_example_bytes = 512;
+constexpr double window_token_bytes = 32, window_bytes = 128;
+
+std::string gib(double bytes) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.1f GiB", bytes / (1024.0 * 1024 * 1024));
+  return buffer;
+}
+
+void require_data_fits(double bytes, const std::string& options) {
+  if (bytes > data_limit_bytes)
+    throw zo::invalid_argument(options + " would build about " + gib(bytes) +
+                               " of data in memory, over the " + gib(data_limit_bytes) +
+                               " this tool allows (estimated from the options)");
+}
+
+// A learning rate or other rate: finite (number() checks) and at least zero, or positive.
+double non_negative(const arguments& args, const std::string& name) {
+  const double x = args.number(name);
+  if (x < 0)
+    throw zo::invalid_argument("--" + name + " must be at least 0, got " + args.text(name));
+  return x;
+}
+double positive_number(const arguments& args, const std::string& name) {
+  const double x = args.number(name);
+  if (x <= 0) throw zo::invalid_argument("--" + name + " must be positive, got " + args.text(name));
+  return x;
+}
+
+// ---------------------------------------------------------------------------------------------
 // pretrain
 
 std::vector<option_spec> pretrain_options() {
@@ -383,6 +426,15 @@ int pretrain(const arguments& args) {
   zo::detail::require(window <= config.max_positions, "--window exceeds --max-positions");
   const auto steps = args.positive("steps"), batch_size = args.positive("batch");
   const auto seed = args.count("seed");
+  const double lr = non_negative(args, "lr");
+  require_data_fits(
+      double(steps) * double(batch_size) * (window * window_token_bytes + window_bytes),
+      "--steps " + std::to_string(steps) + " × --batch " + std::to_string(batch_size) +
+          " windows of --window " + std::to_string(window) + " tokens");
+  // Where the checkpoint goes: a directory this save may replace, in a writable parent.
+  opt::check_checkpoint_target(out);
+  zo_examples::require_writable_directory(zo_examples::resolved_output(out).parent_path(),
+                                          "--out " + out.string());
 
   zo::eigen_store<float> store;
   opt::register_parameters(store, config, seed);
@@ -390,8 +442,7 @@ int pretrain(const arguments& args) {
   const opt::batch corpus = reviews::language_modelling_windows(seed, steps * batch_size, window);
   const opt::batch held_out = reviews::language_modelling_windows(seed + 1000, 256, window);
 
-  zo::adam<zo::linear_schedule> adam(zo::linear_schedule(args.number("lr"), steps), 0.9, 0.999,
-                                     1e-8, 0.0);
+  zo::adam<zo::linear_schedule> adam(zo::linear_schedule(lr, steps), 0.9, 0.999, 1e-8, 0.0);
   progress_line progress("pretrain", steps);
   const auto start = clock_type::now();
   const double initial = model.loss(held_out);
@@ -482,8 +533,36 @@ int finetune(const arguments& args) {
     steps = budget / (passes_per_example * batch_size);
     zo::detail::require(steps > 0, "--forward-budget is less than one step's forward passes");
   }
-  const double lr = args.given("lr") ? args.number("lr") : method == "adam" ? 1e-5 : 1e-6;
-  const double eps = args.number("eps"), decay = args.number("weight-decay");
+  // Everything the options decide is checked here, before the checkpoint or the data are
+  // loaded: the ranges the optimizers require, naming the option.
+  const double lr = args.given("lr") ? non_negative(args, "lr") : method == "adam" ? 1e-5 : 1e-6;
+  const double eps = positive_number(args, "eps"), decay = non_negative(args, "weight-decay");
+  if (method == "lozo" || method == "lozo-m") {
+    args.positive("rank");
+    args.positive("interval");
+  }
+  if (method == "lozo-m") {
+    const double beta = args.number("beta");
+    zo::detail::require(beta >= 0 && beta < 1,
+                        "--beta must be at least 0 and below 1, got " + args.text("beta"));
+  }
+  if (method == "loho") {
+    non_negative(args, "fo-lr");
+    non_negative(args, "clip");
+    if (non_negative(args, "loho-budget-mib") == 0) args.positive("loho-layers");
+  }
+  zo::detail::require(
+      steps <= (std::uint64_t{1} << 32),
+      "--steps " + std::to_string(steps) + " exceeds the 2^32 steps a run can take");
+  const auto train_examples = args.positive("train-examples"),
+             test_examples = args.positive("test-examples");
+  zo::detail::require(batch_size <= train_examples, "--batch " + std::to_string(batch_size) +
+                                                        " exceeds --train-examples " +
+                                                        std::to_string(train_examples));
+  require_data_fits(double(train_examples) * sentiment_example_bytes,
+                    "--train-examples " + std::to_string(train_examples));
+  require_data_fits(double(test_examples) * sentiment_example_bytes,
+                    "--test-examples " + std::to_string(test_examples));
   const std::string restore_name = args.text("restore");
   zo::detail::require(restore_name == "exact" || restore_name == "arithmetic",
                       "--restore must be exact or arithmetic, got '" + restore_name + "'");
@@ -494,19 +573,36 @@ int finetune(const arguments& args) {
                                           ? args.count("eval-interval")
                                           : std::max<std::uint64_t>(1, steps / 20);
 
-  zo::eigen_store<float> store;
-  const auto loaded = opt::load_checkpoint(args.text("checkpoint"), store);
-  const opt::opt_model model(loaded.config, store);
-  const opt::batch train =
-      reviews::sentiment_examples(args.count("data-seed"), args.positive("train-examples"));
-  const opt::batch test =
-      reviews::sentiment_examples(args.count("data-seed") + 1, args.positive("test-examples"));
-  batch_sampler sampler(train, batch_size, args.count("seed") + 1);
+  const auto data_seed = args.count("data-seed");
   // Under mpirun every rank draws the same batches and evaluates its own contiguous shard.
   const team& group = the_team(args);
   zo::detail::require(batch_size >= static_cast<std::uint64_t>(group.size),
                       "the batch of " + std::to_string(batch_size) +
                           " examples cannot be shared by " + std::to_string(group.size) + " ranks");
+  // The outputs (rank 0 writes them): none may overwrite an input, their directory must be
+  // writable, and no other run may be writing the same prefix (PREFIX.lock, held until the end).
+  const fs::path checkpoint = args.text("checkpoint");
+  const std::string csv_path = prefix.string() + ".csv", json_path = prefix.string() + ".json";
+  std::optional<zo_examples::prefix_lock> lock;
+  if (group.root()) {
+    zo_examples::refuse_overwriting_inputs(
+        {{csv_path, "the curves (--out)"},
+         {json_path, "the summary (--out)"},
+         {prefix.string() + ".lock", "the lock file of --out"}},
+        {{checkpoint, "the checkpoint (--checkpoint)"},
+         {checkpoint / "config.json", "the checkpoint's"},
+         {checkpoint / "model.safetensors", "the checkpoint's"}});
+    zo_examples::require_writable_output(csv_path, "--out " + prefix.string());
+    zo_examples::require_writable_output(json_path, "--out " + prefix.string());
+    lock.emplace(prefix.string() + ".lock", prefix.string());
+  }
+
+  zo::eigen_store<float> store;
+  const auto loaded = opt::load_checkpoint(checkpoint, store);
+  const opt::opt_model model(loaded.config, store);
+  const opt::batch train = reviews::sentiment_examples(data_seed, train_examples);
+  const opt::batch test = reviews::sentiment_examples(data_seed + 1, test_examples);
+  batch_sampler sampler(train, batch_size, args.count("seed") + 1);
   const std::size_t shard_begin = group.rank * batch_size / group.size,
                     shard_end = (group.rank + 1) * batch_size / group.size;
   group.set_shard(shard_end - shard_begin, batch_size);
@@ -631,14 +727,16 @@ int finetune(const arguments& args) {
   const double train_seconds = seconds_since(train_start);
   if (!group.root()) return 0;  // rank 0 evaluated and reports
   const curve_point& last = curve.back();
+  // Each file replaces the previous one as a whole (a temporary file, fsync'ed and renamed); the
+  // curves first, so a summary always names curves of its own run.
   {
-    std::ofstream csv(prefix.string() + ".csv");
+    std::ostringstream csv;
     csv << "method,step,forward_passes,train_loss,test_accuracy,test_loss,seconds\n";
     for (const auto& p : curve) {
       csv << method << ',' << p.step << ',' << p.forward_passes << ',' << p.train_loss << ','
           << p.test_accuracy << ',' << p.test_loss << ',' << p.seconds << '\n';
     }
-    zo::detail::require(static_cast<bool>(csv), "cannot write " + prefix.string() + ".csv");
+    zo_examples::write_file_atomically(csv_path, csv.str());
   }
   std::size_t parameter_count = 0;
   for (std::size_t b : model.parameter_blocks())
@@ -660,12 +758,8 @@ int finetune(const arguments& args) {
                                   {"test_examples", test.size()},
                                   {"ranks", group.size},
                                   {"bytes_sent_per_step_per_rank", bytes_per_step},
-                                  {"csv", prefix.string() + ".csv"}};
-  {
-    std::ofstream json(prefix.string() + ".json");
-    json << summary.dump(2) << '\n';
-    zo::detail::require(static_cast<bool>(json), "cannot write " + prefix.string() + ".json");
-  }
+                                  {"csv", csv_path}};
+  zo_examples::write_file_atomically(json_path, summary.dump(2) + '\n');
   std::printf("%s: held-out accuracy %.3f -> %.3f in %s (%llu steps), peak RSS %.1f MiB\n",
               method.c_str(), zero_shot, last.test_accuracy, duration_text(train_seconds).c_str(),
               static_cast<unsigned long long>(steps), peak_resident_bytes() / 1048576.0);
@@ -806,21 +900,49 @@ int report(const arguments& args) {
   const fs::path out = args.text("out");
   zo::detail::require(!out.empty(), "report needs --out DIR");
   zo::detail::require(!args.positional().empty(), "report needs the runs' JSON summaries");
+  // Every summary is read and every field the report uses checked before anything is written;
+  // a problem names the file and the field.
   std::vector<nlohmann::json> runs;
+  std::vector<zo_examples::named_path> inputs;
   for (const auto& path : args.positional()) {
     std::ifstream in(path);
     zo::detail::require(static_cast<bool>(in), "cannot open " + path);
+    nlohmann::json run;
     try {
-      runs.push_back(nlohmann::json::parse(in));
+      run = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-      throw zo::invalid_argument(path + " is not a run summary: " + e.what());
+      throw zo::invalid_argument(path + " is not a run summary (invalid JSON): " + e.what());
     }
+    zo::detail::require(run.is_object(), path + " is not a run summary (not a JSON object)");
+    auto field = [&](const char* name, bool (nlohmann::json::*is)() const noexcept,
+                     const char* kind) {
+      zo::detail::require(run.contains(name),
+                          path + " is not a run summary: it has no field \"" + name + "\"");
+      zo::detail::require((run.at(name).*is)(), path + ": the field \"" + name + "\" must be " +
+                                                    kind + ", got " + run.at(name).dump());
+    };
+    field("method", &nlohmann::json::is_string, "a string");
+    field("csv", &nlohmann::json::is_string, "a string (the curves' file)");
+    for (const char* name :
+         {"test_accuracy", "zero_shot_accuracy", "train_seconds", "peak_resident_bytes"})
+      field(name, &nlohmann::json::is_number, "a number");
+    for (const char* name : {"forward_passes", "steps", "optimizer_state_bytes"})
+      field(name, &nlohmann::json::is_number_unsigned, "a non-negative integer");
+    inputs.push_back({path, "the summary"});
+    inputs.push_back({run.at("csv").get<std::string>(), "the curves named by " + path});
+    runs.push_back(std::move(run));
   }
-  fs::create_directories(out);
+  const fs::path csv_path = out / "curves.csv", md_path = out / "results.md",
+                 png = out / "comparison.png";
+  zo_examples::refuse_overwriting_inputs({{csv_path, "the report's curves"},
+                                          {md_path, "the report's table"},
+                                          {png, "the report's plot"}},
+                                         inputs);
+  zo_examples::require_writable_directory(zo_examples::resolved_output(out),
+                                          "--out " + out.string());
   // The curves of every run in one CSV.
-  const fs::path csv_path = out / "curves.csv";
   {
-    std::ofstream csv(csv_path);
+    std::ostringstream csv;
     bool header = true;
     for (const auto& run : runs) {
       const std::string path = run.at("csv").get<std::string>();
@@ -832,7 +954,9 @@ int report(const arguments& args) {
       header = false;
       while (std::getline(in, line))
         csv << line << '\n';
+      zo::detail::require(!in.bad(), "cannot read the curves " + path);
     }
+    zo_examples::write_file_atomically(csv_path, csv.str());
   }
   std::ostringstream table;
   table << "| method | held-out accuracy | zero-shot | forward passes | steps | wall time | "
@@ -850,15 +974,16 @@ int report(const arguments& args) {
                   run.at("optimizer_state_bytes").get<unsigned long long>());
     table << row;
   }
-  {
-    std::ofstream md(out / "results.md");
-    md << table.str();
-  }
+  zo_examples::write_file_atomically(md_path, table.str());
   // The plot: held-out accuracy and training loss against forward passes, one line per method.
-  const fs::path png = out / "comparison.png";
+  // gnuplot writes it to a temporary file in the --out directory (checked writable above; not
+  // next to where comparison.png may link), which is read back, checked (not empty) and then
+  // written in place as a whole.
+  const fs::path png_temporary =
+      zo_examples::unique_sibling(zo_examples::resolved_output(out) / "comparison.png", "tmp");
   std::ostringstream script;
   script << "set datafile separator ','\nset terminal pngcairo size 1200,500 font ',10'\n"
-         << "set output '" << png.string() << "'\nset multiplot layout 1,2\n"
+         << "set output '" << png_temporary.string() << "'\nset multiplot layout 1,2\n"
          << "set xlabel 'forward passes (examples)'\nset key bottom right\n"
          << "set ylabel 'held-out accuracy'\nset title 'Sentiment task, held-out accuracy'\nplot ";
   for (std::size_t i = 0; i < runs.size(); ++i) {
@@ -874,12 +999,28 @@ int report(const arguments& args) {
            << "' ? $4 : 1/0) with lines title '" << name << "'";
   }
   script << "\nunset multiplot\n";
-  FILE* gnuplot = popen("gnuplot", "w");
+  // gnuplot's standard output is discarded: where it cannot open its output it writes the
+  // image there instead.
+  FILE* gnuplot = popen("gnuplot > /dev/null", "w");
   zo::detail::require(gnuplot != nullptr, "cannot run gnuplot (Debian: gnuplot-nox)");
   std::fputs(script.str().c_str(), gnuplot);
   const int status = pclose(gnuplot);
-  zo::detail::require(status == 0, "gnuplot failed (exit status " + std::to_string(status) +
-                                       "); is gnuplot (Debian: gnuplot-nox) installed?");
+  std::string plot;
+  try {
+    zo::detail::require(status == 0, "gnuplot failed (exit status " + std::to_string(status) +
+                                         "); is gnuplot (Debian: gnuplot-nox) installed?");
+    std::error_code ec;
+    zo::detail::require(
+        fs::file_size(png_temporary, ec) > 0 && !ec,
+        "cannot write " + png.string() + ": gnuplot wrote no plot to " + png_temporary.string());
+    plot = zo_examples::read_file(png_temporary);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(png_temporary, ignored);
+    throw;
+  }
+  fs::remove(png_temporary);
+  zo_examples::write_file_atomically(png, plot);
   std::printf("%s\ncurves: %s\nplot: %s\n", table.str().c_str(), csv_path.c_str(), png.c_str());
   return 0;
 }
@@ -930,6 +1071,9 @@ int main(int argc, char** argv) {
   std::optional<zo::mpi::environment> mpi;
   if (std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr) mpi.emplace(argc, argv);
 #endif
+  // A write past the file-size limit (ulimit -f) fails with EFBIG and is reported like any other
+  // failed write, rather than killing the process in the middle of it.
+  std::signal(SIGXFSZ, SIG_IGN);
   for (const auto& c : commands()) {
     if (argv[1] != std::string(c.name)) continue;
     try {
@@ -937,7 +1081,10 @@ int main(int argc, char** argv) {
       // Only report takes file names; anywhere else a bare word is a mistake, not a default.
       if (std::string(c.name) != "report" && !args.positional().empty())
         throw zo::invalid_argument("unexpected argument '" + args.positional().front() + "'");
-      return c.run(args);
+      const int status = c.run(args);
+      if (std::fflush(stdout) != 0 || std::ferror(stdout))
+        throw std::runtime_error("cannot write to standard output");
+      return status;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "zo-finetune %s: error: %s\n", c.name, e.what());
 #ifdef ZO_FINETUNE_MPI
