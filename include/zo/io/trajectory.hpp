@@ -34,105 +34,13 @@
 #include <vector>
 
 #include "zo/errors.hpp"
+#include "zo/io/framing.hpp"
 #include "zo/optimizers/reports.hpp"
 #include "zo/selectors/all_blocks.hpp"
 
 namespace zo::io {
 
 namespace detail {
-
-// CRC-32 as zlib and PNG compute it (reflected polynomial 0xEDB88320).
-constexpr std::array<std::uint32_t, 256> crc32_table() {
-  std::array<std::uint32_t, 256> table{};
-  for (std::uint32_t n = 0; n < 256; ++n) {
-    std::uint32_t c = n;
-    for (int k = 0; k < 8; ++k)
-      c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    table[n] = c;
-  }
-  return table;
-}
-
-inline std::uint32_t crc32(std::span<const std::byte> bytes) {
-  static constexpr auto table = crc32_table();
-  std::uint32_t c = 0xFFFFFFFFu;
-  for (const std::byte b : bytes)
-    c = table[(c ^ static_cast<std::uint32_t>(b)) & 0xFFu] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-class byte_writer {
- public:
-  void u8(std::uint8_t v) { bytes_.push_back(static_cast<std::byte>(v)); }
-  void u32(std::uint32_t v) {
-    for (int k = 0; k < 4; ++k)
-      u8(static_cast<std::uint8_t>(v >> (8 * k)));
-  }
-  void u64(std::uint64_t v) {
-    for (int k = 0; k < 8; ++k)
-      u8(static_cast<std::uint8_t>(v >> (8 * k)));
-  }
-  void f64(double v) {
-    std::uint64_t bits;
-    std::memcpy(&bits, &v, sizeof bits);
-    u64(bits);
-  }
-  void raw(std::span<const std::byte> b) { bytes_.insert(bytes_.end(), b.begin(), b.end()); }
-  std::vector<std::byte>& bytes() { return bytes_; }
-
- private:
-  std::vector<std::byte> bytes_;
-};
-
-// Reads a payload whose length and checksum were verified; running out is a malformed payload.
-class byte_reader {
- public:
-  byte_reader(std::span<const std::byte> bytes, std::string what)
-      : bytes_(bytes), what_(std::move(what)) {}
-  std::uint8_t u8() {
-    need(1);
-    return static_cast<std::uint8_t>(bytes_[at_++]);
-  }
-  std::uint32_t u32() {
-    need(4);
-    std::uint32_t v = 0;
-    for (int k = 0; k < 4; ++k)
-      v |= static_cast<std::uint32_t>(bytes_[at_++]) << (8 * k);
-    return v;
-  }
-  std::uint64_t u64() {
-    need(8);
-    std::uint64_t v = 0;
-    for (int k = 0; k < 8; ++k)
-      v |= static_cast<std::uint64_t>(bytes_[at_++]) << (8 * k);
-    return v;
-  }
-  double f64() {
-    const std::uint64_t bits = u64();
-    double v;
-    std::memcpy(&v, &bits, sizeof v);
-    return v;
-  }
-  std::span<const std::byte> raw(std::size_t n) {
-    need(n);
-    const auto out = bytes_.subspan(at_, n);
-    at_ += n;
-    return out;
-  }
-  std::size_t remaining() const { return bytes_.size() - at_; }
-  void finish() const {
-    zo::detail::require(at_ == bytes_.size(),
-                        what_ + " has " + std::to_string(remaining()) + " bytes beyond its fields");
-  }
-
- private:
-  void need(std::size_t n) const {
-    zo::detail::require(bytes_.size() - at_ >= n, what_ + " is shorter than its fields");
-  }
-  std::span<const std::byte> bytes_;
-  std::string what_;
-  std::size_t at_ = 0;
-};
 
 inline constexpr char trajectory_magic[8] = {'z', 'o', '-', 't', 'r', 'a', 'j', '\n'};
 inline constexpr char block_values_magic[8] = {'z', 'o', '-', 'b', 'v', 'a', 'l', '\n'};
@@ -147,13 +55,6 @@ inline std::vector<std::byte> frame(std::vector<std::byte>& payload) {
   out.raw(payload);
   out.u32(crc32(payload));
   return std::move(out.bytes());
-}
-
-inline std::uint32_t u32_at(std::span<const std::byte> bytes, std::size_t at) {
-  std::uint32_t v = 0;
-  for (int k = 0; k < 4; ++k)
-    v |= static_cast<std::uint32_t>(bytes[at + static_cast<std::size_t>(k)]) << (8 * k);
-  return v;
 }
 
 // Where reading the records of a file stopped.
