@@ -286,12 +286,22 @@ void put_u64(std::string& bytes, std::size_t at, std::uint64_t v) {
     bytes[at + static_cast<std::size_t>(k)] = static_cast<char>(v >> (8 * k));
 }
 
+// A stream that cannot seek (a pipe, say), so the bytes left in it are not known.
+class unseekable : public std::streambuf {
+ public:
+  explicit unseekable(std::string& bytes) {
+    setg(bytes.data(), bytes.data(), bytes.data() + bytes.size());
+  }
+};
+
 // Loads `bytes` into a fresh optimizer: a zo::invalid_argument is expected, and nothing else
 // (no std::length_error, no std::bad_alloc) may escape; the optimizer stays at step 0.
 template <class Make>
-std::string refusal(Make&& make, const std::string& bytes) {
+std::string refusal(Make&& make, std::string bytes, bool seekable = true) {
   auto optimizer = make();
-  std::stringstream in(bytes);
+  std::stringstream stream(bytes);
+  unseekable pipe(bytes);
+  std::istream in(seekable ? static_cast<std::streambuf*>(stream.rdbuf()) : &pipe);
   try {
     optimizer.load(in);
   } catch (const zo::invalid_argument& e) {
@@ -377,13 +387,17 @@ BOOST_AUTO_TEST_CASE(a_huge_size_field_is_refused_before_anything_is_allocated) 
         tracking = true;
         const auto in_frame =
             f.loho ? refusal(small_loho, framed(payload)) : refusal(small_lozo_m, framed(payload));
-        // The same field in an unframed state, which is still read (its end is not known, so
-        // the values are read in bounded chunks until the stream runs out).
+        // The same field in an unframed state, which is still read: checked against the bytes
+        // left in a stream that can seek, and read in bounded chunks until the stream runs out
+        // from one that cannot.
         const auto unframed =
             f.loho ? refusal(small_loho, payload) : refusal(small_lozo_m, payload);
+        const auto piped =
+            f.loho ? refusal(small_loho, payload, false) : refusal(small_lozo_m, payload, false);
         tracking = false;
         BOOST_TEST(in_frame.find("do not fit") != std::string::npos, in_frame);
-        BOOST_TEST(!unframed.empty());
+        BOOST_TEST(unframed.find("do not fit") != std::string::npos, unframed);
+        BOOST_TEST(piped.find("truncated") != std::string::npos, piped);
         BOOST_TEST(largest_allocation.load() < (std::size_t{64} << 20));
       }
     }
@@ -394,8 +408,10 @@ BOOST_AUTO_TEST_CASE(a_huge_size_field_is_refused_before_anything_is_allocated) 
   largest_allocation = 0;
   tracking = true;
   const auto what = refusal(small_loho, header);
+  const auto piped = refusal(small_loho, header, false);
   tracking = false;
   BOOST_TEST(what.find("truncated") != std::string::npos, what);
+  BOOST_TEST(piped.find("truncated") != std::string::npos, piped);
   BOOST_TEST(largest_allocation.load() < (std::size_t{64} << 20));
 }
 

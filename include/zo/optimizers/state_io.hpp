@@ -50,21 +50,43 @@ inline void read_bytes(std::istream& in, char* data, std::size_t count, const ch
           std::string("optimizer state is truncated (while reading ") + what + ")");
 }
 
-// A state file's payload in memory, after its checksum was verified: it knows how many bytes
-// are left, so each size field is checked before anything is allocated.
+// A state file's payload in memory, after its checksum was verified. It can seek, so the bytes
+// left are known and each size field is checked before anything is allocated.
 class state_payload : public std::streambuf {
  public:
   explicit state_payload(std::span<char> bytes) {
     setg(bytes.data(), bytes.data(), bytes.data() + bytes.size());
   }
   std::uint64_t left() const { return static_cast<std::uint64_t>(egptr() - gptr()); }
+
+ protected:
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir,
+                   std::ios_base::openmode which) override {
+    if (!(which & std::ios_base::in)) return pos_type(off_type(-1));
+    const char* from = dir == std::ios_base::beg   ? eback()
+                       : dir == std::ios_base::cur ? gptr()
+                                                   : egptr();
+    const off_type target = (from - eback()) + off;
+    if (target < 0 || target > egptr() - eback()) return pos_type(off_type(-1));
+    setg(eback(), eback() + target, egptr());
+    return pos_type(target);
+  }
+  pos_type seekpos(pos_type pos, std::ios_base::openmode which) override {
+    return seekoff(off_type(pos), std::ios_base::beg, which);
+  }
 };
 
-// The bytes left in a state being loaded where that is known (a state file's payload); an
-// unframed state read from a stream has no known end.
+// The bytes left in a state being loaded, where the stream can tell (a state file's payload, a
+// string stream, a regular file); nullopt for a stream that cannot seek, such as a pipe.
 inline std::optional<std::uint64_t> state_bytes_left(std::istream& in) {
-  if (const auto* payload = dynamic_cast<const state_payload*>(in.rdbuf())) return payload->left();
-  return std::nullopt;
+  std::streambuf* buffer = in.rdbuf();
+  if (buffer == nullptr) return std::nullopt;
+  const std::streampos here = buffer->pubseekoff(0, std::ios_base::cur, std::ios_base::in);
+  if (here == std::streampos(-1)) return std::nullopt;
+  const std::streampos end = buffer->pubseekoff(0, std::ios_base::end, std::ios_base::in);
+  buffer->pubseekpos(here, std::ios_base::in);
+  if (end == std::streampos(-1) || end < here) return std::nullopt;
+  return static_cast<std::uint64_t>(end - here);
 }
 
 // Refuses `count` items of at least `each` bytes each when they cannot fit in what is left.
@@ -81,9 +103,13 @@ inline void require_fits(std::istream& in, std::uint64_t count, std::uint64_t ea
 // known, the bytes are read in chunks, so a huge size ends at the end of the stream rather than
 // in the allocator.
 inline std::vector<char> read_buffer(std::istream& in, std::uint64_t size, const char* what) {
-  require_fits(in, size, 1, what);
+  const auto left = state_bytes_left(in);
+  if (left && size > *left) {
+    throw invalid_argument(std::string("optimizer state: ") + what + " (" + std::to_string(size) +
+                           " bytes) do not fit in the " + std::to_string(*left) + " bytes left");
+  }
   constexpr std::uint64_t chunk = std::uint64_t{16} << 20;
-  const bool known = state_bytes_left(in).has_value();
+  const bool known = left.has_value();
   std::vector<char> bytes;
   while (bytes.size() < size) {
     const std::size_t at = bytes.size();
@@ -166,6 +192,11 @@ void load_state(std::istream& in, std::uint64_t tag, const char* what, ReadBody&
   const std::uint64_t n = io::detail::u64_at(fixed, 4), check = io::detail::u64_at(fixed, 12);
   require(check == ~n, "optimizer state file: length field damaged (" + std::to_string(n) +
                            " and ~" + std::to_string(~check) + " disagree)");
+  // n agrees with its complement, so a stream shorter than that was cut.
+  const auto left = state_bytes_left(in);
+  require(!left || (*left >= 4 && n <= *left - 4),
+          "optimizer state is truncated: its payload and checksum need " + std::to_string(n) +
+              " + 4 bytes, the stream has " + std::to_string(left.value_or(0)));
   auto payload = read_buffer(in, n, "the state payload");
   char crc_chars[4];
   read_bytes(in, crc_chars, sizeof crc_chars, "the state checksum");
