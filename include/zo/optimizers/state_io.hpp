@@ -8,7 +8,8 @@
 // checksum) before it parses anything, so a damaged byte anywhere is a zo::invalid_argument, and
 // bounds every size and count field by the bytes left in the payload before it allocates. A state
 // saved before the frame existed (the payload alone, starting with the optimizer's tag) still
-// loads, without those checks.
+// loads, with nothing to check damage against: its sizes are bounded by the rest of the stream
+// where the stream can seek, and otherwise read in bounded pieces.
 #pragma once
 
 #include <algorithm>
