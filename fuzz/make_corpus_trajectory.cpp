@@ -50,4 +50,16 @@ int main(int, char** argv) {
   auto damaged = log;
   damaged[damaged.size() - 9] ^= std::byte{1};
   write("damaged_checksum", damaged);
+  // A finished log with a base fingerprint, and the same run in version 1 (zo 0.1.0), which has
+  // neither.
+  auto finished = zo::io::encode_header({42, 3, "finished", 0x0123456789abcdefull});
+  finished.insert(finished.end(), log.begin() + static_cast<std::ptrdiff_t>(header.size()),
+                  log.end());
+  const auto end = zo::io::encode_end(3);
+  finished.insert(finished.end(), end.begin(), end.end());
+  write("finished_with_fingerprint", finished);
+  auto version_1 = zo::io::encode_header({42, 3, "mezo lr=1e-6 eps=1e-3"}, 1);
+  version_1.insert(version_1.end(), log.begin() + static_cast<std::ptrdiff_t>(header.size()),
+                   log.end());
+  write("version_1_three_records", version_1);
 }

@@ -23,8 +23,8 @@ fs::path scratch_dir() {
 }
 
 // A small checkpoint with OPT-style names: matrices, biases and a layer norm.
-void write_base(const fs::path& path) {
-  std::srand(3);
+void write_base(const fs::path& path, unsigned seed = 3) {
+  std::srand(seed);
   zo::eigen_store<float> store;
   store.add("layers.0.fc1.weight", zo::eigen_store<float>::matrix_type::Random(12, 8));
   store.add("layers.0.fc1.bias", zo::eigen_store<float>::matrix_type::Random(1, 12));
@@ -45,10 +45,11 @@ zo::eigen_store<float> run_live(const fs::path& base, const fs::path& log_path,
                                 const zo_replay::run_config& config, std::uint64_t steps) {
   auto store = zo_replay::load_checkpoint(base);
   config.with_optimizer([&](auto& optimizer) {
-    zo::io::trajectory_writer log(
-        log_path, {config.seed, static_cast<std::uint32_t>(store.size()), config.to_json()});
+    zo::io::trajectory_writer log(log_path,
+                                  zo::io::run_header(store, config.seed, config.to_json()));
     optimizer.optimize(
         store, [&] { return loss_of(store); }, steps, log);
+    log.finish();
     return 0;
   });
   return store;
@@ -177,6 +178,33 @@ BOOST_AUTO_TEST_CASE(an_output_is_written_through_its_link_and_a_failed_write_is
                               log.string() + " " + (dir / "cli.safetensors").string() +
                               " > /dev/full 2> /dev/null";
   BOOST_TEST(std::system(command.c_str()) != 0);
+#endif
+  fs::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(a_log_replayed_on_another_checkpoint_of_the_same_shapes_is_refused) {
+  const fs::path dir = scratch_dir(), base = dir / "base.safetensors",
+                 other = dir / "other.safetensors";
+  write_base(base);
+  write_base(other, 4);  // the same names and shapes, other values
+  zo_replay::run_config config;
+  config.seed = 7;
+  run_live(base, dir / "run.zotraj", config, 5);
+  const auto log = zo::io::read_trajectory(dir / "run.zotraj");
+  BOOST_TEST(log.finished);
+  BOOST_TEST(
+      (log.header.base_fingerprint == zo::io::fingerprint(zo_replay::load_checkpoint(base))));
+  BOOST_CHECK_EXCEPTION(zo_replay::replay_file(other, dir / "run.zotraj", dir / "out.safetensors"),
+                        zo::invalid_argument, [](const zo::invalid_argument& e) {
+                          return std::string(e.what()).find("fingerprint") != std::string::npos;
+                        });
+  BOOST_TEST(!fs::exists(dir / "out.safetensors"));
+#if defined(ZO_REPLAY_BINARY)
+  const std::string command = std::string(ZO_REPLAY_BINARY) + " " + other.string() + " " +
+                              (dir / "run.zotraj").string() + " " +
+                              (dir / "cli.safetensors").string() + " 2> /dev/null";
+  BOOST_TEST(std::system(command.c_str()) != 0);
+  BOOST_TEST(!fs::exists(dir / "cli.safetensors"));
 #endif
   fs::remove_all(dir);
 }

@@ -4,7 +4,9 @@
 //   zo-replay BASE.safetensors RUN.zotraj OUT.safetensors
 //
 // The log's description names the optimizer and its settings (see replay_run.hpp); the base
-// checkpoint must be the one the run started from, with its tensors in the same order.
+// checkpoint must be the one the run started from, with its tensors in the same order (a log
+// whose header has a base fingerprint refuses any other). A log without the end record a
+// finished run writes replays, with a note that it may not hold the whole run.
 #include <csignal>
 #include <cstdio>
 #include <exception>
@@ -25,6 +27,12 @@ int main(int argc, char** argv) {
     if (!result.log.complete) {
       std::printf("the log was cut off: %s; the weights are those after the last complete step\n",
                   result.log.reason.c_str());
+    } else if (!result.log.finished) {
+      std::printf(
+          "the log has no end record, so it is not known to hold the whole run (%s); the "
+          "weights are those after the last logged step\n",
+          result.log.version < 2 ? "a version-1 log has none"
+                                 : "the run stopped, or the file was cut, between records");
     }
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
       std::fprintf(stderr, "cannot write to standard output\n");

@@ -4,17 +4,22 @@
 // stored in kilobytes and rebuilt from its base weights by replaying them (zo::io::replay).
 //
 // File format (all integers little-endian, doubles as their IEEE-754 bits):
-//   header:  "zo-traj\n" · u32 version (1) · u32 n · n bytes of header payload · u32 CRC-32
+//   header:  "zo-traj\n" · u32 version (2) · u32 n · n bytes of header payload · u32 CRC-32
 //            payload: u64 seed · u32 block count · u32 m · m bytes of description (free text,
-//            e.g. the optimizer and its hyperparameters)
+//            e.g. the optimizer and its hyperparameters) · u8 1 if a base fingerprint follows,
+//            else 0 · u64 base fingerprint (zo::io::fingerprint of the starting weights, or 0)
 //   record:  u32 n · u32 ~n · n bytes of record payload · u32 CRC-32 of the payload
 //            payload: u64 step · u64 seed · f64 learning rate · u8 status (0 completed,
 //            1 skipped) · u32 evaluations · u32 q · q × f64 projected gradients ·
 //            u32 b · b × u8 block roles (zo::block_role)
+//   end:     framed as a record; payload (16 bytes, shorter than any step record's 37):
+//            "zo-end\n" and a zero byte · u64 number of step records in the log
+// Version 1 (zo 0.1.0) has neither the fingerprint nor the end record; it is still read.
 // A record is written with one write() call and the file is fsync'ed every `sync_every`
 // records, so a crash leaves at most a torn last record. Reading stops at a torn record and
 // reports where (the run can be replayed and resumed from there); the complemented length and
-// the checksum make a damaged record an error rather than something silently skipped.
+// the checksum make a damaged record an error rather than something silently skipped. Only a
+// log that ends with the end record (trajectory_writer::finish) is known to hold the whole run.
 #pragma once
 
 #include <fcntl.h>
@@ -29,11 +34,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "zo/errors.hpp"
+#include "zo/io/framing.hpp"
 #include "zo/optimizers/reports.hpp"
 #include "zo/selectors/all_blocks.hpp"
 
@@ -41,102 +49,11 @@ namespace zo::io {
 
 namespace detail {
 
-// CRC-32 as zlib and PNG compute it (reflected polynomial 0xEDB88320).
-constexpr std::array<std::uint32_t, 256> crc32_table() {
-  std::array<std::uint32_t, 256> table{};
-  for (std::uint32_t n = 0; n < 256; ++n) {
-    std::uint32_t c = n;
-    for (int k = 0; k < 8; ++k)
-      c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    table[n] = c;
-  }
-  return table;
-}
-
-inline std::uint32_t crc32(std::span<const std::byte> bytes) {
-  static constexpr auto table = crc32_table();
-  std::uint32_t c = 0xFFFFFFFFu;
-  for (const std::byte b : bytes)
-    c = table[(c ^ static_cast<std::uint32_t>(b)) & 0xFFu] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-class byte_writer {
- public:
-  void u8(std::uint8_t v) { bytes_.push_back(static_cast<std::byte>(v)); }
-  void u32(std::uint32_t v) {
-    for (int k = 0; k < 4; ++k)
-      u8(static_cast<std::uint8_t>(v >> (8 * k)));
-  }
-  void u64(std::uint64_t v) {
-    for (int k = 0; k < 8; ++k)
-      u8(static_cast<std::uint8_t>(v >> (8 * k)));
-  }
-  void f64(double v) {
-    std::uint64_t bits;
-    std::memcpy(&bits, &v, sizeof bits);
-    u64(bits);
-  }
-  void raw(std::span<const std::byte> b) { bytes_.insert(bytes_.end(), b.begin(), b.end()); }
-  std::vector<std::byte>& bytes() { return bytes_; }
-
- private:
-  std::vector<std::byte> bytes_;
-};
-
-// Reads a payload whose length and checksum were verified; running out is a malformed payload.
-class byte_reader {
- public:
-  byte_reader(std::span<const std::byte> bytes, std::string what)
-      : bytes_(bytes), what_(std::move(what)) {}
-  std::uint8_t u8() {
-    need(1);
-    return static_cast<std::uint8_t>(bytes_[at_++]);
-  }
-  std::uint32_t u32() {
-    need(4);
-    std::uint32_t v = 0;
-    for (int k = 0; k < 4; ++k)
-      v |= static_cast<std::uint32_t>(bytes_[at_++]) << (8 * k);
-    return v;
-  }
-  std::uint64_t u64() {
-    need(8);
-    std::uint64_t v = 0;
-    for (int k = 0; k < 8; ++k)
-      v |= static_cast<std::uint64_t>(bytes_[at_++]) << (8 * k);
-    return v;
-  }
-  double f64() {
-    const std::uint64_t bits = u64();
-    double v;
-    std::memcpy(&v, &bits, sizeof v);
-    return v;
-  }
-  std::span<const std::byte> raw(std::size_t n) {
-    need(n);
-    const auto out = bytes_.subspan(at_, n);
-    at_ += n;
-    return out;
-  }
-  std::size_t remaining() const { return bytes_.size() - at_; }
-  void finish() const {
-    zo::detail::require(at_ == bytes_.size(),
-                        what_ + " has " + std::to_string(remaining()) + " bytes beyond its fields");
-  }
-
- private:
-  void need(std::size_t n) const {
-    zo::detail::require(bytes_.size() - at_ >= n, what_ + " is shorter than its fields");
-  }
-  std::span<const std::byte> bytes_;
-  std::string what_;
-  std::size_t at_ = 0;
-};
-
 inline constexpr char trajectory_magic[8] = {'z', 'o', '-', 't', 'r', 'a', 'j', '\n'};
 inline constexpr char block_values_magic[8] = {'z', 'o', '-', 'b', 'v', 'a', 'l', '\n'};
-inline constexpr std::uint32_t trajectory_version = 1;
+inline constexpr char end_record_marker[8] = {'z', 'o', '-', 'e', 'n', 'd', '\n', '\0'};
+inline constexpr std::uint32_t trajectory_version = 2;
+inline constexpr std::uint32_t block_values_version = 1;
 
 // A record on disk: u32 n · u32 ~n · n bytes of payload · u32 CRC-32 of the payload.
 inline std::vector<std::byte> frame(std::vector<std::byte>& payload) {
@@ -147,13 +64,6 @@ inline std::vector<std::byte> frame(std::vector<std::byte>& payload) {
   out.raw(payload);
   out.u32(crc32(payload));
   return std::move(out.bytes());
-}
-
-inline std::uint32_t u32_at(std::span<const std::byte> bytes, std::size_t at) {
-  std::uint32_t v = 0;
-  for (int k = 0; k < 4; ++k)
-    v |= static_cast<std::uint32_t>(bytes[at + static_cast<std::size_t>(k)]) << (8 * k);
-  return v;
 }
 
 // Where reading the records of a file stopped.
@@ -271,10 +181,58 @@ inline std::vector<std::byte> read_file(const std::filesystem::path& path) {
 }  // namespace detail
 
 struct trajectory_header {
+  trajectory_header() = default;
+  trajectory_header(std::uint64_t seed_, std::uint32_t block_count_, std::string description_,
+                    std::optional<std::uint64_t> base_fingerprint_ = std::nullopt)
+      : seed(seed_),
+        block_count(block_count_),
+        description(std::move(description_)),
+        base_fingerprint(base_fingerprint_) {}
+
   std::uint64_t seed = 0;
   std::uint32_t block_count = 0;
   std::string description;
+  // zo::io::fingerprint of the parameters the logged run started from; replay checks it.
+  // Absent in a version-1 log, or when the writer did not give one.
+  std::optional<std::uint64_t> base_fingerprint;
 };
+
+// A 64-bit FNV-1a hash of a host store's parameters, which a log's header records so that
+// replay refuses other base weights: over the block count, then for each block in order its
+// rows, columns and element size (each as u64 little-endian) and its values' bytes (the host's
+// byte order, little-endian). Any store whose blocks' data() the CPU can read.
+template <class Store>
+std::uint64_t fingerprint(const Store& store) {
+  using T = typename Store::value_type;
+  static_assert(std::endian::native == std::endian::little,
+                "fingerprints hash the values' bytes in little-endian order");
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  const auto add = [&h](std::span<const std::byte> bytes) {
+    for (const std::byte b : bytes)
+      h = (h ^ static_cast<std::uint64_t>(b)) * 0x100000001b3ull;
+  };
+  const auto add_u64 = [&](std::uint64_t v) {
+    detail::byte_writer w;
+    w.u64(v);
+    add(w.bytes());
+  };
+  add_u64(store.size());
+  for (std::size_t i = 0; i < store.size(); ++i) {
+    const auto b = store.block(i);
+    add_u64(b.rows());
+    add_u64(b.cols());
+    add_u64(sizeof(T));
+    add(std::as_bytes(std::span<const T>(b.data(), b.size())));
+  }
+  return h;
+}
+
+// The header of a log of a run on `store` (its block count and fingerprint).
+template <class Store>
+trajectory_header run_header(const Store& store, std::uint64_t seed, std::string description) {
+  return {seed, static_cast<std::uint32_t>(store.size()), std::move(description),
+          fingerprint(store)};
+}
 
 struct trajectory_record {
   std::uint64_t step = 0;
@@ -288,26 +246,45 @@ struct trajectory_record {
   bool skipped() const { return status != step_status::completed; }
 };
 
-// A log as read back: the records up to the last complete one. complete is false when the
-// file ends inside a record (a crash while appending); stopped_at is then the offset of that
-// torn record, and reason says how far it got.
+// A log as read back: the records up to the last complete one.
+// - complete is false when the file ends inside a record (a crash while appending); stopped_at
+//   is then the offset of that torn record, and reason says how far it got.
+// - finished is true only when the log ends with the end record a finished run's writer wrote
+//   (trajectory_writer::finish). A log without it is not known to hold the whole run, even when
+//   complete: a crash or kill between two records, a copy cut at a record boundary, a run still
+//   going, or a version-1 log (which has no end record) all read that way.
+// - records_end is the offset after the last step record (where the end record or a torn
+//   record starts, else the file's size); version the format version the file was written in.
 struct trajectory {
   trajectory_header header;
   std::vector<trajectory_record> records;
   bool complete = true;
   std::uint64_t stopped_at = 0;
   std::string reason;
+  bool finished = false;
+  std::uint64_t records_end = 0;
+  std::uint32_t version = detail::trajectory_version;
 };
 
-inline std::vector<std::byte> encode_header(const trajectory_header& header) {
+// A header in the given format version (1 cannot hold a fingerprint).
+inline std::vector<std::byte> encode_header(const trajectory_header& header,
+                                            std::uint32_t version = detail::trajectory_version) {
+  zo::detail::require(version == 1 || version == 2,
+                      "trajectory format version " + std::to_string(version) + " is not known");
+  zo::detail::require(version >= 2 || !header.base_fingerprint,
+                      "a version-1 trajectory header cannot hold a base fingerprint");
   detail::byte_writer payload;
   payload.u64(header.seed);
   payload.u32(header.block_count);
   payload.u32(static_cast<std::uint32_t>(header.description.size()));
   payload.raw(std::as_bytes(std::span(header.description)));
+  if (version >= 2) {
+    payload.u8(header.base_fingerprint ? 1 : 0);
+    payload.u64(header.base_fingerprint.value_or(0));
+  }
   detail::byte_writer out;
   out.raw(std::as_bytes(std::span(detail::trajectory_magic)));
-  out.u32(detail::trajectory_version);
+  out.u32(version);
   out.u32(static_cast<std::uint32_t>(payload.bytes().size()));
   out.raw(payload.bytes());
   out.u32(detail::crc32(payload.bytes()));
@@ -330,6 +307,14 @@ inline std::vector<std::byte> encode_record(const trajectory_record& r) {
   return detail::frame(payload.bytes());
 }
 
+// The end record of a finished log of `records` step records (version 2).
+inline std::vector<std::byte> encode_end(std::uint64_t records) {
+  detail::byte_writer payload;
+  payload.raw(std::as_bytes(std::span(detail::end_record_marker)));
+  payload.u64(records);
+  return detail::frame(payload.bytes());
+}
+
 // Parses a log. Throws zo::invalid_argument for a bad or truncated header and for a damaged
 // record (a checksum or length mismatch, or fields that do not fit), naming the record and its
 // byte offset; a record cut off by the end of the input ends the log instead (see trajectory).
@@ -344,9 +329,10 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
   require(std::memcmp(bytes.data(), detail::trajectory_magic, sizeof detail::trajectory_magic) == 0,
           "trajectory " + source + " does not start with the zo trajectory magic");
   const std::uint32_t version = u32_at(8);
-  require(version == detail::trajectory_version,
+  require(version == 1 || version == detail::trajectory_version,
           "trajectory " + source + " has version " + std::to_string(version) +
-              ", this build reads version " + std::to_string(detail::trajectory_version));
+              ", this build reads versions 1 to " + std::to_string(detail::trajectory_version));
+  log.version = version;
   const std::uint64_t header_size = u32_at(12);
   require(bytes.size() - fixed >= header_size + 4,
           "trajectory " + source + ": truncated header (needs " +
@@ -362,11 +348,31 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
   const auto description = header.raw(description_size);
   log.header.description.assign(reinterpret_cast<const char*>(description.data()),
                                 description.size());
+  if (version >= 2) {
+    const std::uint8_t has_fingerprint = header.u8();
+    const std::uint64_t base = header.u64();
+    require(has_fingerprint == 1 || (has_fingerprint == 0 && base == 0),
+            "trajectory " + source + " header: fingerprint flag " +
+                std::to_string(has_fingerprint) + " with fingerprint " + std::to_string(base));
+    if (has_fingerprint == 1) log.header.base_fingerprint = base;
+  }
   header.finish();
 
+  log.records_end = fixed + header_size + 4;
   const auto end = detail::scan_records(
       bytes, fixed + header_size + 4, "trajectory " + source,
       [&](std::span<const std::byte> payload, const std::string& what) {
+        require(!log.finished, what + " follows the end record");
+        const auto at = static_cast<std::uint64_t>(payload.data() - bytes.data()) - 8;
+        if (version >= 2 && payload.size() == 16 &&
+            std::memcmp(payload.data(), detail::end_record_marker, 8) == 0) {
+          const std::uint64_t count = detail::u64_at(payload, 8);
+          require(count == log.records.size(),
+                  what + ": the end record counts " + std::to_string(count) +
+                      " step records, the log holds " + std::to_string(log.records.size()));
+          log.finished = true;
+          return;
+        }
         detail::byte_reader in(payload, what);
         trajectory_record r;
         r.step = in.u64();
@@ -394,7 +400,10 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
         }
         in.finish();
         log.records.push_back(std::move(r));
+        log.records_end = at + 12 + payload.size();
       });
+  require(!log.finished || end.complete,
+          "trajectory " + source + ": " + end.reason + ", after the end record");
   log.complete = end.complete;
   log.stopped_at = end.stopped_at;
   log.reason = end.reason;
@@ -417,18 +426,59 @@ class trajectory_writer {
     file_.sync();
   }
 
-  // Continues a log after a crash or a resumed run: the file is read, a torn last record is cut
-  // off, and records are appended after the last complete one. `log` receives what was there.
+  // Continues a log after a crash or a resumed run: the file is read, a torn last record and
+  // the end record of a finished log are cut off, and records are appended after the last step
+  // record (call finish() again when the continued run ends). `log` receives what was there. A
+  // version-1 log is first rewritten in the current format (without a base fingerprint, which
+  // it never had), through a temporary file renamed over it.
   static trajectory_writer append_to(const std::filesystem::path& path, trajectory& log,
                                      std::size_t sync_every = 1) {
     log = read_trajectory(path);
-    trajectory_writer w(detail::append_file(path, O_WRONLY, sync_every));
-    w.file_.cut_at(log.complete ? std::filesystem::file_size(path) : log.stopped_at);
+    if (log.version < detail::trajectory_version) {
+      auto bytes = encode_header(log.header);
+      for (const auto& r : log.records) {
+        const auto record = encode_record(r);
+        bytes.insert(bytes.end(), record.begin(), record.end());
+      }
+      const std::filesystem::path temporary =
+          path.string() + ".zo-upgrade." + std::to_string(::getpid());
+      try {
+        detail::append_file upgraded(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0);
+        upgraded.write_all(bytes);
+        upgraded.sync();
+      } catch (...) {
+        std::error_code ignored;
+        std::filesystem::remove(temporary, ignored);
+        throw;
+      }
+      std::filesystem::rename(temporary, path);
+      trajectory_writer w(detail::append_file(path, O_WRONLY | O_APPEND, sync_every),
+                          log.records.size());
+      return w;
+    }
+    trajectory_writer w(detail::append_file(path, O_WRONLY, sync_every), log.records.size());
+    w.file_.cut_at(log.records_end);
     return w;
   }
 
-  void append(const trajectory_record& record) { file_.append(encode_record(record)); }
+  void append(const trajectory_record& record) {
+    zo::detail::require(!finished_, "cannot append to " + file_.path().string() +
+                                        ": the log was finished (its end record is written)");
+    file_.append(encode_record(record));
+    ++records_;
+  }
   void sync() { file_.sync(); }
+
+  // Ends the log of a finished run: appends the end record (the number of step records) and
+  // syncs. A log without it reads as not finished (trajectory::finished): a run that crashed
+  // or was killed between two records, or a copy cut at a record boundary, is told apart from
+  // a finished one. Nothing may be appended afterwards. The destructor never writes it.
+  void finish() {
+    zo::detail::require(!finished_, file_.path().string() + " is already finished");
+    file_.write_all(encode_end(records_));
+    file_.sync();
+    finished_ = true;
+  }
 
   // Optimizer callback: logs the step just taken.
   void after_step(const step_report& report) {
@@ -445,8 +495,11 @@ class trajectory_writer {
   }
 
  private:
-  explicit trajectory_writer(detail::append_file file) : file_(std::move(file)) {}
+  trajectory_writer(detail::append_file file, std::uint64_t records)
+      : file_(std::move(file)), records_(records) {}
   detail::append_file file_;
+  std::uint64_t records_ = 0;
+  bool finished_ = false;
 };
 
 // The values of a hybrid's first-order blocks after each step: those blocks follow gradients,
@@ -477,7 +530,7 @@ inline block_values_log read_block_values(std::span<const std::byte> bytes,
   require(bytes.size() >= 12 && std::memcmp(bytes.data(), detail::block_values_magic, 8) == 0,
           "block values file " + source + " does not start with the zo block-values magic");
   require(
-      detail::u32_at(bytes, 8) == detail::trajectory_version,
+      detail::u32_at(bytes, 8) == detail::block_values_version,
       "block values file " + source + " has version " + std::to_string(detail::u32_at(bytes, 8)));
   block_values_log log;
   const auto end = detail::scan_records(
@@ -519,7 +572,7 @@ class block_values_writer {
       : file_(path, O_WRONLY | O_CREAT | O_TRUNC, sync_every) {
     detail::byte_writer header;
     header.raw(std::as_bytes(std::span(detail::block_values_magic)));
-    header.u32(detail::trajectory_version);
+    header.u32(detail::block_values_version);
     file_.write_all(header.bytes());
     file_.sync();
   }
@@ -560,6 +613,25 @@ inline void require_same_run(const trajectory& log, std::size_t blocks, std::uin
                           ", the optimizer has seed " + std::to_string(seed));
 }
 
+// A log whose header has a base fingerprint replays only on those weights. The store holds the
+// base when no record is skipped (an optimizer resumed past the log's first step holds later
+// weights, which the fingerprint cannot check).
+template <class Store>
+void require_same_base(const trajectory& log, const Store& store, std::uint64_t first_step) {
+  if (!log.header.base_fingerprint) return;
+  if (!log.records.empty() && first_step > log.records.front().step) return;
+  const std::uint64_t found = fingerprint(store);
+  if (found == *log.header.base_fingerprint) return;
+  char text[240];
+  std::snprintf(text, sizeof text,
+                "the trajectory was recorded from base weights with fingerprint %016llx, the "
+                "store's weights have fingerprint %016llx: replay on the weights the run started "
+                "from",
+                static_cast<unsigned long long>(*log.header.base_fingerprint),
+                static_cast<unsigned long long>(found));
+  throw zo::invalid_argument(text);
+}
+
 // Each record carries the rate its step used; a replay with another schedule (a constant rate
 // for a cosine run, say) would rebuild other weights. So before anything is replayed, the first
 // record from `first_step` on whose rate is not the step rule's, bit for bit, is refused.
@@ -588,6 +660,7 @@ void require_logged_rates(const trajectory& log, std::uint64_t first_step, const
 template <class Optimizer, class Store>
 std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
   detail::require_same_run(log, store.size(), optimizer.options().seed);
+  detail::require_same_base(log, store, optimizer.step_count());
   detail::require_logged_rates(log, optimizer.step_count(), optimizer.step_rule());
   std::size_t replayed = 0;
   for (const auto& r : log.records) {
@@ -612,6 +685,7 @@ std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
                    const block_values_log& values) {
   using T = typename Store::value_type;
   detail::require_same_run(log, store.size(), hybrid.zeroth_order_part().options().seed);
+  detail::require_same_base(log, store, hybrid.step_count());
   detail::require_logged_rates(log, hybrid.step_count(), hybrid.zeroth_order_part().step_rule());
   std::size_t replayed = 0, next_values = 0;
   for (const auto& r : log.records) {

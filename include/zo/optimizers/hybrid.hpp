@@ -13,6 +13,7 @@
 #include <istream>
 #include <ostream>
 #include <span>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "zo/optimizers/gradient_view.hpp"
 #include "zo/optimizers/mezo.hpp"
 #include "zo/optimizers/reports.hpp"
+#include "zo/optimizers/state_io.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
 #include "zo/selectors/layers.hpp"
 #include "zo/step_rules/first_order.hpp"
@@ -208,17 +210,34 @@ class hybrid {
   // Saves what a resumed run needs besides the parameters: the zeroth-order part's state (step
   // index, step-rule state) and the first-order rule's (momentum, Adam moments, step counts).
   // The selectors zo provides decide from the step index alone, so they have no state.
+  // The file is framed and checked as the zo_optimizer's (zo/optimizers/state_io.hpp).
   void save(std::ostream& out) const {
-    detail::write_tag(out, state_tag, 1);
-    zo_.save(out);
-    if constexpr (requires { fo_.save(out); }) fo_.save(out);
-    if constexpr (requires { selector_.save(out); }) selector_.save(out);
+    detail::save_state(out, [&](std::ostream& payload) {
+      detail::write_tag(payload, state_tag, 1);
+      zo_.save_section(payload);
+      if constexpr (requires { fo_.save(payload); }) fo_.save(payload);
+      if constexpr (requires { selector_.save(payload); }) selector_.save(payload);
+    });
   }
   void load(std::istream& in) {
-    detail::read_tag(in, state_tag, 1, "hybrid");
-    zo_.load(in);
-    if constexpr (requires { fo_.load(in); }) fo_.load(in);
-    if constexpr (requires { selector_.load(in); }) selector_.load(in);
+    detail::load_state(in, state_tag, "hybrid", [&](std::istream& s) {
+      detail::read_version(s, 1, "hybrid");
+      // A state refused part way (a section that does not parse) leaves every part as it was.
+      std::stringstream before(std::ios::in | std::ios::out | std::ios::binary);
+      zo_.save_section(before);
+      if constexpr (requires { fo_.save(before); }) fo_.save(before);
+      if constexpr (requires { selector_.save(before); }) selector_.save(before);
+      try {
+        zo_.load_section(s);
+        if constexpr (requires { fo_.load(s); }) fo_.load(s);
+        if constexpr (requires { selector_.load(s); }) selector_.load(s);
+      } catch (const zo::invalid_argument&) {
+        zo_.load_section(before);
+        if constexpr (requires { fo_.load(before); }) fo_.load(before);
+        if constexpr (requires { selector_.load(before); }) selector_.load(before);
+        throw;
+      }
+    });
   }
 
   std::uint64_t step_count() const { return zo_.step_count(); }

@@ -451,19 +451,29 @@ class zo_optimizer {
 
   // Saves what a resumed run needs besides the parameters: the step index and the step rule's
   // state (momentum). Loading it into an optimizer built with the same policies and continuing
-  // on the same parameters reproduces the uninterrupted run bit for bit.
+  // on the same parameters reproduces the uninterrupted run bit for bit. The state is framed
+  // with its length and a CRC-32 (zo/optimizers/state_io.hpp): a damaged or truncated state is
+  // a zo::invalid_argument, raised before anything changes.
   void save(std::ostream& out) const {
+    require_no_pending("saving the optimizer state");
+    detail::save_state(out, [&](std::ostream& payload) { save_section(payload); });
+  }
+  void load(std::istream& in) {
+    require_no_pending("loading an optimizer state");
+    detail::load_state(in, state_tag, "zo_optimizer", [&](std::istream& s) { load_body(s); });
+  }
+  // The same state without the file's frame, as a section of a larger state (the hybrid's).
+  void save_section(std::ostream& out) const {
     require_no_pending("saving the optimizer state");
     detail::write_tag(out, state_tag, 1);
     detail::write_value(out, step_);
     if constexpr (requires { rule_.save(out); }) rule_.save(out);
   }
-  void load(std::istream& in) {
+  void load_section(std::istream& in) {
     require_no_pending("loading an optimizer state");
-    detail::read_tag(in, state_tag, 1, "zo_optimizer");
-    const auto step = detail::read_value<std::uint64_t>(in, "the step index");
-    if constexpr (requires { rule_.load(in); }) rule_.load(in);
-    step_ = step;
+    detail::require(detail::read_value<std::uint64_t>(in, "zo_optimizer") == state_tag,
+                    "the state does not hold zo_optimizer");
+    load_body(in);
   }
 
   // The index of the next step; directions are keyed by it, so setting it resumes a run.
@@ -713,6 +723,14 @@ class zo_optimizer {
   }
 
   static constexpr std::uint64_t state_tag = 0x7a6f'2d73'7461'7465ull;  // "zo-state" in ASCII
+
+  // A state section after its tag.
+  void load_body(std::istream& in) {
+    detail::read_version(in, 1, "zo_optimizer");
+    const auto step = detail::read_value<std::uint64_t>(in, "the step index");
+    if constexpr (requires { rule_.load(in); }) rule_.load(in);
+    step_ = step;
+  }
 
   Perturbation perturbation_;
   Estimator estimator_;

@@ -84,7 +84,11 @@ class block_states {
     }
     void read(std::istream& in, const char* rule) {
       element_size = read_value<std::uint32_t>(in, "the element size");
+      require(element_size == 0 || element_size == 4 || element_size == 8,
+              std::string(rule) + " state has " + std::to_string(element_size) +
+                  "-byte elements; 4 and 8 are known (0 when empty)");
       const auto count = read_value<std::uint64_t>(in, "the block count");
+      require_fits(in, count, 20, "the first-order state's blocks");
       for (std::uint64_t k = 0; k < count; ++k) {
         host_block b;
         b.id = read_value<std::uint64_t>(in, "a block id");
@@ -97,9 +101,7 @@ class block_states {
           require(element_size > 0 && size % element_size == 0,
                   std::string(rule) + " state has a buffer of " + std::to_string(size) +
                       " bytes, not a whole number of elements");
-          std::vector<char> bytes(size);
-          read_bytes(in, bytes.data(), size, "buffer values");
-          b.buffers.push_back(std::move(bytes));
+          b.buffers.push_back(read_buffer(in, size, "buffer values"));
         }
         blocks.push_back(std::move(b));
       }

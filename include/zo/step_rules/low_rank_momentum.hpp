@@ -245,17 +245,22 @@ class low_rank_momentum {
     }
     void read(std::istream& in) {
       element_size = detail::read_value<std::uint32_t>(in, "the momentum element size");
+      detail::require(element_size == 0 || element_size == 4 || element_size == 8,
+                      "momentum state has " + std::to_string(element_size) +
+                          "-byte elements; 4 and 8 are known (0 when empty)");
       const auto count = detail::read_value<std::uint64_t>(in, "the momentum block count");
-      blocks.resize(count);
-      for (auto& b : blocks) {
+      // Each block takes at least its id, factor step and size: 20 bytes.
+      detail::require_fits(in, count, 20, "the momentum blocks");
+      for (std::uint64_t k = 0; k < count; ++k) {
+        saved_block b;
         b.id = detail::read_value<std::uint64_t>(in, "a momentum block id");
         b.factor_step = detail::read_value<std::uint32_t>(in, "a momentum factor step");
         const auto size = detail::read_value<std::uint64_t>(in, "a momentum size");
         detail::require(element_size > 0 && size % element_size == 0,
                         "momentum state has a block of " + std::to_string(size) +
                             " bytes, not a whole number of elements");
-        b.bytes.resize(size);
-        detail::read_bytes(in, b.bytes.data(), size, "momentum values");
+        b.bytes = detail::read_buffer(in, size, "momentum values");
+        blocks.push_back(std::move(b));
       }
     }
   };
