@@ -11,7 +11,7 @@
 #include <span>
 #include <sstream>
 #include <string>
-#include <zo/io/framing.hpp>
+#include <zo/framing.hpp>
 #include <zo/zo.hpp>
 
 #include "support.hpp"
@@ -277,7 +277,7 @@ std::string framed(const std::string& payload) {
   put(payload.size(), 8);
   put(~std::uint64_t{payload.size()}, 8);
   out += payload;
-  put(zo::io::detail::crc32(std::as_bytes(std::span(payload.data(), payload.size()))), 4);
+  put(zo::detail::crc32(std::as_bytes(std::span(payload.data(), payload.size()))), 4);
   return out;
 }
 

@@ -41,13 +41,20 @@
 #include <vector>
 
 #include "zo/errors.hpp"
-#include "zo/io/framing.hpp"
+#include "zo/framing.hpp"
 #include "zo/optimizers/reports.hpp"
 #include "zo/selectors/all_blocks.hpp"
 
 namespace zo::io {
 
 namespace detail {
+
+// The framing every binary file of zo's shares (zo/framing.hpp).
+using zo::detail::byte_reader;
+using zo::detail::byte_writer;
+using zo::detail::crc32;
+using zo::detail::u32_at;
+using zo::detail::u64_at;
 
 inline constexpr char trajectory_magic[8] = {'z', 'o', '-', 't', 'r', 'a', 'j', '\n'};
 inline constexpr char block_values_magic[8] = {'z', 'o', '-', 'b', 'v', 'a', 'l', '\n'};

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "zo/errors.hpp"
-#include "zo/io/framing.hpp"
+#include "zo/framing.hpp"
 
 namespace zo::detail {
 
@@ -151,12 +151,12 @@ void save_state(std::ostream& out, WriteSections&& write_sections) {
   const std::string_view bytes = payload.view();
   const auto span = std::as_bytes(std::span(bytes.data(), bytes.size()));
   const auto n = static_cast<std::uint64_t>(bytes.size());
-  io::detail::byte_writer head, tail;
+  detail::byte_writer head, tail;
   head.raw(std::as_bytes(std::span(state_magic)));
   head.u32(state_format_version);
   head.u64(n);
   head.u64(~n);
-  tail.u32(io::detail::crc32(span));
+  tail.u32(detail::crc32(span));
   out.write(reinterpret_cast<const char*>(head.bytes().data()),
             static_cast<std::streamsize>(head.bytes().size()));
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -186,11 +186,11 @@ void load_state(std::istream& in, std::uint64_t tag, const char* what, ReadBody&
   char fixed_chars[20];
   read_bytes(in, fixed_chars, sizeof fixed_chars, "the state file's header");
   const auto fixed = std::as_bytes(std::span(fixed_chars));
-  const std::uint32_t version = io::detail::u32_at(fixed, 0);
+  const std::uint32_t version = detail::u32_at(fixed, 0);
   require(version == state_format_version,
           "optimizer state file has format version " + std::to_string(version) +
               ", this build reads version " + std::to_string(state_format_version));
-  const std::uint64_t n = io::detail::u64_at(fixed, 4), check = io::detail::u64_at(fixed, 12);
+  const std::uint64_t n = detail::u64_at(fixed, 4), check = detail::u64_at(fixed, 12);
   require(check == ~n, "optimizer state file: length field damaged (" + std::to_string(n) +
                            " and ~" + std::to_string(~check) + " disagree)");
   // n agrees with its complement, so a stream shorter than that was cut.
@@ -201,8 +201,8 @@ void load_state(std::istream& in, std::uint64_t tag, const char* what, ReadBody&
   auto payload = read_buffer(in, n, "the state payload");
   char crc_chars[4];
   read_bytes(in, crc_chars, sizeof crc_chars, "the state checksum");
-  const std::uint32_t stored = io::detail::u32_at(std::as_bytes(std::span(crc_chars)), 0);
-  const std::uint32_t computed = io::detail::crc32(std::as_bytes(std::span(payload)));
+  const std::uint32_t stored = detail::u32_at(std::as_bytes(std::span(crc_chars)), 0);
+  const std::uint32_t computed = detail::crc32(std::as_bytes(std::span(payload)));
   require(stored == computed, "optimizer state file: checksum mismatch (the " + std::to_string(n) +
                                   "-byte payload is damaged)");
   state_payload buffer(payload);

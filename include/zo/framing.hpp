@@ -15,7 +15,7 @@
 
 #include "zo/errors.hpp"
 
-namespace zo::io::detail {
+namespace zo::detail {
 
 // CRC-32 as zlib and PNG compute it (reflected polynomial 0xEDB88320), eight bytes a step
 // ("slicing by 8"): table[0] is the classic byte table, table[k][n] the CRC of byte n followed
@@ -136,4 +136,4 @@ inline std::uint64_t u64_at(std::span<const std::byte> bytes, std::size_t at) {
   return std::uint64_t{u32_at(bytes, at)} | std::uint64_t{u32_at(bytes, at + 4)} << 32;
 }
 
-}  // namespace zo::io::detail
+}  // namespace zo::detail
