@@ -44,13 +44,19 @@ check() {
 
 measure plain env
 
-unshare --mount true 2> /dev/null ||
-  { echo "FAILED: cannot make a mount namespace (unshare --mount; run as root)" >&2; exit 1; }
+# Propagation stays as it is (util-linux would make / private, which fails in a chroot, whose /
+# is no mount point); /proc alone is made private, so that nothing done to it here reaches the
+# /proc outside.
+in_namespace=(unshare --mount --propagation unchanged bash -c)
+"${in_namespace[@]}" 'mount --make-private /proc' 2> /dev/null ||
+  { echo "FAILED: cannot make a mount namespace with a private /proc (run as root)" >&2; exit 1; }
 # shellcheck disable=SC2016 # $@ expands in the namespace's shell
-read_only='mount -o remount,bind,ro /proc && ! (echo 5 > /proc/self/clear_refs) 2> /dev/null &&
-           exec "$@"'
-measure read-only-proc unshare --mount bash -c "$read_only" probe
+read_only='mount --make-private /proc && mount -o remount,bind,ro /proc &&
+           ! (echo 5 > /proc/self/clear_refs) 2> /dev/null && exec "$@"'
+measure read-only-proc "${in_namespace[@]}" "$read_only" probe
 # shellcheck disable=SC2016
-no_proc='umount -l /proc && [ ! -e /proc/self/status ] && exec "$@"'
-measure no-proc unshare --mount bash -c "$no_proc" probe
+no_proc='mount --make-private /proc && umount -l /proc && [ ! -e /proc/self/status ] && exec "$@"'
+measure no-proc "${in_namespace[@]}" "$no_proc" probe
+# The /proc outside is untouched.
+[ -e /proc/self/status ] || { echo "FAILED: /proc outside the namespace was changed" >&2; exit 1; }
 echo "memory_probe.sh: passed"
