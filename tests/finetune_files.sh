@@ -82,10 +82,15 @@ no_temporaries() {
 # on a full disk.
 no_space() { (ulimit -f 0 && exec "$@"); }
 
+# An option may be given once: a command that changes one of these options starts from the
+# *_base arrays, which leave it out.
 tiny=(--d-model 16 --layers 2 --heads 2 --ffn 32)
-pretrain=("$zo" pretrain --steps 20 "${tiny[@]}" --batch 4 --threads 1)
-finetune=("$zo" finetune --method mezo --lr 1e-3 --steps 10 --batch 4 --train-examples 16
-  --test-examples 16 --threads 1)
+small=(--d-model 8 --layers 1 --heads 2 --ffn 16)
+pretrain_base=("$zo" pretrain --threads 1)
+pretrain=("${pretrain_base[@]}" --steps 20 "${tiny[@]}" --batch 4)
+pretrain_small=("${pretrain_base[@]}" --steps 20 "${small[@]}" --batch 4)
+finetune_base=("$zo" finetune --steps 10 --batch 4 --threads 1)
+finetune=("${finetune_base[@]}" --method mezo --lr 1e-3 --train-examples 16 --test-examples 16)
 
 expect_success "pretrain" "${pretrain[@]}" --out CK || exit 1
 expect_success "finetune" "${finetune[@]}" --checkpoint CK --out r || exit 1
@@ -171,13 +176,15 @@ expect_failure "pretrain --out in no directory" '--out /dev/full/ck' \
   "${pretrain[@]}" --out /dev/full/ck
 expect_no_work "pretrain --out /dev/full/ck"
 expect_failure "finetune --lr -1" '--lr must be at least 0' \
-  "${finetune[@]}" --checkpoint CK --out r --lr -1
+  "${finetune_base[@]}" --method mezo --train-examples 16 --test-examples 16 --checkpoint CK \
+  --out r --lr -1
 expect_no_work "finetune --lr -1"
 expect_failure "finetune --eps 0" '--eps must be positive' \
   "${finetune[@]}" --checkpoint CK --out r --eps 0
 expect_no_work "finetune --eps 0"
 expect_failure "finetune --method loho --clip -1" '--clip must be at least 0' \
-  "${finetune[@]}" --checkpoint CK --out r --method loho --clip -1 --loho-layers 1
+  "${finetune_base[@]}" --lr 1e-3 --train-examples 16 --test-examples 16 --checkpoint CK --out r \
+  --method loho --clip -1 --loho-layers 1
 expect_no_work "finetune --clip -1"
 expect_failure "pretrain --lr -1" '--lr must be at least 0' "${pretrain[@]}" --out CK --lr -1
 expect_no_work "pretrain --lr -1"
@@ -185,22 +192,23 @@ expect_no_work "pretrain --lr -1"
 # machine.
 limited() { (ulimit -v 2097152 && exec timeout 60 "$@"); }
 expect_failure "finetune --train-examples 1000000000" '--train-examples 1000000000 would build' \
-  limited "${finetune[@]}" --checkpoint CK --out r --train-examples 1000000000
+  limited "${finetune_base[@]}" --method mezo --lr 1e-3 --test-examples 16 --checkpoint CK \
+  --out r --train-examples 1000000000
 expect_failure "finetune --test-examples 1000000000" '--test-examples 1000000000 would build' \
-  limited "${finetune[@]}" --checkpoint CK --out r --test-examples 1000000000
+  limited "${finetune_base[@]}" --method mezo --lr 1e-3 --train-examples 16 --checkpoint CK \
+  --out r --test-examples 1000000000
 expect_failure "pretrain --steps 100000000" '--steps 100000000 .* would build' \
-  limited "${pretrain[@]}" --out CK --steps 100000000 --batch 32
+  limited "${pretrain_base[@]}" "${tiny[@]}" --out CK --steps 100000000 --batch 32
 same r.json r.json.before "refused runs leave the summary"
 same CK/config.json config.before "refused runs leave the checkpoint"
 
 echo "-- 6: a checkpoint directory is replaced as a whole"
-small=(--d-model 8 --layers 1 --heads 2 --ffn 16)
 expect_failure "pretrain over a checkpoint on a full disk" 'cannot write the checkpoint CK' \
-  no_space "${pretrain[@]}" "${small[@]}" --out CK
+  no_space "${pretrain_small[@]}" --out CK
 same CK/config.json config.before "the old config.json survives a failed save"
 same CK/model.safetensors model.before "the old weights survive a failed save"
 no_temporaries "a failed save leaves no temporary" . CK
-expect_success "pretrain over a checkpoint of another shape" "${pretrain[@]}" "${small[@]}" --out CK
+expect_success "pretrain over a checkpoint of another shape" "${pretrain_small[@]}" --out CK
 expect_success "the new checkpoint loads" "${finetune[@]}" --checkpoint CK --out small
 no_temporaries "a save leaves no temporary" . CK
 mkdir hf
@@ -211,7 +219,7 @@ expect_no_work "pretrain --out hf"
 [ -f hf/tokenizer.json ] || fail "hf/tokenizer.json was removed"
 "${pretrain[@]}" --out CK2 > /dev/null 2>&1 &
 first=$!
-"${pretrain[@]}" "${small[@]}" --out CK2 > /dev/null 2>&1 &
+"${pretrain_small[@]}" --out CK2 > /dev/null 2>&1 &
 second=$!
 wait "$first" || fail "the first of two concurrent pretrains failed"
 wait "$second" || fail "the second of two concurrent pretrains failed"

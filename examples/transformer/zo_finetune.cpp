@@ -15,8 +15,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
+#include <concepts>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +26,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -35,6 +38,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 #include <zo/zo.hpp>
 #ifdef ZO_FINETUNE_MPI
@@ -51,12 +55,27 @@ using clock_type = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
 // ---------------------------------------------------------------------------------------------
-// Command line: --name value pairs, each checked against the command's table of options, so a
-// misspelt option is an error rather than a silently ignored default.
+// Command line: --name value (or --name=value) pairs, each checked against the command's table
+// of options, so a misspelt option is an error rather than a silently ignored default. The
+// parser is strict: an option given twice, an empty value, a separate value that is itself an
+// option (`--out --steps`; write `--out=--steps` for such a value), a number not written
+// completely (std::from_chars: no leading space or '+', no hexadecimal) or not finite, and an
+// integer with an exponent, a fraction or outside the range of what stores it are errors
+// naming the option. An option that finetune's --method never reads is an error too.
 
 struct option_spec {
   std::string name, default_value, help;
+  // finetune: the --method values that read this option; empty: every method does.
+  std::vector<std::string> methods{};
 };
+
+// "a", "a or b", "a, b or c".
+std::string one_of(const std::vector<std::string>& words) {
+  std::string out;
+  for (std::size_t i = 0; i < words.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == words.size() ? " or " : ", ") + words[i];
+  return out;
+}
 
 class arguments {
  public:
@@ -72,62 +91,103 @@ class arguments {
       }
       arg.erase(0, 2);
       std::string value;
-      if (const auto eq = arg.find('='); eq != std::string::npos) {
+      const auto eq = arg.find('=');
+      if (eq != std::string::npos) {
         value = arg.substr(eq + 1);
         arg.erase(eq);
-      } else {
-        if (i + 1 >= argc) throw zo::invalid_argument("option --" + arg + " needs a value");
-        value = argv[++i];
       }
       if (!values_.contains(arg)) throw zo::invalid_argument("unknown option --" + arg);
+      if (eq == std::string::npos) {
+        if (i + 1 >= argc) throw zo::invalid_argument("option --" + arg + " needs a value");
+        value = argv[++i];
+        if (value.rfind("--", 0) == 0)
+          throw zo::invalid_argument("option --" + arg + " needs a value, got the option " + value +
+                                     " (write --" + arg + "=" + value +
+                                     " for a value that begins with --)");
+      }
+      if (value.empty()) throw zo::invalid_argument("option --" + arg + " has an empty value");
+      if (!given_.insert(arg).second)
+        throw zo::invalid_argument("option --" + arg + " is given more than once");
       values_[arg] = value;
-      given_.insert(arg);
     }
   }
 
   const std::string& text(const std::string& name) const { return values_.at(name); }
   bool given(const std::string& name) const { return given_.contains(name); }
+
+  // A finite number, the whole value (1e-3, 0.5, -2; not " 1", "+1", "0x10", "inf" or "1e999").
   double number(const std::string& name) const {
     const std::string& v = text(name);
-    std::size_t used = 0;
     double x = 0;
-    try {
-      x = std::stod(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != v.size() || !std::isfinite(x))
-      throw zo::invalid_argument("--" + name + " must be a number, got '" + v + "'");
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (ec != std::errc{} || end != v.data() + v.size() || !std::isfinite(x))
+      throw zo::invalid_argument("--" + name + " must be a finite number, got '" + v + "'");
     return x;
   }
-  std::uint64_t count(const std::string& name) const {
+  // A number in [min, max].
+  double number(const std::string& name, double min, double max) const {
     const double x = number(name);
-    if (x < 0 || x != std::floor(x) || x > 1e15)
-      throw zo::invalid_argument("--" + name + " must be a non-negative integer, got '" +
-                                 text(name) + "'");
-    return static_cast<std::uint64_t>(x);
-  }
-  std::uint64_t positive(const std::string& name) const {
-    const auto x = count(name);
-    if (x == 0) throw zo::invalid_argument("--" + name + " must be positive");
+    if (x < min || x > max) {
+      throw zo::invalid_argument("--" + name + " must be from " + shortest(min) + " to " +
+                                 shortest(max) + ", got " + text(name));
+    }
     return x;
+  }
+  // An integer in [min, max], written in decimal digits (a leading '-' where min < 0; no
+  // exponent, fraction or '+'), that therefore fits the T it is stored in.
+  template <std::integral T>
+  T integer(const std::string& name, T min, T max) const {
+    const std::string& v = text(name);
+    T x{};
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (ec == std::errc{} && end == v.data() + v.size() && x >= min && x <= max) return x;
+    throw zo::invalid_argument("--" + name + " must be an integer from " + std::to_string(min) +
+                               " to " + std::to_string(max) + ", got '" + v + "'");
   }
   const std::vector<std::string>& positional() const { return positional_; }
+
+  // Refuses any option given that `method` (finetune's --method) never reads, naming the
+  // methods that do.
+  void refuse_unread(const std::string& method) const {
+    for (const auto& s : specs_) {
+      if (!given(s.name) || s.methods.empty() ||
+          std::find(s.methods.begin(), s.methods.end(), method) != s.methods.end())
+        continue;
+      throw zo::invalid_argument("--" + s.name + " is read only by --method " + one_of(s.methods) +
+                                 ", not by " + method);
+    }
+  }
 
   static void print(std::ostream& out, const std::vector<option_spec>& specs) {
     for (const auto& s : specs) {
       out << "  --" << s.name;
       if (!s.default_value.empty()) out << " (default " << s.default_value << ")";
+      if (!s.methods.empty()) out << " [--method " << one_of(s.methods) << " only]";
       out << "\n      " << s.help << "\n";
     }
   }
 
  private:
+  static std::string shortest(double x) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%g", x);
+    return buffer;
+  }
+
   std::vector<option_spec> specs_;
   std::map<std::string, std::string> values_;
   std::set<std::string> given_;
   std::vector<std::string> positional_;
 };
+
+// The bounds of the integer options (and of the values derived from them), each within what
+// stores it: no value wraps.
+constexpr int max_width = 65536;   // --d-model, --heads, --ffn, --max-positions, --window, --rank
+constexpr int max_layers = 1024;   // --layers; --loho-layers at most 2 more (embeddings, norm)
+constexpr int max_threads = 4096;  // --threads (0: the OpenMP default)
+constexpr int max_scale = 1024;    // memory --scale
+constexpr std::uint64_t max_count = std::uint64_t{1} << 32;  // steps, batch, examples, intervals
+constexpr std::uint64_t max_u64 = std::numeric_limits<std::uint64_t>::max();  // seeds, budget
 
 // ---------------------------------------------------------------------------------------------
 // Measurements.
@@ -199,8 +259,17 @@ class progress_line {
 };
 
 void set_threads(const arguments& args) {
-  if (const auto threads = args.count("threads"); threads > 0)
-    omp_set_num_threads(static_cast<int>(threads));
+  if (const int threads = args.integer<int>("threads", 0, max_threads); threads > 0)
+    omp_set_num_threads(threads);
+}
+
+// Seconds a collective may wait under mpirun: positive, at most a million (the milliseconds are
+// rounded to a long long).
+double mpi_timeout_seconds(const arguments& args) {
+  const double seconds = args.number("mpi-timeout", 0, 1e6);
+  zo::detail::require(seconds > 0,
+                      "--mpi-timeout must be positive, got " + args.text("mpi-timeout"));
+  return seconds;
 }
 
 // The processes fine-tuning together: this one alone or, when zo-finetune is built with Open MPI
@@ -266,8 +335,7 @@ const team& the_team(const arguments& args) {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (initialized) {
-      const double seconds = args.number("mpi-timeout");
-      zo::detail::require(seconds > 0, "--mpi-timeout must be positive");
+      const double seconds = mpi_timeout_seconds(args);
       made.comm = std::make_unique<zo::mpi::communicator>(
           MPI_COMM_WORLD, zo::mpi::communicator_options{
                               .timeout = std::chrono::milliseconds(std::llround(seconds * 1000))});
@@ -415,17 +483,21 @@ int pretrain(const arguments& args) {
   zo::detail::require(!out.empty(), "pretrain needs --out DIR");
   opt::opt_config config;
   config.vocab_size = reviews::vocabulary_size();
-  config.d_model = static_cast<int>(args.positive("d-model"));
-  config.n_heads = static_cast<int>(args.positive("heads"));
-  config.n_layers = static_cast<int>(args.positive("layers"));
-  config.d_ffn = static_cast<int>(args.positive("ffn"));
-  config.max_positions = static_cast<int>(args.positive("max-positions"));
+  config.d_model = args.integer("d-model", 1, max_width);
+  config.n_heads = args.integer("heads", 1, max_width);
+  config.n_layers = args.integer("layers", 1, max_layers);
+  config.d_ffn = args.integer("ffn", 1, max_width);
+  config.max_positions = args.integer("max-positions", 1, max_width);
   // Every review begins with <bos>; the language has no end-of-sequence or padding token.
   config.bos_token_id = reviews::token("<bos>");
-  const auto window = static_cast<int>(args.positive("window"));
+  zo::detail::require(
+      config.d_model % config.n_heads == 0,
+      "--d-model " + args.text("d-model") + " is not divisible by --heads " + args.text("heads"));
+  const int window = args.integer("window", 1, max_width);
   zo::detail::require(window <= config.max_positions, "--window exceeds --max-positions");
-  const auto steps = args.positive("steps"), batch_size = args.positive("batch");
-  const auto seed = args.count("seed");
+  const auto steps = args.integer("steps", std::uint64_t{1}, max_count),
+             batch_size = args.integer("batch", std::uint64_t{1}, max_count);
+  const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
   const double lr = non_negative(args, "lr");
   require_data_fits(
       double(steps) * double(batch_size) * (window * window_token_bytes + window_bytes),
@@ -469,6 +541,11 @@ int pretrain(const arguments& args) {
 // ---------------------------------------------------------------------------------------------
 // finetune
 
+// The methods with a zeroth-order part, which read --eps and --restore (all but adam).
+std::vector<std::string> zeroth_order_methods() {
+  return {"mezo", "lozo", "lozo-m", "loho"};
+}
+
 std::vector<option_spec> finetune_options() {
   return {{"checkpoint", "", "pretrained checkpoint directory"},
           {"method", "mezo", "mezo, lozo, lozo-m, loho or adam (full first-order baseline)"},
@@ -479,19 +556,22 @@ std::vector<option_spec> finetune_options() {
            "zeroth-order step, 3 for LoHO (2 + its first-order pass) and 1 for Adam"},
           {"batch", "16", "examples per step (MeZO: 16)"},
           {"lr", "", "learning rate (default: 1e-6 for mezo, lozo, lozo-m; 1e-5 for adam)"},
-          {"eps", "1e-3", "perturbation scale ε (MeZO, LOZO: 1e-3)"},
+          {"eps", "1e-3", "perturbation scale ε (MeZO, LOZO: 1e-3)", zeroth_order_methods()},
           {"weight-decay", "0", "weight decay"},
-          {"rank", "2", "LOZO rank r"},
-          {"interval", "50", "LOZO: steps V is kept for (ν)"},
-          {"beta", "0.9", "LOZO-M momentum"},
-          {"loho-layers", "2", "LoHO: the deepest k layers are trained first-order"},
-          {"loho-budget-mib", "0",
+          {"rank", "2", "LOZO rank r", {"lozo", "lozo-m"}},
+          {"interval", "50", "LOZO: steps V is kept for (ν)", {"lozo", "lozo-m"}},
+          {"beta", "0.9", "LOZO-M momentum, in [0, 1)", {"lozo-m"}},
+          {"loho-layers", "2", "LoHO: the deepest k layers are trained first-order", {"loho"}},
+          {"loho-budget-mib",
+           "0",
            "LoHO: instead of --loho-layers, the largest k whose predicted memory (parameters, and "
-           "the first-order layers' activations, gradients and Adam moments) fits this many MiB"},
-          {"fo-lr", "1e-5", "LoHO: Adam learning rate of the first-order layers"},
-          {"clip", "1.0", "LoHO: first-order gradient-norm clip (0: off)"},
+           "the first-order layers' activations, gradients and Adam moments) fits this many MiB",
+           {"loho"}},
+          {"fo-lr", "1e-5", "LoHO: Adam learning rate of the first-order layers", {"loho"}},
+          {"clip", "1.0", "LoHO: first-order gradient-norm clip (0: off)", {"loho"}},
           {"restore", "arithmetic",
-           "exact (snapshot, no rounding residue) or arithmetic (the reference's undo; no memory)"},
+           "exact (snapshot, no rounding residue) or arithmetic (the reference's undo; no memory)",
+           zeroth_order_methods()},
           {"train-examples", "1000", "training set size (MeZO: 1000)"},
           {"test-examples", "1000", "held-out test set size"},
           {"eval-interval", "0", "steps between held-out evaluations (0: 20 evaluations in all)"},
@@ -524,38 +604,60 @@ int finetune(const arguments& args) {
   const bool zeroth_order = method == "mezo" || method == "lozo" || method == "lozo-m";
   zo::detail::require(zeroth_order || method == "loho" || method == "adam",
                       "unknown --method '" + method + "' (mezo, lozo, lozo-m, loho or adam)");
+  // An option this method never reads is a mistake, not something to ignore.
+  args.refuse_unread(method);
+  zo::detail::require(!args.text("checkpoint").empty(), "finetune needs --checkpoint DIR");
   const std::uint64_t passes_per_example = zeroth_order ? 2 : method == "loho" ? 3 : 1;
-  const auto batch_size = args.positive("batch");
-  std::uint64_t steps = args.count("steps");
+  const auto batch_size = args.integer("batch", std::uint64_t{1}, max_count);
+  std::uint64_t steps = args.integer("steps", std::uint64_t{0}, max_count);
   if (steps == 0) {
-    const auto budget = args.count("forward-budget");
+    const auto budget = args.integer("forward-budget", std::uint64_t{0}, max_u64);
     zo::detail::require(budget > 0, "finetune needs --steps or --forward-budget");
     steps = budget / (passes_per_example * batch_size);
     zo::detail::require(steps > 0, "--forward-budget is less than one step's forward passes");
+    zo::detail::require(steps <= max_count, "--forward-budget " + args.text("forward-budget") +
+                                                " makes " + std::to_string(steps) +
+                                                " steps, over the 2^32 a run can take");
+  } else {
+    zo::detail::require(!args.given("forward-budget"),
+                        "--forward-budget is read only when --steps is 0 (or not given); give "
+                        "one of them");
   }
   // Everything the options decide is checked here, before the checkpoint or the data are
   // loaded: the ranges the optimizers require, naming the option.
   const double lr = args.given("lr") ? non_negative(args, "lr") : method == "adam" ? 1e-5 : 1e-6;
   const double eps = positive_number(args, "eps"), decay = non_negative(args, "weight-decay");
+  // LOZO's rank (at most the smallest side of the model's matrices, checked once the
+  // checkpoint's configuration is read) and interval.
+  std::size_t rank = 0, interval = 0;
   if (method == "lozo" || method == "lozo-m") {
-    args.positive("rank");
-    args.positive("interval");
+    rank = args.integer<std::size_t>("rank", 1, max_width);
+    interval = args.integer<std::size_t>("interval", 1, max_count);
   }
+  double beta = 0;
   if (method == "lozo-m") {
-    const double beta = args.number("beta");
+    beta = args.number("beta");
     zo::detail::require(beta >= 0 && beta < 1,
                         "--beta must be at least 0 and below 1, got " + args.text("beta"));
   }
+  // LoHO: the first-order layers' Adam rate and clip, and either the deepest --loho-layers
+  // (at most the model's layers, checked once its configuration is read) or a memory budget.
+  double fo_lr = 0, clip = 0, budget_mib = 0;
+  std::size_t loho_layers = 0;
   if (method == "loho") {
-    non_negative(args, "fo-lr");
-    non_negative(args, "clip");
-    if (non_negative(args, "loho-budget-mib") == 0) args.positive("loho-layers");
+    fo_lr = non_negative(args, "fo-lr");
+    clip = non_negative(args, "clip");
+    budget_mib = args.number("loho-budget-mib", 0, 1 << 30);
+    if (budget_mib == 0) {
+      loho_layers = args.integer<std::size_t>("loho-layers", 1, max_layers + 2);
+    } else {
+      zo::detail::require(!args.given("loho-layers"),
+                          "--loho-layers is read only when --loho-budget-mib is 0; give one of "
+                          "them");
+    }
   }
-  zo::detail::require(
-      steps <= (std::uint64_t{1} << 32),
-      "--steps " + std::to_string(steps) + " exceeds the 2^32 steps a run can take");
-  const auto train_examples = args.positive("train-examples"),
-             test_examples = args.positive("test-examples");
+  const auto train_examples = args.integer("train-examples", std::uint64_t{1}, max_count),
+             test_examples = args.integer("test-examples", std::uint64_t{1}, max_count);
   zo::detail::require(batch_size <= train_examples, "--batch " + std::to_string(batch_size) +
                                                         " exceeds --train-examples " +
                                                         std::to_string(train_examples));
@@ -566,14 +668,35 @@ int finetune(const arguments& args) {
   const std::string restore_name = args.text("restore");
   zo::detail::require(restore_name == "exact" || restore_name == "arithmetic",
                       "--restore must be exact or arithmetic, got '" + restore_name + "'");
+  const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
   const zo::zo_options zo_options{
-      .seed = args.count("seed"),
+      .seed = seed,
       .restore = restore_name == "exact" ? zo::restore_mode::exact : zo::restore_mode::arithmetic};
-  const std::uint64_t eval_interval = args.count("eval-interval") > 0
-                                          ? args.count("eval-interval")
-                                          : std::max<std::uint64_t>(1, steps / 20);
+  const auto eval_every = args.integer("eval-interval", std::uint64_t{0}, max_count);
+  const std::uint64_t eval_interval =
+      eval_every > 0 ? eval_every : std::max<std::uint64_t>(1, steps / 20);
+  const auto data_seed = args.integer("data-seed", std::uint64_t{0}, max_u64);
+  mpi_timeout_seconds(args);  // checked in every run, read only under mpirun
+  // The options the model bounds, from the checkpoint's configuration alone (the weights and
+  // the data are loaded later).
+  if (rank > 0 || loho_layers > 0) {
+    const opt::opt_config shape = opt::read_config(args.text("checkpoint"));
+    std::size_t smallest = max_u64;
+    for (const auto& spec : opt::parameter_specs(shape)) {
+      if (spec.rows > 1 && spec.cols > 1)
+        smallest = std::min<std::size_t>(smallest, std::min(spec.rows, spec.cols));
+    }
+    zo::detail::require(rank <= smallest, "--rank " + std::to_string(rank) + " exceeds " +
+                                              std::to_string(smallest) +
+                                              ", the smallest side of the model's matrices");
+    const auto layers = static_cast<std::size_t>(shape.layer_count());
+    zo::detail::require(loho_layers <= layers,
+                        "--loho-layers " + std::to_string(loho_layers) + " exceeds the " +
+                            std::to_string(layers) +
+                            " layers of the checkpoint's model (its decoder layers, the "
+                            "embeddings and the final norm)");
+  }
 
-  const auto data_seed = args.count("data-seed");
   // Under mpirun every rank draws the same batches and evaluates its own contiguous shard.
   const team& group = the_team(args);
   zo::detail::require(batch_size >= static_cast<std::uint64_t>(group.size),
@@ -602,7 +725,7 @@ int finetune(const arguments& args) {
   const opt::opt_model model(loaded.config, store);
   const opt::batch train = reviews::sentiment_examples(data_seed, train_examples);
   const opt::batch test = reviews::sentiment_examples(data_seed + 1, test_examples);
-  batch_sampler sampler(train, batch_size, args.count("seed") + 1);
+  batch_sampler sampler(train, batch_size, seed + 1);
   const std::size_t shard_begin = group.rank * batch_size / group.size,
                     shard_end = (group.rank + 1) * batch_size / group.size;
   group.set_shard(shard_end - shard_begin, batch_size);
@@ -668,7 +791,7 @@ int finetune(const arguments& args) {
       optimizer_state = state_bytes(optimizer);
     });
   } else if (method == "lozo" || method == "lozo-m") {
-    const zo::low_rank_perturbation low_rank(args.positive("rank"), args.positive("interval"));
+    const zo::low_rank_perturbation low_rank(rank, interval);
     with_estimator([&]<class Estimator>(Estimator estimator) {
       if (method == "lozo") {
         zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::sgd<>> optimizer(
@@ -677,8 +800,7 @@ int finetune(const arguments& args) {
         optimizer_state = state_bytes(optimizer);
       } else {
         zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::low_rank_momentum<>> optimizer(
-            low_rank, estimator, zo::low_rank_momentum<>(lr, args.number("beta"), decay), {},
-            zo_options);
+            low_rank, estimator, zo::low_rank_momentum<>(lr, beta, decay), {}, zo_options);
         run([&] { return optimizer.step(store, objective).loss; });
         optimizer_state = state_bytes(optimizer);
       }
@@ -686,8 +808,7 @@ int finetune(const arguments& args) {
   } else if (method == "loho") {
     // LoHO's first-order layers: the deepest k, or as many as a memory budget allows.
     auto with_selector = [&](auto&& body) {
-      const double budget_mib = args.number("loho-budget-mib");
-      if (budget_mib <= 0) return body(zo::deepest_layers(args.positive("loho-layers")));
+      if (budget_mib == 0) return body(zo::deepest_layers(loho_layers));
       const int longest = static_cast<int>(
           std::max_element(train.begin(), train.end(), [](const auto& a, const auto& b) {
             return a.tokens.size() < b.tokens.size();
@@ -707,9 +828,8 @@ int finetune(const arguments& args) {
       with_selector([&]<class Selector>(Selector selector) {
         using zo_part = zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>>;
         zo::hybrid<zo_part, zo::adam<>, Selector> optimizer(
-            zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options),
-            zo::adam<>(args.number("fo-lr")), selector,
-            zo::hybrid_options{.clip_norm = args.number("clip")});
+            zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options), zo::adam<>(fo_lr),
+            selector, zo::hybrid_options{.clip_norm = clip});
         with_gradients([&](auto& f) { run([&] { return optimizer.step(store, f).loss; }); });
         optimizer_state = state_bytes(optimizer);
       });
@@ -826,14 +946,27 @@ phase_memory measure_in_child(const char* name, Phase&& phase) {
 
 int memory(const arguments& args) {
   set_threads(args);
+  const int scale = args.integer("scale", 1, max_scale);
+  const auto batch_size = args.integer("batch", std::uint64_t{1}, max_count),
+             steps = args.integer("steps", std::uint64_t{1}, max_count);
+  require_data_fits(double(batch_size) * sentiment_example_bytes,
+                    "--batch " + std::to_string(batch_size));
+  zo::detail::require(!args.text("checkpoint").empty(), "memory needs --checkpoint DIR");
   opt::opt_config config = opt::read_config(args.text("checkpoint"));
-  const int scale = static_cast<int>(args.positive("scale"));
-  config.d_model *= scale;
-  config.d_ffn *= scale;
-  config.n_heads *= scale;
-  config.n_layers *= 2;
+  // The probe's sizes, each within the 2^30 a configuration allows (and so within an int).
+  for (auto [size, factor, name] :
+       {std::tuple{&config.d_model, scale, "d_model"}, std::tuple{&config.d_ffn, scale, "d_ffn"},
+        std::tuple{&config.n_heads, scale, "n_heads"},
+        std::tuple{&config.n_layers, 2, "n_layers"}}) {
+    const long long scaled = static_cast<long long>(*size) * factor;
+    zo::detail::require(scaled <= (1 << 30), std::string("the probe's ") + name + " would be " +
+                                                 std::to_string(scaled) + " (the checkpoint's × " +
+                                                 std::to_string(factor) + "), over 2^30: --scale " +
+                                                 args.text("scale") +
+                                                 " is too large for this checkpoint");
+    *size = static_cast<int>(scaled);
+  }
   config.validate();
-  const auto batch_size = args.positive("batch"), steps = args.positive("steps");
   std::size_t parameter_bytes = 0;
   for (const auto& spec : opt::parameter_specs(config))
     parameter_bytes += static_cast<std::size_t>(spec.rows) * spec.cols * sizeof(float);
