@@ -5,6 +5,7 @@
 // reads as not finished; any damaged byte is an error; version-1 logs still read and replay.
 #define BOOST_TEST_MODULE trajectory
 #include <boost/test/unit_test.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -106,6 +107,47 @@ BOOST_AUTO_TEST_CASE(mezo_replays_bit_for_bit_in_both_restore_modes_and_fused) {
           40);
     }
   }
+}
+
+namespace {
+// 1e-2, except at step 4: the largest double, whose update the optimizer refuses.
+struct spike_schedule {
+  double operator()(std::uint64_t step) const {
+    return step == 4 ? std::numeric_limits<double>::max() : 1e-2;
+  }
+};
+}  // namespace
+
+// A refused update is logged with status 2 and its gradients, and replays as a refusal.
+BOOST_AUTO_TEST_CASE(a_refused_update_is_logged_and_replayed) {
+  const fs::path path = temporary("refused.zotraj");
+  chain live(3, 5, 16, 7), replayed(3, 5, 16, 7);
+  using optimizer_type =
+      zo::zo_optimizer<zo::gaussian_perturbation, zo::central_difference, zo::sgd<spike_schedule>>;
+  const auto make = [] {
+    return optimizer_type({}, zo::central_difference(1e-3), zo::sgd<spike_schedule>({}), {},
+                          {.seed = 11});
+  };
+  auto optimizer = make();
+  {
+    zo::io::trajectory_writer log(path,
+                                  zo::io::run_header(live.store, optimizer.options().seed, "test"));
+    const auto summary = optimizer.optimize(
+        live.store, [&] { return live.loss(); }, 8, log);
+    BOOST_TEST(summary.skipped_steps == 1u);
+    BOOST_TEST(summary.refused_updates == 1u);
+    log.finish();
+  }
+  const auto log = zo::io::read_trajectory(path);
+  BOOST_TEST(log.records.size() == 8u);
+  BOOST_TEST((log.records[4].status == zo::step_status::skipped_nonfinite_update));
+  BOOST_TEST(log.records[4].projected_gradients.size() == 1u);
+  auto again = make();
+  BOOST_TEST(zo::io::replay(again, replayed.store, log) == 8u);
+  BOOST_TEST(zo_test::snapshot(replayed.store) == zo_test::snapshot(live.store));
+  for (const double x : zo_test::snapshot(live.store))
+    BOOST_TEST(std::isfinite(x));
+  fs::remove(path);
 }
 
 BOOST_AUTO_TEST_CASE(lozo_and_lozo_m_replay_bit_for_bit) {

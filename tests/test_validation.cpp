@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Bad input is rejected before any parameter changes; a non-finite loss skips the step and
-// restores the parameters; an objective that throws leaves them at the base point.
+// restores the parameters, and an update that would overflow is refused; an objective that throws
+// leaves them at the base point.
 #define BOOST_TEST_MODULE validation
 #include <boost/test/unit_test.hpp>
 #include <cmath>
@@ -210,6 +211,63 @@ BOOST_AUTO_TEST_CASE(optimize_counts_skipped_steps) {
       f.store, [&] { return ++call % 6 == 0 ? not_a_number : f.loss(); }, 6);
   BOOST_TEST(summary.steps == 6u);
   BOOST_TEST(summary.skipped_steps == 2u);  // calls 6 and 12 fall in steps 3 and 6
+}
+
+// A finite loss with a learning rate so large that lr·g overflows float: the update is refused
+// (not applied), every weight keeps every bit, and the step and the summary say so. Before the
+// refusal, every weight became infinite or NaN.
+BOOST_AUTO_TEST_CASE(an_overflowing_update_is_refused_and_changes_no_bit) {
+  for (const double lr : {1e300, 1e50}) {
+    for (const bool fused : {false, true}) {
+      for (const double decay : {0.0, 0.01}) {
+        BOOST_TEST_CONTEXT("lr " << lr << " fused " << fused << " decay " << decay) {
+          fixture f;
+          zo::mezo opt(zo::central_difference(1e-2), zo::sgd<>(lr, decay),
+                       {.seed = 5, .fused_steps = fused});
+          const auto before = f.values();
+          const auto report = opt.step(f.store, [&] { return f.loss(); });
+          BOOST_TEST(report.skipped());
+          BOOST_TEST((report.status == zo::step_status::skipped_nonfinite_update));
+          BOOST_TEST(std::isfinite(report.loss));
+          BOOST_TEST(report.projected_gradients.size() == 1u);
+          BOOST_TEST(report.evaluations == 2u);
+          BOOST_TEST(opt.step_count() == 1u);
+          if (fused) opt.remove_pending_perturbation(f.store);
+          const auto after = f.values();
+          BOOST_TEST(std::memcmp(after.data(), before.data(), after.size() * sizeof(float)) == 0);
+          const auto summary = opt.optimize(
+              f.store, [&] { return f.loss(); }, 3);
+          if (fused) opt.remove_pending_perturbation(f.store);
+          BOOST_TEST(summary.skipped_steps == 3u);
+          BOOST_TEST(summary.refused_updates == 3u);
+          const auto later = f.values();
+          BOOST_TEST(std::memcmp(later.data(), before.data(), later.size() * sizeof(float)) == 0);
+        }
+      }
+    }
+  }
+  // LOZO's low-rank directions and the arithmetic restore mode refuse it too.
+  for (const auto restore : {zo::restore_mode::exact, zo::restore_mode::arithmetic}) {
+    fixture f;
+    zo::lozo opt(zo::low_rank_perturbation(2, 5), zo::central_difference(1e-2), zo::sgd<>(1e300),
+                 {}, {.restore = restore});
+    const auto before = f.values();
+    const auto summary = opt.optimize(
+        f.store, [&] { return f.loss(); }, 2);
+    BOOST_TEST(summary.refused_updates == 2u);
+    for (const float x : f.values())
+      BOOST_TEST(std::isfinite(x));
+    if (restore == zo::restore_mode::exact) BOOST_TEST(f.values() == before);
+  }
+}
+
+// The largest ordinary update is applied as before: the check refuses only what could overflow.
+BOOST_AUTO_TEST_CASE(a_large_finite_update_is_still_applied) {
+  fixture f;
+  zo::mezo opt(zo::central_difference(1e-2), zo::sgd<>(1.0));
+  const auto report = opt.step(f.store, [&] { return f.loss(); });
+  BOOST_TEST(!report.skipped());
+  BOOST_TEST(f.values() != fixture().values());
 }
 
 BOOST_AUTO_TEST_CASE(arithmetic_mode_restores_up_to_rounding) {

@@ -10,7 +10,9 @@
 //            else 0 · u64 base fingerprint (zo::io::fingerprint of the starting weights, or 0)
 //   record:  u32 n · u32 ~n · n bytes of record payload · u32 CRC-32 of the payload
 //            payload: u64 step · u64 seed · f64 learning rate · u8 status (0 completed,
-//            1 skipped) · u32 evaluations · u32 q · q × f64 projected gradients ·
+//            1 skipped for a non-finite loss, 2 update refused: zo::step_status; a refused
+//            step's gradients are recorded and its replay refuses it again) ·
+//            u32 evaluations · u32 q · q × f64 projected gradients ·
 //            u32 b · b × u8 block roles (zo::block_role)
 //   end:     framed as a record; payload (16 bytes, shorter than any step record's 37):
 //            "zo-end\n" and a zero byte · u64 number of step records in the log
@@ -303,7 +305,7 @@ inline std::vector<std::byte> encode_record(const trajectory_record& r) {
   payload.u64(r.step);
   payload.u64(r.seed);
   payload.f64(r.learning_rate);
-  payload.u8(r.skipped() ? 1 : 0);
+  payload.u8(static_cast<std::uint8_t>(r.status));
   payload.u32(r.evaluations);
   payload.u32(static_cast<std::uint32_t>(r.projected_gradients.size()));
   for (const double g : r.projected_gradients)
@@ -386,8 +388,8 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
         r.seed = in.u64();
         r.learning_rate = in.f64();
         const std::uint8_t status = in.u8();
-        require(status <= 1, what + ": unknown status " + std::to_string(status));
-        r.status = status == 0 ? step_status::completed : step_status::skipped_nonfinite_loss;
+        require(status <= 2, what + ": unknown status " + std::to_string(status));
+        r.status = static_cast<step_status>(status);
         r.evaluations = in.u32();
         const std::uint32_t q = in.u32();
         require(q <= in.remaining() / 8,
@@ -676,8 +678,8 @@ std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
                                                        " has seed " + std::to_string(r.seed) +
                                                        ", the log's header " +
                                                        std::to_string(log.header.seed));
-    optimizer.replay_step(store, r.step, r.projected_gradients, r.evaluations, r.skipped(),
-                          r.roles);
+    optimizer.replay_step(store, r.step, r.projected_gradients, r.evaluations,
+                          r.status == step_status::skipped_nonfinite_loss, r.roles);
     ++replayed;
   }
   optimizer.remove_pending_perturbation(store);
@@ -697,7 +699,8 @@ std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
   std::size_t replayed = 0, next_values = 0;
   for (const auto& r : log.records) {
     if (r.step < hybrid.step_count()) continue;
-    hybrid.replay_step(store, r.step, r.projected_gradients, r.evaluations, r.skipped(), r.roles);
+    hybrid.replay_step(store, r.step, r.projected_gradients, r.evaluations,
+                       r.status == step_status::skipped_nonfinite_loss, r.roles);
     ++replayed;
     if (r.skipped()) continue;
     while (next_values < values.records.size() && values.records[next_values].step < r.step)

@@ -16,6 +16,11 @@ enum class step_status {
   // A loss evaluation returned NaN or ±inf: no update was applied and the parameters were
   // returned to their values before the step (bit for bit with restore_mode::exact).
   skipped_nonfinite_loss,
+  // The step rule's update had a non-finite coefficient, or one large enough that the update
+  // could overflow the element type: it was not applied (see zo_optimizer's for_each_block).
+  // The loss and projected gradients are the step's; a trajectory log records them so that a
+  // replay refuses the same update.
+  skipped_nonfinite_update,
 };
 
 struct evaluation_report {
@@ -29,8 +34,8 @@ struct step_report {
   step_status status = step_status::completed;
   double loss = 0;  // the estimator's loss for the step (the non-finite value when skipped)
   double learning_rate = 0;
-  // One projected gradient per direction; empty when skipped. Points into the optimizer and
-  // stays valid until its next step.
+  // One projected gradient per direction; empty when skipped for a non-finite loss. Points into
+  // the optimizer and stays valid until its next step.
   std::span<const double> projected_gradients;
   std::size_t evaluations = 0;
   // The role each block had in this step (the selector's decision), and the seed the directions
@@ -44,9 +49,10 @@ struct step_report {
 };
 
 struct run_summary {
-  std::uint64_t steps = 0;          // steps attempted, skipped ones included
-  std::uint64_t skipped_steps = 0;  // steps skipped for a non-finite loss
-  bool stopped_early = false;       // a callback returned true
+  std::uint64_t steps = 0;            // steps attempted, skipped ones included
+  std::uint64_t skipped_steps = 0;    // steps skipped, for either reason below
+  std::uint64_t refused_updates = 0;  // of those, steps whose update was refused (not applied)
+  bool stopped_early = false;         // a callback returned true
   double last_loss = 0;
 };
 
@@ -73,6 +79,7 @@ run_summary run_steps(std::uint64_t steps, Step&& step) {
     const step_report r = step();
     ++summary.steps;
     if (r.skipped()) ++summary.skipped_steps;
+    if (r.status == step_status::skipped_nonfinite_update) ++summary.refused_updates;
     summary.last_loss = r.loss;
     if (r.stop_requested) {
       summary.stopped_early = true;

@@ -63,6 +63,29 @@ struct nonfinite_loss {
   double loss;
 };
 
+// Thrown inside a step when the step rule's update for a block is refused; caught by the step.
+struct refused_update {};
+
+// Whether an update of scale·x + Σ alpha·direction + extra can be applied without making a
+// finite weight non-finite through its coefficients: every coefficient finite in the element
+// type, and the keyed terms' largest possible change (a Gaussian entry is below 6.7, a Rademacher
+// one ±1; 8 is used) below a quarter of the type's largest value. A scale or an explicit term's
+// coefficient is only required to be finite: what it multiplies is not known here.
+template <class T>
+bool usable_update(T scale, const std::vector<direction_term<T>>& terms,
+                   const explicit_terms<T>& extra) {
+  using std::isfinite;
+  if (!isfinite(scale)) return false;
+  if (!isfinite(extra.addend_scale) || !isfinite(extra.low_rank_scale)) return false;
+  const double limit = static_cast<double>(std::numeric_limits<T>::max()) / 4;
+  double largest = 0;
+  for (const auto& t : terms) {
+    if (!isfinite(t.alpha)) return false;
+    largest += 8 * std::abs(static_cast<double>(t.alpha));
+  }
+  return largest < limit;
+}
+
 // Scratch kept between steps so that a step allocates nothing once the first one has run.
 template <class Store>
 struct zo_workspace {
@@ -149,6 +172,10 @@ class probe {
   // Step-rule interface (archetypes::zo_update): f(block, change) describes each zeroth-order
   // block's update; it is applied in the same pass that returns the block to the base point,
   // and that moves it on to the next step's first point when one was set (fused steps).
+  // A change that usable_update refuses throws refused_update before its block is touched; the
+  // step then returns every block to the base point. Blocks before it were already updated:
+  // they are restored bit for bit in exact mode unless the step was fused (and kept otherwise).
+  // sgd gives every block the same keyed terms, so an overflowing lr·g is refused at the first.
   template <class F>
   void for_each_block(F&& f) {
     desired_ = next_;
@@ -158,6 +185,7 @@ class probe {
       block_change change{workspace_.terms, step_};
       const auto block = store_.block(i);
       f(block, change);
+      if (!usable_update(change.scale, workspace_.terms, change.extra)) throw refused_update{};
       move(i, block, change.scale, workspace_.terms, change.extra, next_);
     }
     moved_all();
@@ -570,6 +598,12 @@ class zo_optimizer {
       probe.return_to_base();
       report.status = step_status::skipped_nonfinite_loss;
       report.loss = bad.loss;
+    } catch (const detail::refused_update&) {
+      // Every block back at the base point (see for_each_block for when that is bit for bit);
+      // the projected gradients are kept, so that a replay refuses the same update.
+      probe.return_to_base();
+      report.status = step_status::skipped_nonfinite_update;
+      report.projected_gradients = ws.gradients;
     } catch (...) {
       // The step did not happen: parameters back at the base point, the step index unchanged.
       probe.return_to_base();
