@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -353,6 +354,41 @@ BOOST_AUTO_TEST_CASE(saving_a_store_that_does_not_match_the_config_names_the_ten
   BOOST_TEST(
       contains(message, "'model.decoder.layers.0.fc1.weight' is 12x8, the config says 16x8"));
   BOOST_TEST(!fs::exists(s.dir / "model.safetensors"));
+}
+
+// A diverged run's weights: saving refuses them (nothing written, the old checkpoint kept) with
+// the count and the first tensor; loading a file that holds them names the tensor.
+BOOST_AUTO_TEST_CASE(non_finite_weights_are_refused_on_save_and_on_load) {
+  scratch s;
+  const auto store = save_random(s.dir, 4);
+  const auto before = zo::io::safetensors_file::open(s.dir / "model.safetensors")
+                          .read_float("model.decoder.layers.1.fc2.weight");
+  zo::eigen_store<float> bad;
+  opt::register_parameters(bad, small, 0);
+  randomise(bad, 5);
+  const auto fc2 = *bad.find("model.decoder.layers.1.fc2.weight");
+  bad.matrix(fc2).data()[3] = std::numeric_limits<float>::quiet_NaN();
+  bad.matrix(fc2).data()[7] = std::numeric_limits<float>::infinity();
+  bad.matrix(*bad.find("model.decoder.final_layer_norm.bias")).data()[0] =
+      -std::numeric_limits<float>::infinity();
+  const std::string message = error_of([&] { opt::save_checkpoint(s.dir, small, bad); });
+  BOOST_TEST_MESSAGE(message);
+  BOOST_TEST(contains(message, "3 weights are NaN or infinite"));
+  BOOST_TEST(contains(message, "'model.decoder.layers.1.fc2.weight'"));
+  BOOST_TEST(zo::io::safetensors_file::open(s.dir / "model.safetensors")
+                 .read_float("model.decoder.layers.1.fc2.weight") == before);
+  // A file written by other means, with one NaN in one tensor.
+  rewrite(s.dir, [](std::vector<tensor_entry>& entries) {
+    for (auto& e : entries) {
+      if (e.name == "model.decoder.layers.0.self_attn.q_proj.bias")
+        e.values[1] = std::numeric_limits<float>::quiet_NaN();
+    }
+  });
+  zo::eigen_store<float> loaded;
+  const std::string load_message = error_of([&] { opt::load_checkpoint(s.dir, loaded); });
+  BOOST_TEST_MESSAGE(load_message);
+  BOOST_TEST(contains(load_message, "tensor 'model.decoder.layers.0.self_attn.q_proj.bias'"));
+  BOOST_TEST(contains(load_message, "holds 1 NaN or infinite values"));
 }
 
 BOOST_AUTO_TEST_CASE(a_tensor_the_config_does_not_account_for_is_an_error_naming_it) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -148,6 +149,12 @@ inline void check_checkpoint_target(const std::filesystem::path& dir) {
   }
 }
 
+// How many of `values` are NaN or infinite.
+inline std::size_t count_nonfinite(std::span<const float> values) {
+  return static_cast<std::size_t>(
+      std::count_if(values.begin(), values.end(), [](float x) { return !std::isfinite(x); }));
+}
+
 // Writes config.json and model.safetensors as a new directory `dir`, as a whole: both files go
 // into a uniquely named temporary sibling (DIR.tmp.<pid>.<random>), each fsync'ed, the directory
 // fsync'ed, then it is renamed into place. An existing `dir` (a checkpoint, see
@@ -173,6 +180,19 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
                             std::to_string(spec.rows) + "x" + std::to_string(spec.cols));
     tensors.push_back({spec.name, zo::io::default_tensor_shape{}(block), block.data()});
   }
+  // A diverged run's weights are not a checkpoint: refuse them, counting what is not finite.
+  std::size_t nonfinite = 0;
+  std::string first;
+  for (const auto& t : tensors) {
+    const auto block = store.block(*store.find(t.name));
+    const std::size_t here = count_nonfinite(std::span<const float>(block.data(), block.size()));
+    if (here > 0 && first.empty()) first = t.name;
+    nonfinite += here;
+  }
+  zo::detail::require(nonfinite == 0, [&] {
+    return "refusing to write the checkpoint " + dir.string() + ": " + std::to_string(nonfinite) +
+           " weights are NaN or infinite (the first in '" + first + "'); the run diverged";
+  });
   zo::io::metadata_map meta = metadata;
   meta.emplace("format", "pt");  // what transformers expects of a PyTorch checkpoint
   check_checkpoint_target(dir);
@@ -279,6 +299,13 @@ inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
     const auto block = store.block(*store.find(specs[i].name));
     file.read_block(names[i], block.rows(), block.cols(),
                     std::span<float>(block.data(), block.size()));
+    const std::size_t nonfinite =
+        count_nonfinite(std::span<const float>(block.data(), block.size()));
+    zo::detail::require(nonfinite == 0, [&] {
+      return "tensor '" + names[i] + "' in " + file.source() + " holds " +
+             std::to_string(nonfinite) + " NaN or infinite values (of " +
+             std::to_string(block.size()) + "): the checkpoint is of a diverged run";
+    });
   }
   return result;
 }
