@@ -237,6 +237,41 @@ expect_failure "report on a summary with a mistyped field" 'bad-steps\.json.*"st
 echo '{"method": ' > broken.json
 expect_failure "report on invalid JSON" 'broken\.json' "$zo" report --out report broken.json
 
+echo "-- 7: non-finite values are neither saved nor loaded, and skipped steps are counted"
+# Adam at lr 1e30 diverges: the checkpoint is refused, naming the count and the first tensor,
+# and nothing is written (the old CK3 is kept).
+"${pretrain[@]}" --out CK3 > /dev/null 2>&1 || fail "pretrain CK3"
+cp CK3/model.safetensors ck3.before
+expect_failure "pretrain --lr 1e30 refuses to save NaN weights" \
+  'refusing to write the checkpoint CK3: [0-9]+ weights are NaN or infinite \(the first in' \
+  "${pretrain_base[@]}" --steps 20 "${tiny[@]}" --batch 4 --lr 1e30 --out CK3
+same CK3/model.safetensors ck3.before "the refused save leaves the old weights"
+no_temporaries "the refused save leaves no temporary" . CK3
+# One NaN written into the last float of a checkpoint (little-endian 0x7fc00000).
+cp -r CK3 CKNAN
+size=$(stat -c %s CKNAN/model.safetensors)
+printf '\x00\x00\xc0\x7f' | dd of=CKNAN/model.safetensors bs=1 seek=$((size - 4)) conv=notrunc \
+  status=none
+expect_failure "finetune refuses a checkpoint holding a NaN" \
+  "tensor '[^']+' in .*model\.safetensors holds 1 NaN or infinite values" \
+  "${finetune[@]}" --checkpoint CKNAN --out nan
+expect_no_work "finetune on CKNAN"
+# At lr 1e300 every MeZO update overflows float: each is refused, the weights stay as they were
+# (a finite held-out loss), and the progress line and the summary count the skipped steps.
+expect_success "finetune --lr 1e300 runs with every update refused" \
+  "${finetune_base[@]}" --method mezo --lr 1e300 --train-examples 16 --test-examples 16 \
+  --checkpoint CK --out huge
+grep -q 'skipped 10 (no update)' <<< "$output" || fail "the progress line counts no skipped step"
+grep -q '"skipped_steps": 10,' huge.json || fail "huge.json has no skipped_steps 10"
+grep -q '"refused_updates": 10,' huge.json || fail "huge.json has no refused_updates 10"
+grep -q '"test_loss": null' huge.json && fail "huge.json has a null test_loss"
+grep -q '"skipped_steps": 0,' r.json || fail "r.json has no skipped_steps 0"
+# The table is written before the plot, so it is there even where gnuplot is not.
+if ! "$zo" report --out report-huge huge.json > /dev/null 2>&1 && command -v gnuplot > /dev/null; then
+  fail "report on huge.json failed"
+fi
+grep -q '| 10 (10 skipped) |' report-huge/results.md || fail "results.md does not show the skipped steps"
+
 if [ "$failures" != 0 ]; then
   echo "finetune_files.sh: $failures FAILED" >&2
   exit 1

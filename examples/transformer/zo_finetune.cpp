@@ -235,16 +235,19 @@ class progress_line {
   progress_line(std::string label, std::uint64_t total)
       : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO) != 0) {}
 
-  void update(std::uint64_t step, double loss, bool force = false) {
+  // `skipped`: steps so far that changed nothing (a non-finite loss or a refused update).
+  void update(std::uint64_t step, double loss, bool force = false, std::uint64_t skipped = 0) {
     const double elapsed = seconds_since(start_);
     if (!force && elapsed - last_print_ < (tty_ ? 0.2 : 5.0)) return;
     last_print_ = elapsed;
     const double rate = step / std::max(elapsed, 1e-9);
     const double eta = rate > 0 ? double(total_ - step) / rate : 0;
-    std::fprintf(stderr, "%s%s step %llu/%llu  loss %.4f  %.1f steps/s  ETA %s%s", tty_ ? "\r" : "",
-                 label_.c_str(), static_cast<unsigned long long>(step),
-                 static_cast<unsigned long long>(total_), loss, rate, duration_text(eta).c_str(),
-                 tty_ ? "   " : "\n");
+    const std::string skips =
+        skipped > 0 ? "  skipped " + std::to_string(skipped) + " (no update)" : std::string();
+    std::fprintf(stderr, "%s%s step %llu/%llu  loss %.4f%s  %.1f steps/s  ETA %s%s",
+                 tty_ ? "\r" : "", label_.c_str(), static_cast<unsigned long long>(step),
+                 static_cast<unsigned long long>(total_), loss, skips.c_str(), rate,
+                 duration_text(eta).c_str(), tty_ ? "   " : "\n");
   }
   void finish() {
     if (tty_) std::fprintf(stderr, "\n");
@@ -758,6 +761,14 @@ int finetune(const arguments& args) {
   const auto train_start = clock_type::now();
   const std::uint64_t bytes_before = group.bytes_sent();
   std::size_t optimizer_state = 0;
+  // Steps that changed nothing: a non-finite loss, or an update the optimizer refused because it
+  // would have made weights non-finite (refused_updates counts those among them).
+  std::uint64_t skipped_steps = 0, refused_updates = 0;
+  auto counted = [&](const zo::step_report& report) {
+    if (report.skipped()) ++skipped_steps;
+    if (report.status == zo::step_status::skipped_nonfinite_update) ++refused_updates;
+    return report.loss;
+  };
   // One step at a time, so the loop can draw the batch, log and evaluate between steps.
   auto run = [&](auto&& one_step) {
     for (std::uint64_t step = 1; step <= steps; ++step) {
@@ -767,7 +778,7 @@ int finetune(const arguments& args) {
         loss_sum += loss;
         ++loss_count;
       }
-      if (group.root()) progress.update(step, loss, step == steps);
+      if (group.root()) progress.update(step, loss, step == steps, skipped_steps);
       if (step % eval_interval == 0 || step == steps) {
         group.verify_replicas(store, step);
         record(step);
@@ -787,7 +798,7 @@ int finetune(const arguments& args) {
     with_estimator([&]<class Estimator>(Estimator estimator) {
       zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>> optimizer(
           {}, estimator, zo::sgd<>(lr, decay), {}, zo_options);
-      run([&] { return optimizer.step(store, objective).loss; });
+      run([&] { return counted(optimizer.step(store, objective)); });
       optimizer_state = state_bytes(optimizer);
     });
   } else if (method == "lozo" || method == "lozo-m") {
@@ -796,12 +807,12 @@ int finetune(const arguments& args) {
       if (method == "lozo") {
         zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::sgd<>> optimizer(
             low_rank, estimator, zo::sgd<>(lr, decay), {}, zo_options);
-        run([&] { return optimizer.step(store, objective).loss; });
+        run([&] { return counted(optimizer.step(store, objective)); });
         optimizer_state = state_bytes(optimizer);
       } else {
         zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::low_rank_momentum<>> optimizer(
             low_rank, estimator, zo::low_rank_momentum<>(lr, beta, decay), {}, zo_options);
-        run([&] { return optimizer.step(store, objective).loss; });
+        run([&] { return counted(optimizer.step(store, objective)); });
         optimizer_state = state_bytes(optimizer);
       }
     });
@@ -830,7 +841,7 @@ int finetune(const arguments& args) {
         zo::hybrid<zo_part, zo::adam<>, Selector> optimizer(
             zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options), zo::adam<>(fo_lr),
             selector, zo::hybrid_options{.clip_norm = clip});
-        with_gradients([&](auto& f) { run([&] { return optimizer.step(store, f).loss; }); });
+        with_gradients([&](auto& f) { run([&] { return counted(optimizer.step(store, f)); }); });
         optimizer_state = state_bytes(optimizer);
       });
     });
@@ -871,6 +882,8 @@ int finetune(const arguments& args) {
                                   {"zero_shot_accuracy", zero_shot},
                                   {"test_accuracy", last.test_accuracy},
                                   {"test_loss", last.test_loss},
+                                  {"skipped_steps", skipped_steps},
+                                  {"refused_updates", refused_updates},
                                   {"train_seconds", train_seconds},
                                   {"peak_resident_bytes", peak_resident_bytes()},
                                   {"optimizer_state_bytes", optimizer_state},
@@ -1061,6 +1074,9 @@ int report(const arguments& args) {
       field(name, &nlohmann::json::is_number, "a number");
     for (const char* name : {"forward_passes", "steps", "optimizer_state_bytes"})
       field(name, &nlohmann::json::is_number_unsigned, "a non-negative integer");
+    // Summaries written before skipped steps were counted have no such field.
+    if (run.contains("skipped_steps"))
+      field("skipped_steps", &nlohmann::json::is_number_unsigned, "a non-negative integer");
     inputs.push_back({path, "the summary"});
     inputs.push_back({run.at("csv").get<std::string>(), "the curves named by " + path});
     runs.push_back(std::move(run));
@@ -1095,13 +1111,16 @@ int report(const arguments& args) {
   table << "| method | held-out accuracy | zero-shot | forward passes | steps | wall time | "
            "peak RSS | optimizer state |\n|---|---|---|---|---|---|---|---|\n";
   for (const auto& run : runs) {
+    // A run with skipped steps says how many beside its steps.
+    std::string steps = std::to_string(run.at("steps").get<unsigned long long>());
+    if (const auto skipped = run.value("skipped_steps", 0ull); skipped > 0)
+      steps += " (" + std::to_string(skipped) + " skipped)";
     char row[512];
-    std::snprintf(row, sizeof row, "| %s | %.1f%% | %.1f%% | %llu | %llu | %s | %s | %llu B |\n",
+    std::snprintf(row, sizeof row, "| %s | %.1f%% | %.1f%% | %llu | %s | %s | %s | %llu B |\n",
                   run.at("method").get<std::string>().c_str(),
                   100 * run.at("test_accuracy").get<double>(),
                   100 * run.at("zero_shot_accuracy").get<double>(),
-                  run.at("forward_passes").get<unsigned long long>(),
-                  run.at("steps").get<unsigned long long>(),
+                  run.at("forward_passes").get<unsigned long long>(), steps.c_str(),
                   duration_text(run.at("train_seconds").get<double>()).c_str(),
                   mib(run.at("peak_resident_bytes").get<double>()).c_str(),
                   run.at("optimizer_state_bytes").get<unsigned long long>());
