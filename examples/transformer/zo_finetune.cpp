@@ -47,6 +47,7 @@
 
 #include "../common/output_files.hpp"
 #include "checkpoint.hpp"
+#include "resume_state.hpp"
 #include "reviews.hpp"
 
 namespace {
@@ -399,6 +400,24 @@ class batch_sampler {
     return out;
   }
 
+  // The sampler's position (engine, epoch order, cursor), for --resume.
+  nlohmann::json state() const {
+    std::ostringstream engine;
+    engine << engine_;
+    return {{"engine", engine.str()}, {"order", order_}, {"cursor", cursor_}};
+  }
+  void restore(const nlohmann::json& state) {
+    std::istringstream engine(state.at("engine").get<std::string>());
+    engine >> engine_;
+    order_ = state.at("order").get<std::vector<std::size_t>>();
+    cursor_ = state.at("cursor").get<std::size_t>();
+    bool valid = static_cast<bool>(engine) && cursor_ <= order_.size() &&
+                 (order_.empty() || order_.size() == data_->size());
+    for (std::size_t i : order_)
+      valid = valid && i < data_->size();
+    zo::detail::require(valid, "the resume state's batch sampler does not fit the data");
+  }
+
  private:
   const opt::batch* data_;
   std::size_t batch_size_;
@@ -581,6 +600,12 @@ std::vector<option_spec> finetune_options() {
           {"data-seed", "7", "seed of the task's data"},
           {"seed", "0", "seed of the directions and batch order"},
           {"threads", "0", "OpenMP threads (0: the OpenMP default)"},
+          {"save-every", "0",
+           "steps between saves of the resume state PREFIX.resume/ (weights, optimizer state, "
+           "position; 0: none)"},
+          {"resume", "no",
+           "yes: continue from PREFIX.resume/ (the options must be those of the saved run; "
+           "without a saved state the run starts at step 0)"},
           {"mpi-timeout", "60",
            "under mpirun: seconds a collective may wait for the other ranks before the job ends "
            "with an error"}};
@@ -679,6 +704,12 @@ int finetune(const arguments& args) {
   const std::uint64_t eval_interval =
       eval_every > 0 ? eval_every : std::max<std::uint64_t>(1, steps / 20);
   const auto data_seed = args.integer("data-seed", std::uint64_t{0}, max_u64);
+  // The resume state PREFIX.resume/: saved every --save-every steps, read with --resume yes.
+  const auto save_every = args.integer("save-every", std::uint64_t{0}, max_count);
+  const std::string resume_text = args.text("resume");
+  zo::detail::require(resume_text == "yes" || resume_text == "no",
+                      "--resume must be yes or no, got '" + resume_text + "'");
+  const bool resume = resume_text == "yes";
   mpi_timeout_seconds(args);  // checked in every run, read only under mpirun
   // The options the model bounds, from the checkpoint's configuration alone (the weights and
   // the data are loaded later).
@@ -702,6 +733,8 @@ int finetune(const arguments& args) {
 
   // Under mpirun every rank draws the same batches and evaluates its own contiguous shard.
   const team& group = the_team(args);
+  zo::detail::require(group.size == 1 || (save_every == 0 && !resume),
+                      "--save-every and --resume are not supported under mpirun");
   zo::detail::require(batch_size >= static_cast<std::uint64_t>(group.size),
                       "the batch of " + std::to_string(batch_size) +
                           " examples cannot be shared by " + std::to_string(group.size) + " ranks");
@@ -714,7 +747,8 @@ int finetune(const arguments& args) {
     zo_examples::refuse_overwriting_inputs(
         {{csv_path, "the curves (--out)"},
          {json_path, "the summary (--out)"},
-         {prefix.string() + ".lock", "the lock file of --out"}},
+         {prefix.string() + ".lock", "the lock file of --out"},
+         {prefix.string() + ".resume", "the resume state of --out"}},
         {{checkpoint, "the checkpoint (--checkpoint)"},
          {checkpoint / "config.json", "the checkpoint's"},
          {checkpoint / "model.safetensors", "the checkpoint's"}});
@@ -722,9 +756,43 @@ int finetune(const arguments& args) {
     zo_examples::require_writable_output(json_path, "--out " + prefix.string());
     lock.emplace(prefix.string() + ".lock", prefix.string());
   }
+  // The options a resumed run must share with the saved one: all but these three.
+  const fs::path resume_dir = prefix.string() + ".resume";
+  nlohmann::json run_options = nlohmann::json::object();
+  for (const auto& spec : finetune_options()) {
+    if (spec.name != "save-every" && spec.name != "resume" && spec.name != "mpi-timeout")
+      run_options[spec.name] = args.text(spec.name);
+  }
+  std::optional<opt::resume_state> resumed;
+  if (resume) {
+    resumed = opt::read_resume_state(resume_dir);
+    if (!resumed) {
+      std::fprintf(stderr, "%s: no resume state in %s; starting at step 0\n", method.c_str(),
+                   resume_dir.c_str());
+    } else {
+      const auto saved = resumed->position.find("options");
+      for (const auto& [name, value] : run_options.items()) {
+        const bool found = saved != resumed->position.end() && saved->is_object() &&
+                           saved->contains(name) && saved->at(name).is_string();
+        zo::detail::require(
+            found && saved->at(name) == value,
+            "--resume: the run saved in " + resume_dir.string() + " was started with --" + name +
+                " '" + (found ? saved->at(name).get<std::string>() : "?") + "', this one has '" +
+                value.get<std::string>() + "'; give the saved run's options, or remove " +
+                resume_dir.string() + " to start afresh");
+      }
+    }
+  }
 
   zo::eigen_store<float> store;
-  const auto loaded = opt::load_checkpoint(checkpoint, store);
+  // A resumed run starts from the saved weights (of the same model as --checkpoint).
+  const auto loaded = opt::load_checkpoint(
+      resumed ? resume_dir / resumed->position.at("weights").get<std::string>() : checkpoint,
+      store);
+  zo::detail::require(
+      !resumed || opt::config_json(loaded.config) == opt::config_json(opt::read_config(checkpoint)),
+      "--resume: the saved weights in " + resume_dir.string() +
+          " are not of the model of --checkpoint " + checkpoint.string());
   const opt::opt_model model(loaded.config, store);
   const opt::batch train = reviews::sentiment_examples(data_seed, train_examples);
   const opt::batch test = reviews::sentiment_examples(data_seed + 1, test_examples);
@@ -736,42 +804,98 @@ int finetune(const arguments& args) {
 
   std::vector<curve_point> curve;
   const auto start = clock_type::now();
-  double loss_sum = 0;
-  std::uint64_t loss_count = 0;
+  double loss_sum = 0, seconds_before = 0;  // seconds_before: the saved run's
+  std::uint64_t loss_count = 0, first_step = 1, adam_step = 0;
+  // Steps that changed nothing: a non-finite loss, or an update the optimizer refused because it
+  // would have made weights non-finite (refused_updates counts those among them).
+  std::uint64_t skipped_steps = 0, refused_updates = 0;
+  if (resumed) {
+    try {
+      const auto& p = resumed->position;
+      sampler.restore(p.at("sampler"));
+      for (const auto& row : p.at("curve")) {
+        curve.push_back({row.at(0).get<std::uint64_t>(), row.at(1).get<std::uint64_t>(),
+                         opt::bits_double(row.at(2).get<std::uint64_t>()),
+                         opt::bits_double(row.at(3).get<std::uint64_t>()),
+                         opt::bits_double(row.at(4).get<std::uint64_t>()),
+                         opt::bits_double(row.at(5).get<std::uint64_t>())});
+      }
+      loss_sum = opt::bits_double(p.at("loss_sum").get<std::uint64_t>());
+      loss_count = p.at("loss_count").get<std::uint64_t>();
+      skipped_steps = p.at("skipped_steps").get<std::uint64_t>();
+      refused_updates = p.at("refused_updates").get<std::uint64_t>();
+      adam_step = p.at("adam_step").get<std::uint64_t>();
+      seconds_before = p.at("seconds").get<double>();
+      first_step = p.at("step").get<std::uint64_t>() + 1;
+      zo::detail::require(!curve.empty() && first_step >= 2 && first_step <= steps,
+                          "its step is out of range");
+    } catch (const std::exception& e) {
+      throw zo::invalid_argument("the resume state in " + resume_dir.string() +
+                                 " is damaged: " + e.what());
+    }
+  }
   auto record = [&](std::uint64_t step) {
     // Only rank 0 evaluates and reports: the replicas are identical.
     if (!group.root()) return;
     const evaluation e = evaluate(model, test);
     curve.push_back({step, step * batch_size * passes_per_example,
                      loss_count > 0 ? loss_sum / double(loss_count) : e.loss, e.accuracy, e.loss,
-                     seconds_since(start)});
+                     seconds_before + seconds_since(start)});
     loss_sum = 0;
     loss_count = 0;
   };
-  record(0);
+  if (!resumed) record(0);
   const double zero_shot = group.root() ? curve.front().test_accuracy : 0;
   if (group.root()) {
     std::fprintf(stderr, "%s: zero-shot held-out accuracy %.3f; %llu steps of %llu examples%s\n",
                  method.c_str(), zero_shot, static_cast<unsigned long long>(steps),
                  static_cast<unsigned long long>(batch_size),
                  group.size > 1 ? (" over " + std::to_string(group.size) + " ranks").c_str() : "");
+    if (resumed) {
+      std::fprintf(stderr, "%s: resuming at step %llu from %s\n", method.c_str(),
+                   static_cast<unsigned long long>(first_step), resume_dir.c_str());
+    }
   }
 
   progress_line progress(method, steps);
   const auto train_start = clock_type::now();
   const std::uint64_t bytes_before = group.bytes_sent();
   std::size_t optimizer_state = 0;
-  // Steps that changed nothing: a non-finite loss, or an update the optimizer refused because it
-  // would have made weights non-finite (refused_updates counts those among them).
-  std::uint64_t skipped_steps = 0, refused_updates = 0;
   auto counted = [&](const zo::step_report& report) {
     if (report.skipped()) ++skipped_steps;
     if (report.status == zo::step_status::skipped_nonfinite_update) ++refused_updates;
     return report.loss;
   };
-  // One step at a time, so the loop can draw the batch, log and evaluate between steps.
-  auto run = [&](auto&& one_step) {
-    for (std::uint64_t step = 1; step <= steps; ++step) {
+  // The resume state after `step`: the weights, the optimizer's state and the run's position.
+  auto save_resume = [&](std::uint64_t step, const auto& optimizer) {
+    std::ostringstream state;
+    optimizer.save(state);
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& p : curve) {
+      rows.push_back({p.step, p.forward_passes, opt::double_bits(p.train_loss),
+                      opt::double_bits(p.test_accuracy), opt::double_bits(p.test_loss),
+                      opt::double_bits(p.seconds)});
+    }
+    opt::save_resume_state(resume_dir, loaded.config, store,
+                           {{"step", step},
+                            {"options", run_options},
+                            {"sampler", sampler.state()},
+                            {"curve", rows},
+                            {"loss_sum", opt::double_bits(loss_sum)},
+                            {"loss_count", loss_count},
+                            {"skipped_steps", skipped_steps},
+                            {"refused_updates", refused_updates},
+                            {"adam_step", adam_step},
+                            {"seconds", seconds_before + seconds_since(start)}},
+                           state.str());
+  };
+  // One step at a time, so the loop can draw the batch, log, evaluate and save between steps.
+  auto run = [&](auto& optimizer, auto&& one_step) {
+    if (resumed) {
+      std::istringstream in(resumed->optimizer);
+      optimizer.load(in);
+    }
+    for (std::uint64_t step = first_step; step <= steps; ++step) {
       objective.set_batch(sampler.next(shard_begin, shard_end));
       const double loss = one_step();
       if (std::isfinite(loss)) {
@@ -783,6 +907,7 @@ int finetune(const arguments& args) {
         group.verify_replicas(store, step);
         record(step);
       }
+      if (save_every > 0 && step % save_every == 0 && step < steps) save_resume(step, optimizer);
     }
     if (group.root()) progress.finish();
   };
@@ -798,7 +923,7 @@ int finetune(const arguments& args) {
     with_estimator([&]<class Estimator>(Estimator estimator) {
       zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>> optimizer(
           {}, estimator, zo::sgd<>(lr, decay), {}, zo_options);
-      run([&] { return counted(optimizer.step(store, objective)); });
+      run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
       optimizer_state = state_bytes(optimizer);
     });
   } else if (method == "lozo" || method == "lozo-m") {
@@ -807,12 +932,12 @@ int finetune(const arguments& args) {
       if (method == "lozo") {
         zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::sgd<>> optimizer(
             low_rank, estimator, zo::sgd<>(lr, decay), {}, zo_options);
-        run([&] { return counted(optimizer.step(store, objective)); });
+        run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
         optimizer_state = state_bytes(optimizer);
       } else {
         zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::low_rank_momentum<>> optimizer(
             low_rank, estimator, zo::low_rank_momentum<>(lr, beta, decay), {}, zo_options);
-        run([&] { return counted(optimizer.step(store, objective)); });
+        run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
         optimizer_state = state_bytes(optimizer);
       }
     });
@@ -841,16 +966,17 @@ int finetune(const arguments& args) {
         zo::hybrid<zo_part, zo::adam<>, Selector> optimizer(
             zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options), zo::adam<>(fo_lr),
             selector, zo::hybrid_options{.clip_norm = clip});
-        with_gradients([&](auto& f) { run([&] { return counted(optimizer.step(store, f)); }); });
+        with_gradients(
+            [&](auto& f) { run(optimizer, [&] { return counted(optimizer.step(store, f)); }); });
         optimizer_state = state_bytes(optimizer);
       });
     });
   } else {
     zo::adam<> adam(lr, 0.9, 0.999, 1e-8, decay);
     opt::gradient_buffers<float> gradients(store, model.parameter_blocks());
-    std::uint64_t step = 0;
-    with_gradients(
-        [&](auto& f) { run([&] { return first_order_step(store, gradients, adam, f, step++); }); });
+    with_gradients([&](auto& f) {
+      run(adam, [&] { return first_order_step(store, gradients, adam, f, adam_step++); });
+    });
     optimizer_state = state_bytes(adam);
   }
   const double bytes_per_step = double(group.bytes_sent() - bytes_before) / double(steps);
@@ -893,6 +1019,13 @@ int finetune(const arguments& args) {
                                   {"bytes_sent_per_step_per_rank", bytes_per_step},
                                   {"csv", csv_path}};
   zo_examples::write_file_atomically(json_path, summary.dump(2) + '\n');
+  // The run is done: its resume state is of no more use.
+  if (save_every > 0 || resume) {
+    std::error_code ec;
+    fs::remove_all(resume_dir, ec);
+    zo::detail::require(
+        !ec, "cannot remove the resume state " + resume_dir.string() + ": " + ec.message());
+  }
   std::printf("%s: held-out accuracy %.3f -> %.3f in %s (%llu steps), peak RSS %.1f MiB\n",
               method.c_str(), zero_shot, last.test_accuracy, duration_text(train_seconds).c_str(),
               static_cast<unsigned long long>(steps), peak_resident_bytes() / 1048576.0);
