@@ -197,6 +197,10 @@ bad "memory --scale 0" '--scale must be an integer from 1 to 1024' memory --scal
 bad "memory --scale 4294967297" '--scale must be an integer from 1 to 1024' \
   memory --scale 4294967297
 bad "memory --scale 2.5" '--scale must be an integer' memory --scale 2.5
+# Sizes within their ranges whose model would not fit are refused by name, not by bad_alloc.
+bad "pretrain --d-model 65536 --layers 1024" '--d-model, --ffn, --layers.* over the 4.0 GiB' \
+  pretrain --d-model 65536 --heads 1 --ffn 65536 --layers 1024
+bad "memory --scale 1024" '--scale 1024 of the checkpoint.* over the 4.0 GiB' memory --scale 1024
 bad "memory --steps 1e3" '--steps must be an integer' memory --steps 1e3
 
 echo "-- options the chosen method never reads"

@@ -453,6 +453,21 @@ void require_data_fits(double bytes, const std::string& options) {
                                " this tool allows (estimated from the options)");
 }
 
+// The model is built from the size options (pretrain, and memory's scaled probe): one refused
+// here is refused by name rather than ending in std::bad_alloc. `copies`: how many arrays of the
+// parameters' size the command holds (pretrain's Adam: the weights, gradients and two moments).
+void require_model_fits(const opt::opt_config& config, double copies, const std::string& options) {
+  double parameters = 0;
+  for (const auto& spec : opt::parameter_specs(config))
+    parameters += double(spec.rows) * double(spec.cols);
+  const double bytes = parameters * sizeof(float) * copies;
+  if (bytes > data_limit_bytes)
+    throw zo::invalid_argument(options + " give a model of " + std::to_string(parameters) +
+                               " parameters, about " + gib(bytes) + " with what this command " +
+                               "keeps of them, over the " + gib(data_limit_bytes) +
+                               " this tool allows");
+}
+
 // A learning rate or other rate: finite (number() checks) and at least zero, or positive.
 double non_negative(const arguments& args, const std::string& name) {
   const double x = args.number(name);
@@ -521,6 +536,7 @@ int pretrain(const arguments& args) {
              batch_size = args.integer("batch", std::uint64_t{1}, max_count);
   const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
   const double lr = non_negative(args, "lr");
+  require_model_fits(config, 4, "--d-model, --ffn, --layers and --max-positions");
   require_data_fits(
       double(steps) * double(batch_size) * (window * window_token_bytes + window_bytes),
       "--steps " + std::to_string(steps) + " × --batch " + std::to_string(batch_size) +
@@ -1113,6 +1129,8 @@ int memory(const arguments& args) {
     *size = static_cast<int>(scaled);
   }
   config.validate();
+  // The exact-restore phase holds the weights and their snapshot.
+  require_model_fits(config, 2, "--scale " + args.text("scale") + " of the checkpoint's model");
   std::size_t parameter_bytes = 0;
   for (const auto& spec : opt::parameter_specs(config))
     parameter_bytes += static_cast<std::size_t>(spec.rows) * spec.cols * sizeof(float);
