@@ -461,11 +461,13 @@ void require_model_fits(const opt::opt_config& config, double copies, const std:
   for (const auto& spec : opt::parameter_specs(config))
     parameters += double(spec.rows) * double(spec.cols);
   const double bytes = parameters * sizeof(float) * copies;
-  if (bytes > data_limit_bytes)
-    throw zo::invalid_argument(options + " give a model of " + std::to_string(parameters) +
-                               " parameters, about " + gib(bytes) + " with what this command " +
-                               "keeps of them, over the " + gib(data_limit_bytes) +
-                               " this tool allows");
+  if (bytes > data_limit_bytes) {
+    char count[32];
+    std::snprintf(count, sizeof count, "%.3g", parameters);
+    throw zo::invalid_argument(options + " give a model of " + count + " parameters, about " +
+                               gib(bytes) + " with what this command keeps of them, over the " +
+                               gib(data_limit_bytes) + " this tool allows");
+  }
 }
 
 // A learning rate or other rate: finite (number() checks) and at least zero, or positive.
