@@ -6,6 +6,8 @@
 // models) opens here.
 #pragma once
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -158,11 +160,12 @@ inline std::size_t count_nonfinite(std::span<const float> values) {
 // Writes config.json and model.safetensors as a new directory `dir`, as a whole: both files go
 // into a uniquely named temporary sibling (DIR.tmp.<pid>.<random>), each fsync'ed, the directory
 // fsync'ed, then it is renamed into place. An existing `dir` (a checkpoint, see
-// check_checkpoint_target) is first renamed aside (DIR.old.<pid>.<random>) and removed once the
-// new one is in; the parent directory is fsync'ed. A failure removes the temporary directory and
-// leaves the old checkpoint as it was; a kill leaves the old directory or the new one under `dir`
-// (or, between the two renames, both under their temporary names). Concurrent saves use
-// different temporaries; the last one to rename wins.
+// check_checkpoint_target) is exchanged with it in one rename (Linux's RENAME_EXCHANGE) and
+// removed; where the file system cannot exchange, it is renamed aside (DIR.old.<pid>.<random>)
+// first. The parent directory is fsync'ed. A failure removes the temporary directory and leaves
+// the old checkpoint as it was; a kill leaves the old directory or the new one under `dir` (or,
+// on a file system without the exchange, between the two renames, both under their temporary
+// names). Concurrent saves use different temporaries; the last one to rename wins.
 inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& config,
                             const zo::eigen_store<float>& store,
                             const zo::io::metadata_map& metadata = {}) {
@@ -214,14 +217,24 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
                                 (dir / "config.json").string());
     zo::io::write_safetensors(temporary / "model.safetensors", tensors, meta);
     zo_examples::fsync_directory(temporary);
-    // Into place: over an absent target, or the old one renamed aside first (rename cannot
-    // replace a non-empty directory). Another save may move things in between: a few attempts.
+    // Into place: over an absent target, or swapped with the old one in one step (Linux's
+    // renameat2 RENAME_EXCHANGE, so `dir` is never absent), or, on a file system without the
+    // exchange, the old one renamed aside first (rename cannot replace a non-empty directory).
+    // Another save may move things in between: a few attempts.
     for (int attempt = 0;; ++attempt) {
       if (::rename(temporary.c_str(), target.c_str()) == 0) break;
       const int error = errno;
       if ((error != ENOTEMPTY && error != EEXIST) || attempt == 4)
         throw std::runtime_error("cannot rename " + temporary.string() + " to " + target.string() +
                                  ": " + zo_examples::errno_text(error));
+#ifdef RENAME_EXCHANGE
+      if (::renameat2(AT_FDCWD, temporary.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) ==
+          0) {
+        replaced = temporary;  // now the old checkpoint
+        break;
+      }
+      if (errno == ENOENT) continue;  // another save moved it
+#endif
       const fs::path old = zo_examples::unique_sibling(target, "old");
       if (::rename(target.c_str(), old.c_str()) != 0) {
         if (errno == ENOENT) continue;  // another save moved it
