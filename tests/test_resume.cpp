@@ -18,39 +18,7 @@
 
 // The largest single allocation while `tracking` is set: a huge size field in a state must be
 // refused before anything of that size is allocated.
-namespace {
-std::atomic<bool> tracking{false};
-std::atomic<std::size_t> largest_allocation{0};
-
-void* tracked_allocate(std::size_t size) {
-  if (tracking.load()) {
-    std::size_t seen = largest_allocation.load();
-    while (size > seen && !largest_allocation.compare_exchange_weak(seen, size)) {
-    }
-  }
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-
-void* operator new(std::size_t size) {
-  return tracked_allocate(size);
-}
-void* operator new[](std::size_t size) {
-  return tracked_allocate(size);
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
-}
+#include "allocation_tracking.hpp"
 
 namespace {
 
