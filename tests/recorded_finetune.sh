@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The demo's first 50 steps, recorded: a briefly pretrained example model fine-tuned for 50 steps
+# with the demo's methods and settings in both restore modes, the held-out loss and accuracy
+# after every step fingerprinted (the curves without their wall-clock column) and compared with
+# tests/recorded/finetune.txt. Usage: recorded_finetune.sh ZO_FINETUNE [--record]
+set -euo pipefail
+zo=$1
+record=${2:-}
+expected="$(cd "$(dirname "$0")" && pwd)/recorded/finetune.txt"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$zo" pretrain --out "$work/pretrained" --steps 20 --threads 2 > /dev/null
+common=(--checkpoint "$work/pretrained" --steps 50 --eval-interval 1 --train-examples 200
+        --test-examples 64 --threads 2)
+now="$work/now.txt"
+for restore in arithmetic exact; do
+  for method in mezo lozo lozo-m loho; do
+    extra=()
+    [ "$method" = loho ] && extra=(--fo-lr 1e-3)
+    "$zo" finetune "${common[@]}" --method "$method" --lr 1e-4 --restore "$restore" "${extra[@]}" \
+      --out "$work/$method" > /dev/null
+    # Every column but the last (seconds).
+    sum=$(sed 's/,[^,]*$//' "$work/$method.csv" | sha256sum | cut -c1-16)
+    echo "$method.$restore $sum" >> "$now"
+  done
+done
+
+if [ "$record" = --record ]; then
+  cp "$now" "$expected"
+  echo "recorded $(wc -l < "$now") fine-tuning curves to $expected"
+  exit 0
+fi
+if ! diff -u "$expected" "$now"; then
+  echo "recorded_finetune: the curves differ from $expected" >&2
+  exit 1
+fi
+echo "recorded_finetune: $(wc -l < "$now") curves as recorded"
