@@ -9,7 +9,7 @@
 
 #include <cstdio>
 #include <vector>
-#include <zo/backends/thrust.hpp>
+#include <zo/stores/thrust_store.hpp>
 #include <zo/zo.hpp>
 
 namespace {

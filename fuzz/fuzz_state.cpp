@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// libFuzzer target for optimizer state files (zo/optimizers/state_io.hpp): any input either
+// libFuzzer target for optimizer state files (zo/core/state_io.hpp): any input either
 // loads into MeZO, LOZO-M and LoHO or is refused with zo::invalid_argument; nothing may crash,
 // leak, allocate more than the input could describe, or hit undefined behaviour. A framed state
 // that loads saves back to the bytes it came from.

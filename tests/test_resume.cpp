@@ -11,7 +11,7 @@
 #include <span>
 #include <sstream>
 #include <string>
-#include <zo/framing.hpp>
+#include <zo/core/binary.hpp>
 #include <zo/zo.hpp>
 
 #include "support.hpp"

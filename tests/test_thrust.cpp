@@ -14,7 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
-#include <zo/backends/thrust.hpp>
+#include <zo/stores/thrust_store.hpp>
 #include <zo/zo.hpp>
 
 #if defined(_OPENMP)

@@ -20,7 +20,7 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include <zo/errors.hpp>
+#include <zo/core/errors.hpp>
 #include <zo/io/safetensors.hpp>
 
 #include "../common/output_files.hpp"

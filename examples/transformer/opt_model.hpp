@@ -22,8 +22,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-#include <zo/errors.hpp>
-#include <zo/optimizers/gradient_view.hpp>
+#include <zo/core/errors.hpp>
+#include <zo/core/gradient_view.hpp>
 #include <zo/selectors/layers.hpp>
 #include <zo/stores/eigen_store.hpp>
 

@@ -24,7 +24,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-#include <zo/errors.hpp>
+#include <zo/core/errors.hpp>
 
 #include "opt_model.hpp"
 

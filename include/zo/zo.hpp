@@ -2,11 +2,17 @@
 // Umbrella header: everything zo offers on the CPU.
 #pragma once
 
-#include "zo/concepts.hpp"
 #include "zo/config.hpp"
-#include "zo/errors.hpp"
 
 #include "zo/random/keyed.hpp"
+
+#include "zo/core/concepts.hpp"
+#include "zo/core/errors.hpp"
+#include "zo/core/gradient_view.hpp"
+#include "zo/core/pass.hpp"
+#include "zo/core/reports.hpp"
+#include "zo/core/roles.hpp"
+#include "zo/core/state_io.hpp"
 
 #include "zo/backends/cpu.hpp"
 #include "zo/stores/block.hpp"
@@ -15,7 +21,6 @@
 
 #include "zo/perturbations/dense.hpp"
 #include "zo/perturbations/low_rank.hpp"
-#include "zo/perturbations/pass.hpp"
 
 #include "zo/estimators/estimators.hpp"
 
@@ -28,10 +33,7 @@
 #include "zo/selectors/intra_layer_mask.hpp"
 #include "zo/selectors/layers.hpp"
 
-#include "zo/optimizers/gradient_view.hpp"
 #include "zo/optimizers/hybrid.hpp"
 #include "zo/optimizers/lozo.hpp"
 #include "zo/optimizers/mezo.hpp"
-#include "zo/optimizers/reports.hpp"
-#include "zo/optimizers/state_io.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"

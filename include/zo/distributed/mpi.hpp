@@ -40,10 +40,10 @@
 #include <vector>
 
 #include "zo/backends/cpu.hpp"
-#include "zo/concepts.hpp"
-#include "zo/errors.hpp"
+#include "zo/core/concepts.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/estimators/estimators.hpp"
-#include "zo/optimizers/gradient_view.hpp"
+#include "zo/core/gradient_view.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
 
 namespace zo::mpi {

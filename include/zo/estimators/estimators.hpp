@@ -11,7 +11,7 @@
 #include <limits>
 #include <span>
 
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/random/keyed.hpp"
 
 namespace zo {

@@ -53,7 +53,7 @@
 #endif
 
 #include "zo/backends/cpu.hpp"
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 
 namespace zo::io {
 

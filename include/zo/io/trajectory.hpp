@@ -42,16 +42,16 @@
 #include <utility>
 #include <vector>
 
-#include "zo/errors.hpp"
-#include "zo/framing.hpp"
-#include "zo/optimizers/reports.hpp"
-#include "zo/selectors/all_blocks.hpp"
+#include "zo/core/errors.hpp"
+#include "zo/core/binary.hpp"
+#include "zo/core/reports.hpp"
+#include "zo/core/roles.hpp"
 
 namespace zo::io {
 
 namespace detail {
 
-// The framing every binary file of zo's shares (zo/framing.hpp).
+// The framing every binary file of zo's shares (zo/core/binary.hpp).
 using zo::detail::byte_reader;
 using zo::detail::byte_writer;
 using zo::detail::crc32;

@@ -17,12 +17,12 @@
 #include <string>
 #include <vector>
 
-#include "zo/concepts.hpp"
-#include "zo/errors.hpp"
-#include "zo/optimizers/gradient_view.hpp"
+#include "zo/core/concepts.hpp"
+#include "zo/core/errors.hpp"
+#include "zo/core/gradient_view.hpp"
 #include "zo/optimizers/mezo.hpp"
-#include "zo/optimizers/reports.hpp"
-#include "zo/optimizers/state_io.hpp"
+#include "zo/core/reports.hpp"
+#include "zo/core/state_io.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
 #include "zo/selectors/layers.hpp"
 #include "zo/step_rules/first_order.hpp"
@@ -210,7 +210,7 @@ class hybrid {
   // Saves what a resumed run needs besides the parameters: the zeroth-order part's state (step
   // index, step-rule state) and the first-order rule's (momentum, Adam moments, step counts).
   // The selectors zo provides decide from the step index alone, so they have no state.
-  // The file is framed and checked as the zo_optimizer's (zo/optimizers/state_io.hpp).
+  // The file is framed and checked as the zo_optimizer's (zo/core/state_io.hpp).
   void save(std::ostream& out) const {
     detail::save_state(out, [&](std::ostream& payload) {
       detail::write_tag(payload, state_tag, 1);

@@ -17,11 +17,11 @@
 #include <utility>
 #include <vector>
 
-#include "zo/concepts.hpp"
-#include "zo/errors.hpp"
-#include "zo/optimizers/reports.hpp"
-#include "zo/optimizers/state_io.hpp"
-#include "zo/perturbations/pass.hpp"
+#include "zo/core/concepts.hpp"
+#include "zo/core/errors.hpp"
+#include "zo/core/reports.hpp"
+#include "zo/core/state_io.hpp"
+#include "zo/core/pass.hpp"
 #include "zo/random/keyed.hpp"
 #include "zo/selectors/all_blocks.hpp"
 
@@ -480,7 +480,7 @@ class zo_optimizer {
   // Saves what a resumed run needs besides the parameters: the step index and the step rule's
   // state (momentum). Loading it into an optimizer built with the same policies and continuing
   // on the same parameters reproduces the uninterrupted run bit for bit. The state is framed
-  // with its length and a CRC-32 (zo/optimizers/state_io.hpp): a damaged or truncated state is
+  // with its length and a CRC-32 (zo/core/state_io.hpp): a damaged or truncated state is
   // a zo::invalid_argument, raised before anything changes.
   void save(std::ostream& out) const {
     require_no_pending("saving the optimizer state");

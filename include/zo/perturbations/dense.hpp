@@ -8,7 +8,7 @@
 #include <string>
 
 #include "zo/config.hpp"
-#include "zo/perturbations/pass.hpp"
+#include "zo/core/pass.hpp"
 #include "zo/random/keyed.hpp"
 
 namespace zo {

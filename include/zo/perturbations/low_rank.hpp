@@ -15,9 +15,9 @@
 #include <string>
 
 #include "zo/config.hpp"
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/perturbations/dense.hpp"
-#include "zo/perturbations/pass.hpp"
+#include "zo/core/pass.hpp"
 #include "zo/random/keyed.hpp"
 
 namespace zo {

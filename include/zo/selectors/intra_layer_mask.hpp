@@ -10,8 +10,8 @@
 #include <string>
 #include <utility>
 
-#include "zo/errors.hpp"
-#include "zo/perturbations/pass.hpp"
+#include "zo/core/errors.hpp"
+#include "zo/core/pass.hpp"
 #include "zo/selectors/all_blocks.hpp"
 
 namespace zo {

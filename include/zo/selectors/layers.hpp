@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/random/keyed.hpp"
 #include "zo/selectors/all_blocks.hpp"
 

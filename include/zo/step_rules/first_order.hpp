@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "zo/config.hpp"
-#include "zo/errors.hpp"
-#include "zo/optimizers/state_io.hpp"
+#include "zo/core/errors.hpp"
+#include "zo/core/state_io.hpp"
 #include "zo/step_rules/schedules.hpp"
 
 namespace zo {

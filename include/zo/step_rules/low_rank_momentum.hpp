@@ -26,8 +26,8 @@
 #include <vector>
 
 #include "zo/config.hpp"
-#include "zo/errors.hpp"
-#include "zo/optimizers/state_io.hpp"
+#include "zo/core/errors.hpp"
+#include "zo/core/state_io.hpp"
 #include "zo/perturbations/low_rank.hpp"
 #include "zo/random/keyed.hpp"
 #include "zo/step_rules/schedules.hpp"

@@ -8,7 +8,7 @@
 #include <numbers>
 #include <string>
 
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 
 namespace zo {
 

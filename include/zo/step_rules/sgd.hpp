@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <utility>
 
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/step_rules/schedules.hpp"
 
 namespace zo {

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/stores/block.hpp"
 
 namespace zo::detail {

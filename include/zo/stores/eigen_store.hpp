@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "zo/backends/cpu.hpp"
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/stores/block.hpp"
 #include "zo/stores/block_table.hpp"
 

@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "zo/backends/cpu.hpp"
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/stores/block.hpp"
 #include "zo/stores/block_table.hpp"
 

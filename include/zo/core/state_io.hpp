@@ -24,8 +24,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "zo/errors.hpp"
-#include "zo/framing.hpp"
+#include "zo/core/errors.hpp"
+#include "zo/core/binary.hpp"
 
 namespace zo::detail {
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "zo/config.hpp"
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/random/keyed.hpp"
 
 namespace zo {

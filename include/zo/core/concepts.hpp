@@ -17,9 +17,9 @@
 #include <type_traits>
 
 #include "zo/config.hpp"
-#include "zo/optimizers/gradient_view.hpp"
-#include "zo/perturbations/pass.hpp"
-#include "zo/selectors/all_blocks.hpp"
+#include "zo/core/gradient_view.hpp"
+#include "zo/core/pass.hpp"
+#include "zo/core/roles.hpp"
 
 namespace zo {
 

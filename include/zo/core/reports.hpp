@@ -7,7 +7,7 @@
 #include <span>
 #include <type_traits>
 
-#include "zo/selectors/all_blocks.hpp"
+#include "zo/core/roles.hpp"
 
 namespace zo {
 

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "zo/errors.hpp"
+#include "zo/core/errors.hpp"
 
 namespace zo::detail {
 
