@@ -17,8 +17,8 @@ class invalid_argument : public std::invalid_argument {
   explicit invalid_argument(const std::string& what) : std::invalid_argument("zo: " + what) {}
 };
 
-namespace detail {
-
+// zo's argument checks, for policies and optimizers alike: throw zo::invalid_argument with the
+// message when the condition fails.
 inline void require(bool condition, const std::string& message) {
   if (!condition) throw zo::invalid_argument(message);
 }
@@ -47,5 +47,10 @@ inline void require_non_negative_finite(double value, const char* name) {
   });
 }
 
+namespace detail {
+// The checks' former names, until every caller uses the public ones.
+using zo::require;
+using zo::require_non_negative_finite;
+using zo::require_positive_finite;
 }  // namespace detail
 }  // namespace zo

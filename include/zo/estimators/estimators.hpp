@@ -20,7 +20,7 @@ namespace zo {
 class central_difference {
  public:
   explicit central_difference(double epsilon = 1e-3) : epsilon_(epsilon) {
-    detail::require_positive_finite(epsilon, "central_difference: epsilon");
+    require_positive_finite(epsilon, "central_difference: epsilon");
   }
 
   double epsilon() const { return epsilon_; }
@@ -57,7 +57,7 @@ class central_difference {
 class one_sided {
  public:
   explicit one_sided(double epsilon = 1e-3) : epsilon_(epsilon) {
-    detail::require_positive_finite(epsilon, "one_sided: epsilon");
+    require_positive_finite(epsilon, "one_sided: epsilon");
   }
 
   double epsilon() const { return epsilon_; }
@@ -92,8 +92,8 @@ template <class Base = central_difference>
 class q_sample {
  public:
   explicit q_sample(std::size_t q, Base base = Base{}) : base_(std::move(base)), q_(q) {
-    detail::require(q >= 1, "q_sample: q must be at least 1, got 0");
-    detail::require(q <= max_samples_per_step, "q_sample: q must be at most " +
+    require(q >= 1, "q_sample: q must be at least 1, got 0");
+    require(q <= max_samples_per_step, "q_sample: q must be at most " +
                                                    std::to_string(max_samples_per_step) + ", got " +
                                                    std::to_string(q));
   }

@@ -84,7 +84,6 @@ enum class dtype {
 
 namespace detail {
 
-using zo::detail::require;
 
 struct dtype_entry {
   dtype type;
@@ -272,21 +271,21 @@ class safetensors_file {
     f.stream_ = std::make_shared<stream>();
     std::ifstream& in = f.stream_->in;
     in.open(path, std::ios::binary);
-    detail::require(static_cast<bool>(in), "cannot open " + f.source_ + ": " + error_text());
+    require(static_cast<bool>(in), "cannot open " + f.source_ + ": " + error_text());
     in.seekg(0, std::ios::end);
     const std::streamoff size = in.tellg();
-    detail::require(size >= 0, "cannot determine the size of " + f.source_);
+    require(size >= 0, "cannot determine the size of " + f.source_);
     in.seekg(0, std::ios::beg);
     f.file_size_ = static_cast<std::size_t>(size);
     unsigned char length_bytes[8] = {};
     const std::size_t have = std::min<std::size_t>(8, f.file_size_);
     in.read(reinterpret_cast<char*>(length_bytes), static_cast<std::streamsize>(have));
-    detail::require(static_cast<std::size_t>(in.gcount()) == have,
+    require(static_cast<std::size_t>(in.gcount()) == have,
                     "cannot read " + f.source_ + ": " + error_text());
     const std::size_t header_length = f.check_length(length_bytes, have);
     std::string header(header_length, '\0');
     in.read(header.data(), static_cast<std::streamsize>(header_length));
-    detail::require(static_cast<std::size_t>(in.gcount()) == header_length,
+    require(static_cast<std::size_t>(in.gcount()) == header_length,
                     "truncated header in " + f.source_ + ": it changed while being read");
     f.parse_header(header);
     return f;
@@ -318,7 +317,7 @@ class safetensors_file {
 
   const tensor_info& at(std::string_view name) const {
     const tensor_info* t = find(name);
-    detail::require(t != nullptr, "no tensor " + detail::quoted(name) + " in " + source_);
+    require(t != nullptr, "no tensor " + detail::quoted(name) + " in " + source_);
     return *t;
   }
 
@@ -359,7 +358,7 @@ class safetensors_file {
 
   // The checks read_block makes before reading, for callers that validate a whole store first.
   void require_block_shape(const tensor_info& t, std::size_t rows, std::size_t cols) const {
-    detail::require(shape_fits_block(t.shape, rows, cols),
+    require(shape_fits_block(t.shape, rows, cols),
                     "tensor " + detail::quoted(t.name) + " has shape " + shape_string(t.shape) +
                         ", expected " + block_shape_string(rows, cols) + " (in " + source_ + ")");
     require_convertible(t);
@@ -372,15 +371,15 @@ class safetensors_file {
 
   // Validates the length field against what the file holds and returns N.
   std::size_t check_length(const unsigned char* length_bytes, std::size_t have) {
-    detail::require(have == 8, "truncated header in " + source_ + ": the file has " +
+    require(have == 8, "truncated header in " + source_ + ": the file has " +
                                    std::to_string(file_size_) +
                                    " bytes, fewer than the 8-byte header length");
     const std::uint64_t n = detail::load_u64(length_bytes);
-    detail::require(n <= detail::max_header_bytes, "header length " + std::to_string(n) + " in " +
+    require(n <= detail::max_header_bytes, "header length " + std::to_string(n) + " in " +
                                                        source_ + " exceeds the limit of " +
                                                        std::to_string(detail::max_header_bytes) +
                                                        " bytes");
-    detail::require(n <= file_size_ - 8, "truncated header in " + source_ + ": header length " +
+    require(n <= file_size_ - 8, "truncated header in " + source_ + ": header length " +
                                              std::to_string(n) + " but only " +
                                              std::to_string(file_size_ - 8) +
                                              " bytes follow the length field");
@@ -421,7 +420,7 @@ class safetensors_file {
     } catch (const json::exception& e) {
       throw zo::invalid_argument("invalid JSON header" + where + ": " + e.what());
     }
-    detail::require(header.is_object(), "header" + where + " is not a JSON object");
+    require(header.is_object(), "header" + where + " is not a JSON object");
 
     const std::size_t data_bytes = file_size_ - data_start_;
     for (const auto& [name, entry] : header.items()) {
@@ -430,51 +429,51 @@ class safetensors_file {
         continue;
       }
       const std::string tensor = "tensor " + detail::quoted(name) + where;
-      detail::require(entry.is_object(), tensor + ": entry is not a JSON object");
+      require(entry.is_object(), tensor + ": entry is not a JSON object");
       tensor_info t;
       t.name = name;
 
       const auto dt = entry.find("dtype");
-      detail::require(dt != entry.end(), tensor + " has no 'dtype'");
-      detail::require(dt->is_string(), tensor + ": 'dtype' is not a string");
+      require(dt != entry.end(), tensor + " has no 'dtype'");
+      require(dt->is_string(), tensor + ": 'dtype' is not a string");
       const auto& dtype_text = dt->get_ref<const std::string&>();
       const auto parsed = parse_dtype(dtype_text);
-      detail::require(parsed.has_value(),
+      require(parsed.has_value(),
                       tensor + " has unknown dtype " + detail::quoted(dtype_text));
       t.dtype = *parsed;
 
       const auto sh = entry.find("shape");
-      detail::require(sh != entry.end(), tensor + " has no 'shape'");
-      detail::require(sh->is_array(), tensor + ": 'shape' is not an array");
+      require(sh != entry.end(), tensor + " has no 'shape'");
+      require(sh->is_array(), tensor + ": 'shape' is not an array");
       for (const auto& d : *sh) {
-        detail::require(d.is_number_unsigned(),
+        require(d.is_number_unsigned(),
                         tensor + ": 'shape' holds " + d.dump() + ", not a non-negative integer");
         t.shape.push_back(d.get<std::size_t>());
       }
 
       const auto off = entry.find("data_offsets");
-      detail::require(off != entry.end(), tensor + " has no 'data_offsets'");
-      detail::require(
+      require(off != entry.end(), tensor + " has no 'data_offsets'");
+      require(
           off->is_array() && off->size() == 2 && (*off)[0].is_number_unsigned() &&
               (*off)[1].is_number_unsigned(),
           tensor + ": 'data_offsets' is " + off->dump() + ", not two non-negative integers");
       t.begin = (*off)[0].get<std::size_t>();
       t.end = (*off)[1].get<std::size_t>();
       const std::string range = "[" + std::to_string(t.begin) + ", " + std::to_string(t.end) + ")";
-      detail::require(t.begin <= t.end,
+      require(t.begin <= t.end,
                       tensor + " has data_offsets " + range + " with begin > end");
 
       const auto count = element_count(t.shape);
       const std::size_t size = dtype_size(t.dtype);
-      detail::require(
+      require(
           count.has_value() && *count <= std::numeric_limits<std::size_t>::max() / size,
           tensor + " has shape " + shape_string(t.shape) + " whose byte size overflows 64 bits");
-      detail::require(*count * size == t.end - t.begin,
+      require(*count * size == t.end - t.begin,
                       tensor + " has shape " + shape_string(t.shape) + " of " +
                           std::string(dtype_name(t.dtype)) + " (" + std::to_string(*count * size) +
                           " bytes) but data_offsets " + range + " span " +
                           std::to_string(t.end - t.begin) + " bytes");
-      detail::require(t.end <= data_bytes,
+      require(t.end <= data_bytes,
                       "truncated: tensor " + detail::quoted(name) + " needs data bytes " + range +
                           " but the file has only " + std::to_string(data_bytes) + where);
       tensors_.push_back(std::move(t));
@@ -488,7 +487,7 @@ class safetensors_file {
     for (const auto& t : tensors_) {
       if (t.begin == t.end) continue;
       if (previous != nullptr)
-        detail::require(t.begin >= previous->end,
+        require(t.begin >= previous->end,
                         "tensors " + detail::quoted(previous->name) + " and " +
                             detail::quoted(t.name) + where + " overlap: [" +
                             std::to_string(previous->begin) + ", " + std::to_string(previous->end) +
@@ -499,30 +498,30 @@ class safetensors_file {
   }
 
   void read_metadata(const nlohmann::json& entry, const std::string& where) {
-    detail::require(entry.is_object(), "__metadata__" + where + " is not a JSON object");
+    require(entry.is_object(), "__metadata__" + where + " is not a JSON object");
     for (const auto& [key, value] : entry.items()) {
-      detail::require(value.is_string(), "__metadata__" + where + " must map strings to strings; " +
+      require(value.is_string(), "__metadata__" + where + " must map strings to strings; " +
                                              detail::quoted(key) + " holds " + value.dump());
       metadata_[key] = value.get<std::string>();
     }
   }
 
   void require_shape(const tensor_info& t, const tensor_shape& expected) const {
-    detail::require(t.shape == expected, "tensor " + detail::quoted(t.name) + " has shape " +
+    require(t.shape == expected, "tensor " + detail::quoted(t.name) + " has shape " +
                                              shape_string(t.shape) + ", expected " +
                                              shape_string(expected) + " (in " + source_ + ")");
     require_convertible(t);
   }
 
   void require_convertible(const tensor_info& t) const {
-    detail::require(float_convertible(t.dtype),
+    require(float_convertible(t.dtype),
                     "tensor " + detail::quoted(t.name) + " in " + source_ + " has dtype " +
                         std::string(dtype_name(t.dtype)) +
                         "; only F32, F16, BF16 and F64 convert to float");
   }
 
   void require_size(const tensor_info& t, std::size_t out_size) const {
-    detail::require(out_size == t.elements(),
+    require(out_size == t.elements(),
                     "tensor " + detail::quoted(t.name) + " has " + std::to_string(t.elements()) +
                         " elements but the destination holds " + std::to_string(out_size));
   }
@@ -547,7 +546,7 @@ class safetensors_file {
     for (std::size_t done = 0; done < count;) {
       const std::size_t n = std::min(chunk_elements, count - done);
       in.read(reinterpret_cast<char*>(staging.data()), static_cast<std::streamsize>(n * size));
-      detail::require(static_cast<std::size_t>(in.gcount()) == n * size,
+      require(static_cast<std::size_t>(in.gcount()) == n * size,
                       "truncated: tensor " + detail::quoted(t.name) + " in " + source_ +
                           " could not be read in full (the file changed since it was opened?)");
       detail::decode(t.dtype, staging.data(), n, out.data() + done);
@@ -607,14 +606,14 @@ inline void write_safetensors(const std::filesystem::path& path,
   std::size_t offset = 0;
   for (const auto& t : tensors) {
     const std::string tensor = "tensor " + detail::quoted(t.name);
-    detail::require(!t.name.empty(), "a tensor to write needs a non-empty name");
-    detail::require(t.name != "__metadata__", "'__metadata__' is reserved, not a tensor name");
-    detail::require(names.insert(t.name).second, "duplicate " + tensor + " to write");
+    require(!t.name.empty(), "a tensor to write needs a non-empty name");
+    require(t.name != "__metadata__", "'__metadata__' is reserved, not a tensor name");
+    require(names.insert(t.name).second, "duplicate " + tensor + " to write");
     const auto count = element_count(t.shape);
-    detail::require(
+    require(
         count.has_value() && *count <= (std::numeric_limits<std::size_t>::max() - offset) / 4,
         tensor + " has shape " + shape_string(t.shape) + " whose size overflows");
-    detail::require(t.data != nullptr || *count == 0, tensor + " has a null data pointer");
+    require(t.data != nullptr || *count == 0, tensor + " has a null data pointer");
     header[t.name] = {
         {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + *count * 4}}};
     offset += *count * 4;
@@ -630,7 +629,7 @@ inline void write_safetensors(const std::filesystem::path& path,
 
   const std::filesystem::path tmp = detail::temporary_path(path);
   std::FILE* file = std::fopen(tmp.c_str(), "wb");
-  detail::require(file != nullptr, detail::write_error(tmp));
+  require(file != nullptr, detail::write_error(tmp));
   bool ok = true;
   unsigned char length[8];
   for (int i = 0; i < 8; ++i)
@@ -718,7 +717,7 @@ void save_store(const std::filesystem::path& path, const Store& store,
     const auto block = store.block(i);
     tensor_shape shape = shape_of(block);
     const auto count = element_count(shape);
-    detail::require(count.has_value() && *count == block.size(),
+    require(count.has_value() && *count == block.size(),
                     "shape " + shape_string(shape) + " given for block " +
                         detail::quoted(block.name()) + " does not hold its " +
                         std::to_string(block.rows()) + "x" + std::to_string(block.cols()) +
@@ -741,7 +740,7 @@ std::vector<std::string> load_store(const safetensors_file& file, Store& store) 
   for (std::size_t i = 0; i < store.size(); ++i) {
     const auto block = store.block(i);
     const tensor_info* t = file.find(block.name());
-    detail::require(t != nullptr, "no tensor " + detail::quoted(block.name()) + " in " +
+    require(t != nullptr, "no tensor " + detail::quoted(block.name()) + " in " +
                                       file.source() + " for the store's block of that name");
     file.require_block_shape(*t, block.rows(), block.cols());
   }

@@ -102,7 +102,7 @@ scan_end scan_records(std::span<const std::byte> bytes, std::size_t at, const st
       break;
     }
     const std::uint32_t n = u32_at(bytes, at), check = u32_at(bytes, at + 4);
-    zo::detail::require(check == ~n, what + ": length field damaged (" + std::to_string(n) +
+    zo::require(check == ~n, what + ": length field damaged (" + std::to_string(n) +
                                          " and ~" + std::to_string(~check) + " disagree)");
     const std::uint64_t total = 8 + std::uint64_t{n} + 4;
     if (bytes.size() - at < total) {
@@ -110,7 +110,7 @@ scan_end scan_records(std::span<const std::byte> bytes, std::size_t at, const st
       break;
     }
     const auto payload = bytes.subspan(at + 8, n);
-    zo::detail::require(crc32(payload) == u32_at(bytes, at + 8 + n), what + ": checksum mismatch");
+    zo::require(crc32(payload) == u32_at(bytes, at + 8 + n), what + ": checksum mismatch");
     on_record(payload, what);
     at += static_cast<std::size_t>(total);
   }
@@ -123,7 +123,7 @@ class append_file {
   append_file(const std::filesystem::path& path, int flags, std::size_t sync_every)
       : path_(path), sync_every_(sync_every) {
     fd_ = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
-    zo::detail::require(fd_ >= 0,
+    zo::require(fd_ >= 0,
                         "cannot open " + path.string() + " for writing: " + std::strerror(errno));
   }
   append_file(append_file&& other) noexcept
@@ -149,7 +149,7 @@ class append_file {
     while (done < bytes.size()) {
       const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
       if (n < 0 && errno == EINTR) continue;
-      zo::detail::require(n > 0, "cannot write " + path_.string() + ": " + std::strerror(errno));
+      zo::require(n > 0, "cannot write " + path_.string() + ": " + std::strerror(errno));
       done += static_cast<std::size_t>(n);
     }
   }
@@ -158,13 +158,13 @@ class append_file {
     if (sync_every_ > 0 && ++unsynced_ >= sync_every_) sync();
   }
   void sync() {
-    zo::detail::require(::fsync(fd_) == 0,
+    zo::require(::fsync(fd_) == 0,
                         "cannot sync " + path_.string() + ": " + std::strerror(errno));
     unsynced_ = 0;
   }
   // Drops everything from byte `size` on and continues writing there.
   void cut_at(std::uint64_t size) {
-    zo::detail::require(::ftruncate(fd_, static_cast<off_t>(size)) == 0 &&
+    zo::require(::ftruncate(fd_, static_cast<off_t>(size)) == 0 &&
                             ::lseek(fd_, static_cast<off_t>(size), SEEK_SET) >= 0,
                         "cannot cut " + path_.string() + " at byte " + std::to_string(size) + ": " +
                             std::strerror(errno));
@@ -180,7 +180,7 @@ class append_file {
 
 inline std::vector<std::byte> read_file(const std::filesystem::path& path) {
   std::ifstream file(path, std::ios::binary);
-  zo::detail::require(file.good(), "cannot open " + path.string());
+  zo::require(file.good(), "cannot open " + path.string());
   std::vector<char> chars((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   std::vector<std::byte> bytes(chars.size());
   std::memcpy(bytes.data(), chars.data(), chars.size());
@@ -278,9 +278,9 @@ struct trajectory {
 // A header in the given format version (1 cannot hold a fingerprint).
 inline std::vector<std::byte> encode_header(const trajectory_header& header,
                                             std::uint32_t version = detail::trajectory_version) {
-  zo::detail::require(version == 1 || version == 2,
+  zo::require(version == 1 || version == 2,
                       "trajectory format version " + std::to_string(version) + " is not known");
-  zo::detail::require(version >= 2 || !header.base_fingerprint,
+  zo::require(version >= 2 || !header.base_fingerprint,
                       "a version-1 trajectory header cannot hold a base fingerprint");
   detail::byte_writer payload;
   payload.u64(header.seed);
@@ -329,8 +329,7 @@ inline std::vector<std::byte> encode_end(std::uint64_t records) {
 // byte offset; a record cut off by the end of the input ends the log instead (see trajectory).
 inline trajectory read_trajectory(std::span<const std::byte> bytes,
                                   const std::string& source = "<memory>") {
-  using zo::detail::require;
-  trajectory log;
+    trajectory log;
   const auto u32_at = [&](std::size_t at) { return detail::u32_at(bytes, at); };
   constexpr std::size_t fixed = sizeof(detail::trajectory_magic) + 8;
   require(bytes.size() >= fixed, "trajectory " + source + ": truncated header (" +
@@ -471,7 +470,7 @@ class trajectory_writer {
   }
 
   void append(const trajectory_record& record) {
-    zo::detail::require(!finished_, "cannot append to " + file_.path().string() +
+    zo::require(!finished_, "cannot append to " + file_.path().string() +
                                         ": the log was finished (its end record is written)");
     file_.append(encode_record(record));
     ++records_;
@@ -483,7 +482,7 @@ class trajectory_writer {
   // or was killed between two records, or a copy cut at a record boundary, is told apart from
   // a finished one. Nothing may be appended afterwards. The destructor never writes it.
   void finish() {
-    zo::detail::require(!finished_, file_.path().string() + " is already finished");
+    zo::require(!finished_, file_.path().string() + " is already finished");
     file_.write_all(encode_end(records_));
     file_.sync();
     finished_ = true;
@@ -535,8 +534,7 @@ struct block_values_log {
 
 inline block_values_log read_block_values(std::span<const std::byte> bytes,
                                           const std::string& source = "<memory>") {
-  using zo::detail::require;
-  require(bytes.size() >= 12 && std::memcmp(bytes.data(), detail::block_values_magic, 8) == 0,
+    require(bytes.size() >= 12 && std::memcmp(bytes.data(), detail::block_values_magic, 8) == 0,
           "block values file " + source + " does not start with the zo block-values magic");
   require(
       detail::u32_at(bytes, 8) == detail::block_values_version,
@@ -614,10 +612,10 @@ namespace detail {
 
 // A log replays only on a store of its block count with an optimizer of its seed.
 inline void require_same_run(const trajectory& log, std::size_t blocks, std::uint64_t seed) {
-  zo::detail::require(log.header.block_count == blocks,
+  zo::require(log.header.block_count == blocks,
                       "the trajectory was recorded on " + std::to_string(log.header.block_count) +
                           " blocks, the store has " + std::to_string(blocks));
-  zo::detail::require(log.header.seed == seed,
+  zo::require(log.header.seed == seed,
                       "the trajectory was recorded with seed " + std::to_string(log.header.seed) +
                           ", the optimizer has seed " + std::to_string(seed));
 }
@@ -674,7 +672,7 @@ std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
   std::size_t replayed = 0;
   for (const auto& r : log.records) {
     if (r.step < optimizer.step_count()) continue;
-    zo::detail::require(r.seed == log.header.seed, "record of step " + std::to_string(r.step) +
+    zo::require(r.seed == log.header.seed, "record of step " + std::to_string(r.step) +
                                                        " has seed " + std::to_string(r.seed) +
                                                        ", the log's header " +
                                                        std::to_string(log.header.seed));
@@ -705,12 +703,12 @@ std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
     if (r.skipped()) continue;
     while (next_values < values.records.size() && values.records[next_values].step < r.step)
       ++next_values;
-    zo::detail::require(
+    zo::require(
         next_values < values.records.size() && values.records[next_values].step == r.step,
         "the block values file has no record for step " + std::to_string(r.step) +
             (values.complete ? std::string() : " (it was cut off: " + values.reason + ")"));
     for (const auto& b : values.records[next_values].blocks) {
-      zo::detail::require(b.index < store.size() && b.element_size == sizeof(T) &&
+      zo::require(b.index < store.size() && b.element_size == sizeof(T) &&
                               b.values.size() == store.block(b.index).size() * sizeof(T),
                           "the block values of step " + std::to_string(r.step) +
                               " do not fit block " + std::to_string(b.index) + " of the store");

@@ -22,7 +22,7 @@ class intra_layer_mask {
   // p: the fraction of a first-order matrix's entries left to zeroth-order, 0 ≤ p < 1.
   intra_layer_mask(Inner inner, double p, std::uint64_t seed = 0)
       : inner_(std::move(inner)), p_(p), mask_{} {
-    detail::require(p >= 0 && p < 1,
+    require(p >= 0 && p < 1,
                     "intra_layer_mask: p must be in [0, 1), got " + std::to_string(p));
     mask_ = element_mask::with_fraction(seed, 1 - p);
   }

@@ -40,7 +40,7 @@ class deepest_layers {
   template <class Store>
   void select(std::uint64_t, const Store& store, std::span<block_role> roles) const {
     const std::size_t layers = layer_count(store);
-    detail::require(k_ <= layers, [&] {
+    require(k_ <= layers, [&] {
       return "deepest_layers: k = " + std::to_string(k_) + " exceeds the " +
              std::to_string(layers) + " layers of the store";
     });
@@ -87,9 +87,9 @@ class memory_budget {
  public:
   memory_budget(std::size_t budget_bytes, memory_cost_model model)
       : budget_(budget_bytes), model_(std::move(model)), k_(0) {
-    detail::require(!model_.layers.empty(), "memory_budget: the cost model has no layers");
+    require(!model_.layers.empty(), "memory_budget: the cost model has no layers");
     const std::size_t minimum = model_.predicted_bytes(0);
-    detail::require(minimum <= budget_,
+    require(minimum <= budget_,
                     "memory_budget: even k = 0 needs " + std::to_string(minimum) +
                         " bytes, more than the budget of " + std::to_string(budget_) + " bytes");
     while (k_ < model_.layers.size() && model_.predicted_bytes(k_ + 1) <= budget_)
@@ -102,7 +102,7 @@ class memory_budget {
 
   template <class Store>
   void select(std::uint64_t step, const Store& store, std::span<block_role> roles) const {
-    detail::require(layer_count(store) == model_.layers.size(), [&] {
+    require(layer_count(store) == model_.layers.size(), [&] {
       return "memory_budget: the cost model has " + std::to_string(model_.layers.size()) +
              " layers, the store " + std::to_string(layer_count(store));
     });

@@ -15,7 +15,7 @@ namespace zo {
 class constant_schedule {
  public:
   explicit constant_schedule(double learning_rate = 1e-6) : lr_(learning_rate) {
-    detail::require_non_negative_finite(learning_rate, "learning rate");
+    require_non_negative_finite(learning_rate, "learning rate");
   }
   double operator()(std::uint64_t) const { return lr_; }
 

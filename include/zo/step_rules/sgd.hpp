@@ -18,7 +18,7 @@ class sgd {
  public:
   explicit sgd(Schedule schedule, double weight_decay = 0)
       : schedule_(std::move(schedule)), weight_decay_(weight_decay) {
-    detail::require_non_negative_finite(weight_decay, "sgd: weight decay");
+    require_non_negative_finite(weight_decay, "sgd: weight decay");
   }
 
   // Constant learning rate; the MeZO reference default is 1e-6.

@@ -37,7 +37,7 @@ class eigen_store : public detail::table_store {
   // Adds a zero-initialised rows × cols block.
   std::size_t add(std::string name, std::size_t rows, std::size_t cols,
                   block_options options = {}) {
-    detail::require(rows > 0 && cols > 0, "block '" + name + "' has an empty shape " +
+    require(rows > 0 && cols > 0, "block '" + name + "' has an empty shape " +
                                               std::to_string(rows) + "x" + std::to_string(cols));
     return add(std::move(name),
                matrix_type::Zero(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols)),
@@ -53,7 +53,7 @@ class eigen_store : public detail::table_store {
   // state (momentum factors, snapshots) is sized from it.
   void assign(std::size_t i, const matrix_type& value) {
     const auto& info = table_[i];
-    detail::require(static_cast<std::size_t>(value.rows()) == info.rows &&
+    require(static_cast<std::size_t>(value.rows()) == info.rows &&
                         static_cast<std::size_t>(value.cols()) == info.cols,
                     "cannot assign a " + std::to_string(value.rows()) + "x" +
                         std::to_string(value.cols()) + " matrix to block '" + info.name +

@@ -51,7 +51,7 @@ class thrust_store : public detail::table_store {
   }
   void assign(std::size_t i, std::span<const T> values) {
     const auto& info = table_[i];
-    detail::require(values.size() == info.rows * info.cols,
+    require(values.size() == info.rows * info.cols,
                     "cannot assign " + std::to_string(values.size()) + " values to block '" +
                         info.name + "' of shape " + std::to_string(info.rows) + "x" +
                         std::to_string(info.cols));

@@ -26,7 +26,7 @@ class view_store : public detail::table_store {
   // every element of the span, no more and no fewer. Returns the block's id.
   std::size_t add(std::string name, std::span<T> storage, std::size_t rows, std::size_t cols,
                   block_options options = {}) {
-    detail::require(storage.data() != nullptr || storage.empty(),
+    require(storage.data() != nullptr || storage.empty(),
                     "block '" + name + "' has a null data pointer");
     const auto& info = table_.add(std::move(name), rows, cols, storage.size(), options);
     data_.push_back(storage.data());
