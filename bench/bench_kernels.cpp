@@ -86,14 +86,15 @@ void generate(benchmark::State& state) {
       benchmark::Counter::kIsRate);
 }
 
-// One pass of `perturbation` over the block with the given pass settings.
+// One pass of `perturbation` over the block with the given pass settings, in the pass type the
+// step engine gives that perturbation.
 template <class Perturbation, class Configure>
 void run_pass(benchmark::State& state, const Perturbation& perturbation, Configure&& configure) {
   thread_scope threads(state);
   std::vector<float> values(elements, 0.5f), snapshot(elements, 0.5f);
   zo::view_store<float> store;
   store.add("w", std::span<float>(values), rows, cols);
-  zo::pass<float> sweep;
+  zo::pass_type_t<Perturbation, float> sweep;
   sweep.source = values.data();
   sweep.target = values.data();
   sweep.seed = 1;
@@ -105,14 +106,13 @@ void run_pass(benchmark::State& state, const Perturbation& perturbation, Configu
 }
 
 void dense_perturb(benchmark::State& state) {
-  run_pass(state, zo::gaussian_perturbation{},
-           [](zo::pass<float>& p, float*) { p.terms.add(0, 0, 1e-3f); });
+  run_pass(state, zo::gaussian_perturbation{}, [](auto& p, float*) { p.terms.add(0, 0, 1e-3f); });
 }
 
 void fused_update_perturb(benchmark::State& state) {
   // Exact mode: read the snapshot, write the new base point back to it and the perturbed point
   // to the block.
-  run_pass(state, zo::gaussian_perturbation{}, [](zo::pass<float>& p, float* snapshot) {
+  run_pass(state, zo::gaussian_perturbation{}, [](auto& p, float* snapshot) {
     p.source = snapshot;
     p.base_to = snapshot;
     p.scale = 0.99999f;
@@ -123,25 +123,21 @@ void fused_update_perturb(benchmark::State& state) {
 }
 
 void rademacher_perturb(benchmark::State& state) {
-  run_pass(state, zo::rademacher_perturbation{},
-           [](zo::pass<float>& p, float*) { p.terms.add(0, 0, 1e-3f); });
+  run_pass(state, zo::rademacher_perturbation{}, [](auto& p, float*) { p.terms.add(0, 0, 1e-3f); });
 }
 
 void low_rank_apply(benchmark::State& state) {
   run_pass(state, zo::low_rank_perturbation(static_cast<std::size_t>(state.range(1)), 50),
-           [](zo::pass<float>& p, float*) { p.terms.add(0, 0, 1e-3f); });
+           [](auto& p, float*) { p.terms.add(0, 0, 1e-3f); });
 }
 
 void lozo_m_momentum_apply(benchmark::State& state) {
   constexpr std::size_t rank = 2;
   static std::vector<float> momentum(rows * rank, 0.01f), factor(cols * rank, 0.02f);
-  run_pass(state, zo::low_rank_perturbation(rank, 50), [](zo::pass<float>& p, float*) {
+  run_pass(state, zo::low_rank_perturbation(rank, 50), [](auto& p, float*) {
     p.scale = 0.99999f;
     p.terms.add(0, 0, -1e-5f);
-    p.extra.left = momentum.data();
-    p.extra.right = factor.data();
-    p.extra.rank = rank;
-    p.extra.low_rank_scale = -1e-5f;
+    p.low_rank = {momentum.data(), factor.data(), rank, -1e-5f};
   });
 }
 

@@ -49,11 +49,9 @@ struct quartic_loss {
 template <class Inner>
 struct counting_perturbation : Inner {
   using Inner::Inner;
-  static constexpr bool supports_element_masks = false;
   std::shared_ptr<std::size_t> passes = std::make_shared<std::size_t>(0);
-  template <class Backend, class Block, class T, class Scratch>
-  void apply(const Backend& backend, const Block& block, const zo::pass<T>& p,
-             Scratch& scratch) const {
+  template <class Backend, class Block, class Pass, class Scratch>
+  void apply(const Backend& backend, const Block& block, const Pass& p, Scratch& scratch) const {
     if (block.id() == 0) ++*passes;
     Inner::apply(backend, block, p, scratch);
   }

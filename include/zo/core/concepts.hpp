@@ -105,11 +105,15 @@ struct store {
   archetypes::block block(std::size_t) const { return {}; }
 };
 
-// What an estimator may do: move along direction j, return to base, evaluate the loss.
+// What an estimator may do: move along direction j, return to base, evaluate the loss (or, as
+// a distributed estimator does, measure it without ending the step at a non-finite value), and
+// ask whether evaluations are real (false while a fused step learns where the next one starts).
 struct probe {
+  static constexpr bool measures = true;
   void shift(std::size_t /*sample*/, double /*alpha*/) {}
   void reset() {}
   double evaluate() { return 0; }
+  double measure() { return 0; }
 };
 
 // What a step rule's per-block callback may do to one block's update.
@@ -176,12 +180,24 @@ concept layer_selector = std::copy_constructible<S> &&
 
 // The hybrid's objective: the loss for zeroth-order evaluations, and the loss with gradients
 // for the requested blocks only (the objective decides how; a transformer backprops from the
-// loss down to the lowest requested layer and no further).
-template <class F, class T>
-concept differentiable_objective = requires(F& f, gradient_view<T>& gradients) {
+// loss down to the lowest requested layer and no further). As zo_optimizer's objective, each may
+// take the step index (to pick that step's mini-batch): loss(step), loss_and_gradients(g, step).
+template <class F>
+concept step_loss = requires(F& f, std::uint64_t step) {
   { f.loss() } -> std::convertible_to<double>;
-  { f.loss_and_gradients(gradients) } -> std::convertible_to<double>;
+}
+|| requires(F& f, std::uint64_t step) {
+  { f.loss(step) } -> std::convertible_to<double>;
 };
+template <class F, class T>
+concept step_loss_and_gradients = requires(F& f, gradient_view<T>& gradients) {
+  { f.loss_and_gradients(gradients) } -> std::convertible_to<double>;
+}
+|| requires(F& f, gradient_view<T>& gradients, std::uint64_t step) {
+  { f.loss_and_gradients(gradients, step) } -> std::convertible_to<double>;
+};
+template <class F, class T>
+concept differentiable_objective = step_loss<F> && step_loss_and_gradients<F, T>;
 
 // First-order step rule: a learning rate per step and an update of one block from its gradient
 // (scaled by gradient_scale, the clipping factor).
@@ -300,6 +316,18 @@ constexpr bool check_zo_step_rule() {
       "zo: the step rule needs update(u), applying its change through "
       "u.for_each_block(...)");
   static_assert(zo_step_rule<R>, "zo: the type does not model zo::zo_step_rule");
+  return true;
+}
+
+// A step rule that works only with one perturbation (LOZO-M's momentum lives in the factor space
+// of low_rank_perturbation) names it as required_perturbation.
+template <class R, class P>
+constexpr bool check_step_rule_pairing() {
+  if constexpr (requires { typename R::required_perturbation; }) {
+    static_assert(std::same_as<typename R::required_perturbation, P>,
+                  "zo: this step rule needs the perturbation policy named by its "
+                  "required_perturbation (low_rank_momentum: zo::low_rank_perturbation)");
+  }
   return true;
 }
 

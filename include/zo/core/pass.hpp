@@ -2,7 +2,7 @@
 // One sweep over a block: target = scale · source + Σ_j alpha_j · direction_j, optionally saving
 // source to a snapshot on the way. Every pass of every optimizer (perturb, restore, update, and
 // the fused update-plus-next-perturbation) is one of these, so a perturbation policy implements
-// a single kernel and the optimizers decide only which terms go into it.
+// a single kernel and the step engine decides only which terms go into it.
 #pragma once
 
 #include <cstddef>
@@ -46,24 +46,11 @@ struct term_list {
         return;
       }
     }
-    detail::require(count < max_terms_per_pass, [] {
+    require(count < max_terms_per_pass, [] {
       return "at most " + std::to_string(max_terms_per_pass) + " directions can be applied at once";
     });
     items[count++] = direction_term<T>{step, sample, alpha};
   }
-};
-
-// Terms a step rule computed itself rather than keyed directions, e.g. LOZO-M's momentum:
-// target += addend_scale · addend (a dense block of values) and
-// target += low_rank_scale · left · rightᵀ (left: rows × rank, right: cols × rank, row-major).
-template <class T>
-struct explicit_terms {
-  const T* addend = nullptr;
-  T addend_scale = 0;
-  const T* left = nullptr;
-  const T* right = nullptr;
-  std::size_t rank = 0;
-  T low_rank_scale = 0;
 };
 
 // Which entries of a mixed block are first-order: entry i of block b is, when a keyed uniform
@@ -92,11 +79,15 @@ struct element_mask {
 };
 
 // The fused step (docs/mezo.md, "Fused steps") ends one step and begins the next in the same
-// pass: the first base_terms keyed terms, scale and extra give the new base point, which goes to
-// base_to when set (the exact-restore snapshot); the remaining terms, the next step's first
-// perturbation, are added on top of it and only reach target.
+// pass: the first base_terms keyed terms and scale (and any contribution below) give the new
+// base point, which goes to base_to when set (the exact-restore snapshot); the remaining terms,
+// the next step's first perturbation, are added on top of it and only reach target.
+//
+// This is what every kernel honours. What only some methods need is an opt-in contribution
+// below, which a perturbation policy accepts by naming a pass type that carries it.
 template <class T>
 struct pass {
+  using value_type = T;
   const T* source = nullptr;  // read from: the block itself or its snapshot
   T* target = nullptr;        // written to: the block
   T* save_to = nullptr;       // when set, receives source before anything changes
@@ -105,13 +96,72 @@ struct pass {
   std::uint64_t seed = 0;
   term_list<T> terms;
   std::size_t base_terms = max_terms_per_pass;  // terms beyond it are the next perturbation
-  explicit_terms<T> extra;
-  element_mask mask;  // inactive unless the block is mixed
 
   ZO_HOST_DEVICE std::size_t base_term_count() const {
     return base_terms < terms.size() ? base_terms : terms.size();
   }
 };
+
+// Opt-in contributions. A step rule that computes part of its update itself (LOZO-M's momentum)
+// adds it to the base point: target += scale · values (dense), or target += scale · left · rightᵀ
+// (left: rows × rank, right: cols × rank, row-major).
+template <class T>
+struct dense_addend {
+  const T* values = nullptr;
+  T scale = 0;
+};
+template <class T>
+struct low_rank_addend {
+  const T* left = nullptr;
+  const T* right = nullptr;
+  std::size_t rank = 0;
+  T scale = 0;
+};
+template <class T>
+struct with_dense_addend {
+  dense_addend<T> addend;
+};
+template <class T>
+struct with_low_rank_addend {
+  low_rank_addend<T> low_rank;
+};
+// LoHO's intra-layer mode: the first-order entries of a mixed block are left as they are.
+struct with_element_mask {
+  element_mask mask;
+};
+
+// A pass carrying some of the contributions above, e.g.
+// pass_with<T, with_dense_addend<T>, with_element_mask>.
+template <class T, class... Contributions>
+struct pass_with : pass<T>, Contributions... {};
+
+template <class Pass>
+concept pass_accepts_dense_addend = requires(const Pass& p) {
+  p.addend;
+};
+template <class Pass>
+concept pass_accepts_low_rank_addend = requires(const Pass& p) {
+  p.low_rank;
+};
+template <class Pass>
+concept pass_accepts_element_mask = requires(const Pass& p) {
+  p.mask;
+};
+
+// The pass a perturbation policy takes: the one it names (P::pass_type<T>), or the plain pass.
+template <class P, class T>
+struct pass_type_of {
+  using type = pass<T>;
+};
+template <class P, class T>
+requires requires {
+  typename P::template pass_type<T>;
+}
+struct pass_type_of<P, T> {
+  using type = typename P::template pass_type<T>;
+};
+template <class P, class T>
+using pass_type_t = typename pass_type_of<P, T>::type;
 
 // Scratch memory a perturbation policy may ask for during a pass (low-rank factors). One buffer
 // that only grows, so a run allocates only while the largest request is still growing; peak()

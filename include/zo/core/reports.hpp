@@ -58,8 +58,6 @@ struct run_summary {
 
 namespace detail {
 
-// ensmallen-style callbacks: a callback implements only the hooks it needs, and a hook may
-// return void or a bool; true asks the optimizer to stop once the current step is complete.
 template <class Hook>
 bool asks_to_stop(Hook&& hook) {
   if constexpr (std::is_void_v<std::invoke_result_t<Hook>>) {
@@ -68,6 +66,35 @@ bool asks_to_stop(Hook&& hook) {
   } else {
     return static_cast<bool>(hook());
   }
+}
+
+}  // namespace detail
+
+// ensmallen-style callbacks: a callback implements only the hooks it needs (after_evaluation,
+// after_step), and a hook may return void or a bool; true asks the optimizer to stop once the
+// current step is complete. These call the hook on every callback that has it and say whether
+// one asked to stop.
+template <class... Callbacks>
+bool notify_after_evaluation(const evaluation_report& report, Callbacks&... callbacks) {
+  bool stop = false;
+  const auto hook = [&](auto& callback) {
+    if constexpr (requires { callback.after_evaluation(report); }) {
+      stop |= detail::asks_to_stop([&] { return callback.after_evaluation(report); });
+    }
+  };
+  (hook(callbacks), ...);
+  return stop;
+}
+template <class... Callbacks>
+bool notify_after_step(const step_report& report, Callbacks&... callbacks) {
+  bool stop = false;
+  const auto hook = [&](auto& callback) {
+    if constexpr (requires { callback.after_step(report); }) {
+      stop |= detail::asks_to_stop([&] { return callback.after_step(report); });
+    }
+  };
+  (hook(callbacks), ...);
+  return stop;
 }
 
 // The loop every optimizer's optimize() shares: up to `steps` calls of step(), stopping early
@@ -89,5 +116,4 @@ run_summary run_steps(std::uint64_t steps, Step&& step) {
   return summary;
 }
 
-}  // namespace detail
 }  // namespace zo

@@ -42,8 +42,8 @@
 #include "zo/backends/cpu.hpp"
 #include "zo/core/concepts.hpp"
 #include "zo/core/errors.hpp"
-#include "zo/estimators/estimators.hpp"
 #include "zo/core/gradient_view.hpp"
+#include "zo/estimators/estimators.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
 
 namespace zo::mpi {
@@ -109,12 +109,12 @@ class communicator {
       : comm_(comm), options_(options) {
     int initialized = 0;
     MPI_Initialized(&initialized);
-    detail::require(initialized != 0,
-                    "zo::mpi::communicator: MPI is not initialised (construct "
-                    "a zo::mpi::environment or call MPI_Init first)");
-    detail::require(options.timeout.count() > 0,
-                    "zo::mpi::communicator: the timeout must be positive, got " +
-                        std::to_string(options.timeout.count()) + " ms");
+    require(initialized != 0,
+            "zo::mpi::communicator: MPI is not initialised (construct "
+            "a zo::mpi::environment or call MPI_Init first)");
+    require(options.timeout.count() > 0,
+            "zo::mpi::communicator: the timeout must be positive, got " +
+                std::to_string(options.timeout.count()) + " ms");
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
   }
@@ -156,9 +156,9 @@ class communicator {
   void allgatherv(const void* send, std::size_t bytes, std::span<const std::size_t> counts,
                   void* receive, std::string_view what, channel c = channel::step) {
     require_usable();
-    detail::require(counts.size() == static_cast<std::size_t>(size_) &&
-                        counts[static_cast<std::size_t>(rank_)] == bytes,
-                    "zo::mpi: " + std::string(what) + ": the byte counts do not match the ranks");
+    require(counts.size() == static_cast<std::size_t>(size_) &&
+                counts[static_cast<std::size_t>(rank_)] == bytes,
+            "zo::mpi: " + std::string(what) + ": the byte counts do not match the ranks");
     std::vector<int> sizes(counts.size()), offsets(counts.size());
     std::size_t total = 0;
     for (std::size_t r = 0; r < counts.size(); ++r) {
@@ -194,8 +194,8 @@ class communicator {
     }
   }
   static void require_int(std::size_t bytes, std::string_view what) {
-    detail::require(bytes <= static_cast<std::size_t>(INT_MAX),
-                    "zo::mpi: " + std::string(what) + " needs more than 2^31 - 1 bytes per rank");
+    require(bytes <= static_cast<std::size_t>(INT_MAX),
+            "zo::mpi: " + std::string(what) + " needs more than 2^31 - 1 bytes per rank");
   }
   void check(int code, std::string_view what) const {
     if (code == MPI_SUCCESS) return;
@@ -266,34 +266,23 @@ void run_or_abort(MPI_Comm comm, Body&& body) {
 
 namespace detail {
 
-using zo::detail::require;
-
-// The optimizer runs its estimator once on a recorder, not on the parameters, to learn where a
-// fused step's next step starts; no rank may communicate then.
-template <class Probe>
-struct is_dry_run : std::false_type {};
-template <class T>
-struct is_dry_run<zo::detail::first_point_recorder<T>> : std::true_type {};
-
 // Forwards an estimator's moves to the optimizer's probe and records each local loss. A
-// non-finite local loss is recorded rather than thrown, so that this rank keeps in step with
-// the others; the step is skipped on every rank once the gathered losses show it.
+// non-finite local loss does not end the step here (the probe's measure()), so that this rank
+// keeps making the moves the others make; the step is skipped on every rank once the gathered
+// losses show it.
 template <class Probe>
 class recording_probe {
  public:
+  static constexpr bool measures = true;
   recording_probe(Probe& probe, std::vector<double>& losses) : probe_(probe), losses_(losses) {}
   void shift(std::size_t sample, double alpha) { probe_.shift(sample, alpha); }
   void reset() { probe_.reset(); }
   double evaluate() {
-    double loss;
-    try {
-      loss = probe_.evaluate();
-    } catch (const zo::detail::nonfinite_loss& bad) {
-      loss = bad.loss;
-    }
+    const double loss = probe_.measure();
     losses_.push_back(loss);
     return loss;
   }
+  double measure() { return evaluate(); }
 
  private:
   Probe& probe_;
@@ -303,10 +292,12 @@ class recording_probe {
 // Hands an estimator given losses in order, without moving any parameter.
 class replay_probe {
  public:
+  static constexpr bool measures = true;
   explicit replay_probe(std::span<const double> losses) : losses_(losses) {}
   void shift(std::size_t, double) {}
   void reset() {}
   double evaluate() { return losses_[next_++]; }
+  double measure() { return evaluate(); }
 
  private:
   std::span<const double> losses_;
@@ -365,7 +356,8 @@ class data_parallel {
 
   template <class Probe>
   double estimate(Probe& probe, std::span<double> g) const {
-    if constexpr (detail::is_dry_run<Probe>::value) {
+    // A dry run (a fused step learning where the next one starts) talks to no other rank.
+    if constexpr (!Probe::measures) {
       return base_.estimate(probe, g);
     } else {
       local_.assign(1, static_cast<double>(comm_->local_examples()));
@@ -386,8 +378,9 @@ class data_parallel {
         for (std::size_t e = 0; e + 1 < row; ++e)
           global_[e] += weights[r] * gathered_[r * row + 1 + e];
       }
+      // A non-finite global loss ends the step on every rank alike.
       for (double loss : global_) {
-        if (!std::isfinite(loss)) throw zo::detail::nonfinite_loss{loss};
+        if (!std::isfinite(loss)) return loss;
       }
       detail::replay_probe replay(global_);
       return base_.estimate(replay, g);
@@ -417,11 +410,11 @@ class direction_parallel {
  public:
   direction_parallel(communicator& comm, std::size_t q, Base base = Base{})
       : comm_(&comm), base_(std::move(base)), q_(q) {
-    zo::detail::require(q >= 1 && q <= max_samples_per_step,
-                        "direction_parallel: q must be between 1 and " +
-                            std::to_string(max_samples_per_step) + ", got " + std::to_string(q));
-    zo::detail::require(base_.samples() == 1,
-                        "direction_parallel: the base estimator must measure one direction");
+    zo::require(q >= 1 && q <= max_samples_per_step,
+                "direction_parallel: q must be between 1 and " +
+                    std::to_string(max_samples_per_step) + ", got " + std::to_string(q));
+    zo::require(base_.samples() == 1,
+                "direction_parallel: the base estimator must measure one direction");
   }
 
   double epsilon() const { return base_.epsilon(); }
@@ -435,7 +428,7 @@ class direction_parallel {
 
   template <class Probe>
   double estimate(Probe& probe, std::span<double> g) const {
-    if constexpr (detail::is_dry_run<Probe>::value) {
+    if constexpr (!Probe::measures) {
       throw zo::invalid_argument(
           "direction_parallel does not support fused steps (zo_options::fused_steps): each rank "
           "starts its step at a different direction");
@@ -470,10 +463,10 @@ class direction_parallel {
                         "the direction-parallel projected gradients of a step");
       double loss = 0;
       for (std::size_t j = 0; j < q_; ++j) {
-        zo::detail::require(all_[j].sample == static_cast<double>(j),
-                            "direction_parallel: the ranks disagree on the directions of a step "
-                            "(is q the same on every rank?)");
-        if (!std::isfinite(all_[j].loss)) throw zo::detail::nonfinite_loss{all_[j].loss};
+        zo::require(all_[j].sample == static_cast<double>(j),
+                    "direction_parallel: the ranks disagree on the directions of a step "
+                    "(is q the same on every rank?)");
+        if (!std::isfinite(all_[j].loss)) return all_[j].loss;  // skipped on every rank
         g[j] = all_[j].g;
         loss += all_[j].loss;  // in sample order, as q_sample adds them
       }
@@ -633,7 +626,7 @@ class replica_check {
  public:
   replica_check(communicator& comm, const Store& store, std::uint64_t every = 100)
       : comm_(&comm), store_(&store), every_(every) {
-    zo::detail::require(every >= 1, "replica_check: every must be at least 1");
+    zo::require(every >= 1, "replica_check: every must be at least 1");
   }
   template <class Report>
   void after_step(const Report& report) {

@@ -15,14 +15,16 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "zo/core/concepts.hpp"
 #include "zo/core/errors.hpp"
 #include "zo/core/gradient_view.hpp"
-#include "zo/optimizers/mezo.hpp"
 #include "zo/core/reports.hpp"
 #include "zo/core/state_io.hpp"
+#include "zo/core/step_engine.hpp"
+#include "zo/optimizers/mezo.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
 #include "zo/selectors/layers.hpp"
 #include "zo/step_rules/first_order.hpp"
@@ -96,115 +98,86 @@ class hybrid {
         fo_(std::move(fo_rule)),
         selector_(std::move(selector)),
         options_(options) {
-    detail::require_non_negative_finite(options.clip_norm, "hybrid: clip_norm");
+    require_non_negative_finite(options.clip_norm, "hybrid: clip_norm");
   }
 
   // One hybrid step. The report is the zeroth-order part's; first_order_loss() and
-  // gradient_norm() give the first-order part's loss and (unclipped) gradient norm. Callbacks'
-  // after_step runs before the first-order update is applied.
+  // gradient_norm() give the first-order part's loss and (unclipped) gradient norm. The objective
+  // and callbacks take the forms zo_optimizer's do (differentiable_objective: each entry point
+  // with or without the step index); callbacks' after_step runs once the whole step is applied.
   template <class Store, class Objective, class... Callbacks>
-  step_report step(Store& store, Objective& f, Callbacks&... callbacks) {
+  step_report step(Store& store, Objective&& f, Callbacks&... callbacks) {
     using T = typename Store::value_type;
-    using Backend = typename Store::backend_type;
     static_assert(check_parameter_store<Store>());
-    static_assert(differentiable_objective<Objective, T>,
+    static_assert(differentiable_objective<std::remove_reference_t<Objective>, T>,
                   "zo: the hybrid's objective needs loss() and "
-                  "loss_and_gradients(zo::gradient_view<T>&), both returning the loss");
+                  "loss_and_gradients(zo::gradient_view<T>&), both returning the loss (each may "
+                  "also take the step index)");
     const std::uint64_t step = zo_.step_count();
-    const double fo_lr = fo_.learning_rate(step);
-    detail::require(std::isfinite(fo_lr) && fo_lr >= 0, [&] {
-      return "first-order learning rate at step " + std::to_string(step) +
-             " must be non-negative and finite, got " + std::to_string(fo_lr);
-    });
-
-    roles_.assign(store.size(), block_role::zeroth_order);
-    selector_.select(step, store, std::span<block_role>(roles_));
-    first_order_.clear();
-    for (std::size_t i = 0; i < store.size(); ++i) {
-      if (roles_[i] == block_role::first_order || roles_[i] == block_role::mixed) {
-        first_order_.push_back(i);
-      }
-    }
-    element_mask mask;
-    if constexpr (requires { selector_.mask(); }) mask = selector_.mask();
-    for (std::size_t i : first_order_) {
-      detail::require(roles_[i] != block_role::mixed || mask.active, [&] {
-        return "the layer selector gave block '" + std::string(store.block(i).name()) +
-               "' the mixed role but has no mask()";
-      });
-    }
-    auto& ws = workspace<Backend, T>();
-    auto& buffers = ws.gradients;
-    auto& pointers = ws.pointers;
-    buffers.resize(first_order_.size());
-    pointers.assign(first_order_.size(), nullptr);
-
-    double scale = 1;
-    auto between = [&] {
-      for (std::size_t k = 0; k < first_order_.size(); ++k) {
-        const std::size_t n = store.block(first_order_[k]).size();
-        if (buffers[k].size() != n) buffers[k].resize(n);
-        pointers[k] = Backend::data(buffers[k]);
-        Backend::for_each_index(n, detail::fill_kernel<T>{pointers[k], T(0)});
-      }
-      gradient_view<T> view(first_order_, pointers);
-      first_order_loss_ = static_cast<double>(f.loss_and_gradients(view));
-      if (!std::isfinite(first_order_loss_)) throw detail::nonfinite_loss{first_order_loss_};
-      for (std::size_t k = 0; k < first_order_.size(); ++k) {
-        if (roles_[first_order_[k]] != block_role::mixed) continue;
-        const auto block = store.block(first_order_[k]);
-        Backend::for_each_index(
-            (block.size() + 3) / 4,
-            detail::mask_gradient_kernel<T>{pointers[k], block.size(),
-                                            static_cast<std::uint32_t>(block.id()), mask},
-            4);
-      }
-      gradient_norm_ = std::sqrt(sum_of_squares<Backend>(store, ws));
-      if (options_.clip_norm > 0 && gradient_norm_ > options_.clip_norm) {
-        scale = options_.clip_norm / (gradient_norm_ + 1e-6);  // as torch's clip_grad_norm_
-      }
+    const element_mask mask = select_roles(store, step);
+    zo_.begin_step(store, roles_, mask, false);
+    step_report report = start_report(step);
+    bool stop = false;
+    auto evaluate = [&] {
+      const double loss = call_loss(f, step);
+      [[maybe_unused]] const evaluation_report seen{step, report.evaluations++, loss};
+      stop |= notify_after_evaluation(seen, callbacks...);
+      return loss;
     };
-    auto zeroth_order_loss = [&] { return f.loss(); };
-    const step_report report =
-        zo_.step_with_roles(store, zeroth_order_loss, roles_, mask, between, callbacks...);
-    if (!report.skipped()) {
-      for (std::size_t k = 0; k < first_order_.size(); ++k) {
-        const auto block = store.block(first_order_[k]);
-        if (roles_[first_order_[k]] == block_role::mixed) {
-          fo_.apply(Backend{}, detail::without_decay(block), pointers[k], scale, step);
-        } else {
-          fo_.apply(Backend{}, block, pointers[k], scale, step);
-        }
+    double gradient_scale = 1;
+    try {
+      measurement m = zo_.measure_step(store, evaluate);
+      if (!m.nonfinite) {
+        // LoHO's order: the first-order forward and backward at the unperturbed point.
+        zo_.return_to_base(store);
+        first_order_loss_ = first_order_gradients(store, f, mask, step, gradient_scale);
+        if (!std::isfinite(first_order_loss_)) m = {first_order_loss_, true};
       }
+      report.status = zo_.commit_step(store, m, no_next_point<Store>());
+      report.loss = m.loss;
+    } catch (...) {
+      zo_.abandon_step(store);
+      throw;
     }
-    return report;
+    if (!report.skipped()) apply_first_order(store, gradient_scale, step);
+    return finish_report(report, stop, callbacks...);
   }
 
   // Repeats a logged step's zeroth-order part (see zo_optimizer::replay_step) with the logged
-  // roles. The first-order blocks are not touched: their new values are not in the log
-  // (zo::io::replay writes them from the block values file), and the first-order rule's state
-  // does not advance, so a replayed hybrid cannot continue training without its saved state.
+  // roles, making the passes the live step made. The first-order blocks are not touched: their
+  // new values are not in the log (zo::io::replay writes them from the block values file), and
+  // the first-order rule's state does not advance, so a replayed hybrid cannot continue training
+  // without its saved state.
   template <class Store>
   step_report replay_step(Store& store, std::uint64_t step, std::span<const double> gradients,
                           std::size_t evaluations, bool skipped,
                           std::span<const block_role> roles) {
-    detail::require(roles.size() == store.size(), [&] {
+    require(roles.size() == store.size(), [&] {
       return "step " + std::to_string(step) + " logged " + std::to_string(roles.size()) +
              " roles for a store of " + std::to_string(store.size()) + " blocks";
     });
     roles_.assign(roles.begin(), roles.end());
-    element_mask mask;
-    if constexpr (requires { selector_.mask(); }) mask = selector_.mask();
-    // Where the live step ran the first-order forward and backward, with every block back at
-    // its base point.
-    const auto first_order_work = [] {};
-    return zo_.replay_with_roles(store, step, gradients, evaluations, skipped, roles_, mask,
-                                 first_order_work);
+    zo_.require_replayable(step, gradients, skipped);
+    zo_.begin_step(store, roles_, selector_mask(), false);
+    step_report report = start_report(step);
+    try {
+      const measurement m = zo_.measure_logged(store, gradients, evaluations, skipped);
+      // Where the live step ran the first-order forward and backward.
+      if (!m.nonfinite) zo_.return_to_base(store);
+      report.status = zo_.commit_step(store, m, no_next_point<Store>());
+      report.loss = m.loss;
+      report.evaluations = evaluations;
+    } catch (...) {
+      zo_.abandon_step(store);
+      throw;
+    }
+    bool stop = false;
+    return finish_report(report, stop);
   }
 
   template <class Store, class Objective, class... Callbacks>
-  run_summary optimize(Store& store, Objective& f, std::uint64_t steps, Callbacks&... callbacks) {
-    return detail::run_steps(steps, [&] { return step(store, f, callbacks...); });
+  run_summary optimize(Store& store, Objective&& f, std::uint64_t steps, Callbacks&&... callbacks) {
+    return run_steps(steps, [&] { return step(store, f, callbacks...); });
   }
 
   // Saves what a resumed run needs besides the parameters: the zeroth-order part's state (step
@@ -251,6 +224,129 @@ class hybrid {
   const Selector& selector() const { return selector_; }
 
  private:
+  // The hybrid's steps are never fused: the roles of the next step are not known here.
+  template <class Store>
+  static typename ZoPart::template offset_type<Store> no_next_point() {
+    return typename ZoPart::template offset_type<Store>();
+  }
+
+  element_mask selector_mask() const {
+    if constexpr (requires { selector_.mask(); }) {
+      return selector_.mask();
+    } else {
+      return {};
+    }
+  }
+
+  // The selector's roles for `step` (roles_), the first-order and mixed blocks (first_order_),
+  // and the mask of the mixed blocks' first-order entries.
+  template <class Store>
+  element_mask select_roles(const Store& store, std::uint64_t step) {
+    const double fo_lr = fo_.learning_rate(step);
+    require(std::isfinite(fo_lr) && fo_lr >= 0, [&] {
+      return "first-order learning rate at step " + std::to_string(step) +
+             " must be non-negative and finite, got " + std::to_string(fo_lr);
+    });
+    roles_.assign(store.size(), block_role::zeroth_order);
+    selector_.select(step, store, std::span<block_role>(roles_));
+    first_order_.clear();
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      if (roles_[i] == block_role::first_order || roles_[i] == block_role::mixed) {
+        first_order_.push_back(i);
+      }
+    }
+    const element_mask mask = selector_mask();
+    for (std::size_t i : first_order_) {
+      require(roles_[i] != block_role::mixed || mask.active, [&] {
+        return "the layer selector gave block '" + std::string(store.block(i).name()) +
+               "' the mixed role but has no mask()";
+      });
+    }
+    return mask;
+  }
+
+  template <class Objective>
+  static double call_loss(Objective& f, std::uint64_t step) {
+    if constexpr (requires { f.loss(step); }) {
+      return static_cast<double>(f.loss(step));
+    } else {
+      return static_cast<double>(f.loss());
+    }
+  }
+
+  // The first-order blocks' gradients into the workspace, masked for mixed blocks; returns the
+  // loss, and sets the clipping factor of gradient-norm clipping.
+  template <class Store, class Objective>
+  double first_order_gradients(const Store& store, Objective& f, const element_mask& mask,
+                               std::uint64_t step, double& scale) {
+    using T = typename Store::value_type;
+    using Backend = typename Store::backend_type;
+    auto& ws = workspace<Backend, T>();
+    ws.gradients.resize(first_order_.size());
+    ws.pointers.assign(first_order_.size(), nullptr);
+    for (std::size_t k = 0; k < first_order_.size(); ++k) {
+      const std::size_t n = store.block(first_order_[k]).size();
+      if (ws.gradients[k].size() != n) ws.gradients[k].resize(n);
+      ws.pointers[k] = Backend::data(ws.gradients[k]);
+      Backend::for_each_index(n, detail::fill_kernel<T>{ws.pointers[k], T(0)});
+    }
+    gradient_view<T> view(first_order_, ws.pointers);
+    double loss;
+    if constexpr (requires { f.loss_and_gradients(view, step); }) {
+      loss = static_cast<double>(f.loss_and_gradients(view, step));
+    } else {
+      loss = static_cast<double>(f.loss_and_gradients(view));
+    }
+    if (!std::isfinite(loss)) return loss;
+    for (std::size_t k = 0; k < first_order_.size(); ++k) {
+      if (roles_[first_order_[k]] != block_role::mixed) continue;
+      const auto block = store.block(first_order_[k]);
+      Backend::for_each_index(
+          (block.size() + 3) / 4,
+          detail::mask_gradient_kernel<T>{ws.pointers[k], block.size(),
+                                          static_cast<std::uint32_t>(block.id()), mask},
+          4);
+    }
+    gradient_norm_ = std::sqrt(sum_of_squares<Backend>(store, ws));
+    if (options_.clip_norm > 0 && gradient_norm_ > options_.clip_norm) {
+      scale = options_.clip_norm / (gradient_norm_ + 1e-6);  // as torch's clip_grad_norm_
+    }
+    return loss;
+  }
+
+  template <class Store>
+  void apply_first_order(const Store& store, double scale, std::uint64_t step) {
+    using T = typename Store::value_type;
+    using Backend = typename Store::backend_type;
+    auto& ws = workspace<Backend, T>();
+    for (std::size_t k = 0; k < first_order_.size(); ++k) {
+      const auto block = store.block(first_order_[k]);
+      if (roles_[first_order_[k]] == block_role::mixed) {
+        fo_.apply(Backend{}, detail::without_decay(block), ws.pointers[k], scale, step);
+      } else {
+        fo_.apply(Backend{}, block, ws.pointers[k], scale, step);
+      }
+    }
+  }
+
+  step_report start_report(std::uint64_t step) const {
+    step_report report;
+    report.step = step;
+    report.learning_rate = zo_.step_rule().learning_rate(step);
+    report.seed = zo_.options().seed;
+    report.roles = roles_;
+    return report;
+  }
+  template <class... Callbacks>
+  step_report finish_report(step_report& report, bool stop, Callbacks&... callbacks) {
+    if (report.status != step_status::skipped_nonfinite_loss) {
+      report.projected_gradients = zo_.projected_gradients();
+    }
+    stop |= notify_after_step(report, callbacks...);
+    report.stop_requested = stop;
+    return report;
+  }
+
   // The first-order part's buffers for one backend and element type, kept across steps so that
   // a step after the first allocates nothing.
   template <class Backend, class T>

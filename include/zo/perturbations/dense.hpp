@@ -15,13 +15,24 @@ namespace zo {
 
 namespace detail {
 
+// Whether a pass leaves some entries alone (a mixed block's first-order entries).
+template <class Pass>
+ZO_HOST_DEVICE inline bool masked(const Pass& p) {
+  if constexpr (pass_accepts_element_mask<Pass>) {
+    return p.mask.active;
+  } else {
+    return false;
+  }
+}
+
 // Computes one pass over the elements first + k·Stride, k < lanes, of a block whose directions
 // are given by generate(term, z) (z[k] belongs to element first + k·Stride). Shared by the
 // one-group device path (Stride = batch_groups) and the host batches (Stride = 1), so both run
 // the same arithmetic in the same order.
-template <std::size_t Width, std::size_t Stride, class T, class Generate, class Mask>
-ZO_HOST_DEVICE inline void dense_pass_span(const pass<T>& p, std::size_t first, std::size_t lanes,
+template <std::size_t Width, std::size_t Stride, class Pass, class Generate, class Mask>
+ZO_HOST_DEVICE inline void dense_pass_span(const Pass& p, std::size_t first, std::size_t lanes,
                                            const Generate& generate, const Mask& first_order) {
+  using T = typename Pass::value_type;
   T value[Width];
   T z[Width];
   const T* source = p.source + first;
@@ -33,14 +44,16 @@ ZO_HOST_DEVICE inline void dense_pass_span(const pass<T>& p, std::size_t first, 
     for (std::size_t k = 0; k < lanes; ++k)
       value[k] += p.terms[t].alpha * z[k];
   }
-  if (p.extra.addend != nullptr) {
-    const T* addend = p.extra.addend + first;
-    for (std::size_t k = 0; k < lanes; ++k)
-      value[k] += p.extra.addend_scale * addend[k * Stride];
+  if constexpr (pass_accepts_dense_addend<Pass>) {
+    if (p.addend.values != nullptr) {
+      const T* addend = p.addend.values + first;
+      for (std::size_t k = 0; k < lanes; ++k)
+        value[k] += p.addend.scale * addend[k * Stride];
+    }
   }
   if (p.base_to != nullptr) {
     T* base_to = p.base_to + first;
-    if (p.mask.active) {
+    if (masked(p)) {
       for (std::size_t k = 0; k < lanes; ++k)
         base_to[k * Stride] = first_order(k) ? source[k * Stride] : value[k];
     } else {
@@ -53,7 +66,7 @@ ZO_HOST_DEVICE inline void dense_pass_span(const pass<T>& p, std::size_t first, 
     for (std::size_t k = 0; k < lanes; ++k)
       value[k] += p.terms[t].alpha * z[k];
   }
-  if (p.mask.active) {
+  if (masked(p)) {
     for (std::size_t k = 0; k < lanes; ++k) {
       if (first_order(k)) value[k] = source[k * Stride];
     }
@@ -73,9 +86,10 @@ ZO_HOST_DEVICE inline void dense_pass_span(const pass<T>& p, std::size_t first, 
 // four elements of its words, batch_groups apart. The CPU backend calls for_range on each
 // thread's share, which runs whole batches of batch_groups groups at a time so that Philox and
 // Box-Muller vectorise, and any unaligned groups at the ends of the share one by one.
-template <class Distribution, class T>
+template <class Distribution, class Pass>
 struct dense_pass_kernel {
-  pass<T> p;
+  using T = typename Pass::value_type;
+  Pass p;
   std::uint32_t block = 0;
   std::size_t size = 0;
   zo::stream stream = zo::stream::dense;
@@ -91,9 +105,11 @@ struct dense_pass_kernel {
     const std::size_t remaining = (size - first + batch_groups - 1) / batch_groups;
     const std::size_t lanes = remaining < group_width ? remaining : group_width;
     bool first_order[group_width] = {};
-    if (p.mask.active) {
-      for (std::size_t k = 0; k < lanes; ++k)
-        first_order[k] = p.mask.is_first_order(block, first + k * batch_groups);
+    if constexpr (pass_accepts_element_mask<Pass>) {
+      if (p.mask.active) {
+        for (std::size_t k = 0; k < lanes; ++k)
+          first_order[k] = p.mask.is_first_order(block, first + k * batch_groups);
+      }
     }
     dense_pass_span<group_width, batch_groups>(
         p, first, lanes,
@@ -130,12 +146,14 @@ struct dense_pass_kernel {
 #endif
     const std::size_t lanes = size - first < batch_width ? size - first : batch_width;
     bool first_order[batch_width] = {};
-    if (p.mask.active) {
-      for (std::size_t k = 0; k < batch_width; k += group_width) {
-        bool bits[group_width];
-        p.mask.group(block, (first + k) / group_width, bits);
-        for (std::size_t l = 0; l < group_width; ++l)
-          first_order[k + l] = bits[l];
+    if constexpr (pass_accepts_element_mask<Pass>) {
+      if (p.mask.active) {
+        for (std::size_t k = 0; k < batch_width; k += group_width) {
+          bool bits[group_width];
+          p.mask.group(block, (first + k) / group_width, bits);
+          for (std::size_t l = 0; l < group_width; ++l)
+            first_order[k + l] = bits[l];
+        }
       }
     }
     dense_pass_span<batch_width, 1>(
@@ -146,12 +164,12 @@ struct dense_pass_kernel {
 };
 
 // Runs the pass over every element of the block with the distribution's directions.
-template <class Distribution, class Backend, class Block, class T>
-void apply_dense(const Backend&, const Block& block, const pass<T>& p, zo::stream stream) {
+template <class Distribution, class Backend, class Block, class Pass>
+void apply_dense(const Backend&, const Block& block, const Pass& p, zo::stream stream) {
   const std::size_t n = block.size();
   Backend::for_each_index(
       groups_for(n),
-      dense_pass_kernel<Distribution, T>{p, static_cast<std::uint32_t>(block.id()), n, stream},
+      dense_pass_kernel<Distribution, Pass>{p, static_cast<std::uint32_t>(block.id()), n, stream},
       group_width);
 }
 
@@ -160,8 +178,10 @@ void apply_dense(const Backend&, const Block& block, const pass<T>& p, zo::strea
 template <class Distribution>
 struct dense_perturbation {
   using distribution = Distribution;
-  // Honours pass::mask, so it can serve LoHO's intra-layer mode.
-  static constexpr bool supports_element_masks = true;
+  // A step rule may add a dense term of its own (LOZO-M's momentum on vector blocks), and
+  // honouring the element mask lets it serve LoHO's intra-layer mode.
+  template <class T>
+  using pass_type = pass_with<T, with_dense_addend<T>, with_element_mask>;
 
   // Value of element `index` of the direction the given key names, for tests and for users who
   // need to inspect a direction without a pass.
@@ -170,12 +190,8 @@ struct dense_perturbation {
     return direction_element<Distribution, T>(key, index);
   }
 
-  template <class Backend, class Block, class T, class Scratch>
-  void apply(const Backend& backend, const Block& block, const pass<T>& p, Scratch&) const {
-    detail::require(p.extra.left == nullptr, [&] {
-      return "dense_perturbation cannot apply low-rank terms (block '" + std::string(block.name()) +
-             "'); use low_rank_perturbation";
-    });
+  template <class Backend, class Block, class Pass, class Scratch>
+  void apply(const Backend& backend, const Block& block, const Pass& p, Scratch&) const {
     detail::apply_dense<Distribution>(backend, block, p, stream::dense);
   }
 };

@@ -16,8 +16,8 @@
 
 #include "zo/config.hpp"
 #include "zo/core/errors.hpp"
-#include "zo/perturbations/dense.hpp"
 #include "zo/core/pass.hpp"
+#include "zo/perturbations/dense.hpp"
 #include "zo/random/keyed.hpp"
 
 namespace zo {
@@ -63,9 +63,10 @@ struct factor_copy_kernel {
 // and B stored transposed (R × n) so the inner loop runs over contiguous memory. The first
 // base_rank columns of A give the base point (pass::base_to); the rest are the next
 // perturbation.
-template <class T>
+template <class Pass>
 struct low_rank_row_kernel {
-  pass<T> p;
+  using T = typename Pass::value_type;
+  Pass p;
   const T* a;
   const T* bt;
   std::size_t cols, total_rank, base_rank;
@@ -80,9 +81,11 @@ struct low_rank_row_kernel {
     }
     for (std::size_t c = 0; c < cols; ++c)
       target[c] = p.scale * source[c];
-    if (p.extra.addend != nullptr) {
-      for (std::size_t c = 0; c < cols; ++c) {
-        target[c] += p.extra.addend_scale * p.extra.addend[base + c];
+    if constexpr (pass_accepts_dense_addend<Pass>) {
+      if (p.addend.values != nullptr) {
+        for (std::size_t c = 0; c < cols; ++c) {
+          target[c] += p.addend.scale * p.addend.values[base + c];
+        }
       }
     }
     for (std::size_t k = 0; k < total_rank; ++k) {
@@ -111,9 +114,14 @@ class low_rank_perturbation {
   explicit low_rank_perturbation(std::size_t rank = 2, std::size_t interval = 50,
                                  bool scale_by_sqrt_rank = false)
       : rank_(rank), interval_(interval), scaled_(scale_by_sqrt_rank) {
-    detail::require(rank >= 1, "low_rank_perturbation: rank must be at least 1, got 0");
-    detail::require(interval >= 1, "low_rank_perturbation: interval must be at least 1, got 0");
+    require(rank >= 1, "low_rank_perturbation: rank must be at least 1, got 0");
+    require(interval >= 1, "low_rank_perturbation: interval must be at least 1, got 0");
   }
+
+  // A step rule may add terms of its own: low-rank ones (LOZO-M's momentum N·Vᵀ) on matrix
+  // blocks, dense ones on vector blocks.
+  template <class T>
+  using pass_type = pass_with<T, with_dense_addend<T>, with_low_rank_addend<T>>;
 
   std::size_t rank() const { return rank_; }
   std::size_t interval() const { return interval_; }
@@ -130,7 +138,7 @@ class low_rank_perturbation {
   void validate(const Block& block) const {
     if (!is_matrix(block)) return;
     const std::size_t limit = block.rows() < block.cols() ? block.rows() : block.cols();
-    detail::require(rank_ <= limit, [&] {
+    require(rank_ <= limit, [&] {
       return "low_rank_perturbation: rank " + std::to_string(rank_) +
              " exceeds min(rows, cols) = " + std::to_string(limit) + " of block '" +
              std::string(block.name()) + "'";
@@ -165,10 +173,13 @@ class low_rank_perturbation {
                             group_width);
   }
 
-  template <class Backend, class Block, class T, class Scratch>
-  void apply(const Backend& backend, const Block& block, const pass<T>& p, Scratch& scratch) const {
+  template <class Backend, class Block, class Pass, class Scratch>
+  void apply(const Backend& backend, const Block& block, const Pass& p, Scratch& scratch) const {
+    using T = typename Pass::value_type;
+    low_rank_addend<T> explicit_factors;
+    if constexpr (pass_accepts_low_rank_addend<Pass>) explicit_factors = p.low_rank;
     if (!is_matrix(block)) {
-      detail::require(p.extra.left == nullptr, [&] {
+      require(explicit_factors.left == nullptr, [&] {
         return "low-rank terms given for vector block '" + std::string(block.name()) + "'";
       });
       detail::apply_dense<gaussian_distribution>(backend, block, p, stream::dense);
@@ -176,7 +187,7 @@ class low_rank_perturbation {
     }
     const std::size_t m = block.rows(), n = block.cols();
     const std::size_t base_terms = p.base_term_count();
-    const std::size_t extra_rank = p.extra.left != nullptr ? p.extra.rank : 0;
+    const std::size_t extra_rank = explicit_factors.left != nullptr ? explicit_factors.rank : 0;
     const std::size_t total = rank_ * p.terms.size() + extra_rank;
     // O(r·(m + n)) scratch per direction: the factors, never their m × n product. Columns: the
     // base point's keyed directions, the step rule's explicit factors, then the next
@@ -194,15 +205,15 @@ class low_rank_perturbation {
     }
     if (extra_rank > 0) {
       const std::size_t column = base_terms * rank_;
-      Backend::for_each_index(m * extra_rank,
-                              detail::factor_copy_kernel<T>{p.extra.left, p.extra.low_rank_scale,
-                                                            extra_rank, total, 1, column, a});
+      Backend::for_each_index(m * extra_rank, detail::factor_copy_kernel<T>{
+                                                  explicit_factors.left, explicit_factors.scale,
+                                                  extra_rank, total, 1, column, a});
       Backend::for_each_index(
-          n * extra_rank,
-          detail::factor_copy_kernel<T>{p.extra.right, T(1), extra_rank, 1, n, column, bt});
+          n * extra_rank, detail::factor_copy_kernel<T>{explicit_factors.right, T(1), extra_rank, 1,
+                                                        n, column, bt});
     }
     Backend::for_each_index(
-        m, detail::low_rank_row_kernel<T>{p, a, bt, n, total, base_terms * rank_ + extra_rank},
+        m, detail::low_rank_row_kernel<Pass>{p, a, bt, n, total, base_terms * rank_ + extra_rank},
         n * (total + 1));
   }
 

@@ -130,6 +130,9 @@ class low_rank_momentum {
       double weight_decay = 0) requires std::same_as<Schedule, constant_schedule>
       : low_rank_momentum(constant_schedule(learning_rate), beta, weight_decay) {}
 
+  // The momentum lives in the factor space of low_rank_perturbation's directions.
+  using required_perturbation = low_rank_perturbation;
+
   double learning_rate(std::uint64_t step) const { return schedule_(step); }
   double beta() const { return beta_; }
   double weight_decay() const { return weight_decay_; }
@@ -138,9 +141,7 @@ class low_rank_momentum {
   void update(Update& u) {
     using T = typename Update::value_type;
     using Backend = typename Update::backend_type;
-    const auto& policy = u.perturbation();
-    static_assert(std::same_as<std::remove_cvref_t<decltype(policy)>, low_rank_perturbation>,
-                  "zo: low_rank_momentum (LOZO-M) needs zo::low_rank_perturbation");
+    const low_rank_perturbation& policy = u.perturbation();
     auto& state = state_for<Backend, T>();
     const auto g = u.projected_gradients();
     const double lr = learning_rate(u.step());
