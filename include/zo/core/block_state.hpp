@@ -120,6 +120,14 @@ class block_state {
   template <class Backend, class T>
   struct typed_blocks {
     std::map<std::size_t, Record<Backend, T>> blocks;
+    // Working memory a step shares across blocks (LOZO-M's factors): typed like the records, so
+    // it lives here, but never saved.
+    typename Backend::template buffer<T> scratch;
+
+    T* transient(std::size_t count) {
+      if (scratch.size() < count) scratch.resize(count);
+      return Backend::data(scratch);
+    }
   };
 
   // The records on the store a step runs on. The first step creates them, from the loaded
