@@ -4,7 +4,9 @@
 // payloads are made of. Standard library only.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -52,6 +54,40 @@ inline std::uint32_t crc32(std::span<const std::byte> bytes, std::uint32_t previ
   return c ^ 0xFFFFFFFFu;
 }
 
+// The one little-endian decoding of zo's files: byte_reader reads its fields with these too.
+inline std::uint32_t u32_at(std::span<const std::byte> bytes, std::size_t at) {
+  std::uint32_t v = 0;
+  for (int k = 0; k < 4; ++k)
+    v |= static_cast<std::uint32_t>(bytes[at + static_cast<std::size_t>(k)]) << (8 * k);
+  return v;
+}
+
+inline std::uint64_t u64_at(std::span<const std::byte> bytes, std::size_t at) {
+  return std::uint64_t{u32_at(bytes, at)} | std::uint64_t{u32_at(bytes, at + 4)} << 32;
+}
+
+// Copies elements of T (float, double), turning each from the host's byte order to
+// little-endian or back, so arrays are stored like every other field; on a little-endian host
+// it is a plain copy.
+template <class T>
+void copy_little_endian(std::span<const std::byte> from, std::span<std::byte> to) {
+  if (from.empty()) return;  // memcpy must not see the null data() of an empty vector
+  std::memcpy(to.data(), from.data(), from.size());
+  if constexpr (std::endian::native != std::endian::little && sizeof(T) > 1) {
+    for (std::size_t at = 0; at < to.size(); at += sizeof(T))
+      std::reverse(to.begin() + at, to.begin() + at + sizeof(T));
+  }
+}
+
+// The elements that byte_writer::elements stored in `bytes`.
+template <class T>
+std::vector<T> elements_from(std::span<const std::byte> bytes) {
+  std::vector<T> values(bytes.size() / sizeof(T));
+  copy_little_endian<T>(bytes.first(values.size() * sizeof(T)),
+                        std::as_writable_bytes(std::span(values)));
+  return values;
+}
+
 class byte_writer {
  public:
   void u8(std::uint8_t v) { bytes_.push_back(static_cast<std::byte>(v)); }
@@ -67,6 +103,12 @@ class byte_writer {
     std::uint64_t bits;
     std::memcpy(&bits, &v, sizeof bits);
     u64(bits);
+  }
+  template <class T>
+  void elements(std::span<const T> values) {
+    const std::size_t at = bytes_.size();
+    bytes_.resize(at + values.size_bytes());
+    copy_little_endian<T>(std::as_bytes(values), std::span(bytes_).subspan(at));
   }
   void raw(std::span<const std::byte> b) { bytes_.insert(bytes_.end(), b.begin(), b.end()); }
   std::vector<std::byte>& bytes() { return bytes_; }
@@ -86,16 +128,14 @@ class byte_reader {
   }
   std::uint32_t u32() {
     need(4);
-    std::uint32_t v = 0;
-    for (int k = 0; k < 4; ++k)
-      v |= static_cast<std::uint32_t>(bytes_[at_++]) << (8 * k);
+    const std::uint32_t v = u32_at(bytes_, at_);
+    at_ += 4;
     return v;
   }
   std::uint64_t u64() {
     need(8);
-    std::uint64_t v = 0;
-    for (int k = 0; k < 8; ++k)
-      v |= static_cast<std::uint64_t>(bytes_[at_++]) << (8 * k);
+    const std::uint64_t v = u64_at(bytes_, at_);
+    at_ += 8;
     return v;
   }
   double f64() {
@@ -124,16 +164,5 @@ class byte_reader {
   std::string what_;
   std::size_t at_ = 0;
 };
-
-inline std::uint32_t u32_at(std::span<const std::byte> bytes, std::size_t at) {
-  std::uint32_t v = 0;
-  for (int k = 0; k < 4; ++k)
-    v |= static_cast<std::uint32_t>(bytes[at + static_cast<std::size_t>(k)]) << (8 * k);
-  return v;
-}
-
-inline std::uint64_t u64_at(std::span<const std::byte> bytes, std::size_t at) {
-  return std::uint64_t{u32_at(bytes, at)} | std::uint64_t{u32_at(bytes, at + 4)} << 32;
-}
 
 }  // namespace zo::detail

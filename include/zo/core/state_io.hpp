@@ -3,16 +3,20 @@
 //   "zo-stat\n" · u32 format version (1) · u64 n · u64 ~n · n bytes of payload · u32 CRC-32 of
 //   the payload
 // The payload is the optimizer's sections, each a u64 tag naming whose state follows and a u32
-// version, then its fields in native byte order (a state file is meant to resume a run on the
-// same kind of machine). load() checks the frame (magic, version, the complemented length, the
-// checksum) before it parses anything, so a damaged byte anywhere is a zo::invalid_argument, and
-// bounds every size and count field by the bytes left in the payload before it allocates. A state
-// saved before the frame existed (the payload alone, starting with the optimizer's tag) still
-// loads, with nothing to check damage against: its sizes are bounded by the rest of the stream
-// where the stream can seek, and otherwise read in bounded pieces.
+// version, then its fields, little-endian like the frame (zo/core/binary.hpp, as trajectory
+// logs; zo 0.1.0 wrote native byte order, the same bytes on the little-endian hosts it ran on).
+// load() checks the frame (magic, version, the complemented length, the checksum) before it parses
+// anything, so a damaged byte anywhere is a zo::invalid_argument, and bounds every size and count
+// field by the bytes left in the payload before it allocates. A state saved before the frame
+// existed (the payload alone, starting with the optimizer's tag) still loads, with nothing to check
+// damage against: its sizes are bounded by the rest of the stream where the stream can seek, and
+// otherwise read in bounded pieces.
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <istream>
@@ -21,34 +25,49 @@
 #include <span>
 #include <sstream>
 #include <string>
-#include <type_traits>
 #include <vector>
 
-#include "zo/core/errors.hpp"
 #include "zo/core/binary.hpp"
+#include "zo/core/errors.hpp"
 
 namespace zo::detail {
 
+// Sections are written a field or a block at a time, encoded by byte_writer and read back with
+// u32_at / u64_at, so a state file is laid out as explicitly as a trajectory log.
 template <class T>
-void write_value(std::ostream& out, const T& value) {
-  static_assert(std::is_trivially_copyable_v<T>);
-  out.write(reinterpret_cast<const char*>(&value), sizeof(T));
+concept state_field = std::same_as<T, std::uint32_t> || std::same_as<T, std::uint64_t>;
+
+inline void write_bytes(std::ostream& out, std::span<const std::byte> bytes) {
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
-template <class T>
-T read_value(std::istream& in, const char* what) {
-  static_assert(std::is_trivially_copyable_v<T>);
-  T value{};
-  in.read(reinterpret_cast<char*>(&value), sizeof(T));
-  require(static_cast<std::size_t>(in.gcount()) == sizeof(T),
-          std::string("optimizer state is truncated (while reading ") + what + ")");
-  return value;
+template <state_field T>
+void write_value(std::ostream& out, T value) {
+  byte_writer field;
+  if constexpr (sizeof(T) == 4) {
+    field.u32(value);
+  } else {
+    field.u64(value);
+  }
+  write_bytes(out, field.bytes());
 }
 
 inline void read_bytes(std::istream& in, char* data, std::size_t count, const char* what) {
   in.read(data, static_cast<std::streamsize>(count));
   require(static_cast<std::size_t>(in.gcount()) == count,
           std::string("optimizer state is truncated (while reading ") + what + ")");
+}
+
+template <state_field T>
+T read_value(std::istream& in, const char* what) {
+  std::array<std::byte, sizeof(T)> field;
+  read_bytes(in, reinterpret_cast<char*>(field.data()), field.size(), what);
+  if constexpr (sizeof(T) == 4) {
+    return u32_at(field, 0);
+  } else {
+    return u64_at(field, 0);
+  }
 }
 
 // A state file's payload in memory, after its checksum was verified. It can seek, so the bytes
@@ -157,10 +176,9 @@ void save_state(std::ostream& out, WriteSections&& write_sections) {
   head.u64(n);
   head.u64(~n);
   tail.u32(detail::crc32(span));
-  out.write(reinterpret_cast<const char*>(head.bytes().data()),
-            static_cast<std::streamsize>(head.bytes().size()));
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  out.write(reinterpret_cast<const char*>(tail.bytes().data()), 4);
+  write_bytes(out, head.bytes());
+  write_bytes(out, span);
+  write_bytes(out, tail.bytes());
   require(out.good(), "cannot write the optimizer state: the output stream failed");
 }
 
@@ -172,9 +190,7 @@ template <class ReadBody>
 void load_state(std::istream& in, std::uint64_t tag, const char* what, ReadBody&& read_body) {
   char start[8];
   read_bytes(in, start, sizeof start, "the state file's magic");
-  std::uint64_t start_tag;
-  std::memcpy(&start_tag, start, sizeof start_tag);
-  if (start_tag == tag) {
+  if (detail::u64_at(std::as_bytes(std::span(start)), 0) == tag) {
     read_body(in);
     return;
   }

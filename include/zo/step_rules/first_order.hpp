@@ -9,21 +9,17 @@
 // corrections.
 #pragma once
 
-#include <any>
-#include <array>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <istream>
-#include <map>
 #include <ostream>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "zo/config.hpp"
+#include "zo/core/block_state.hpp"
 #include "zo/core/errors.hpp"
 #include "zo/core/state_io.hpp"
 #include "zo/step_rules/schedules.hpp"
@@ -31,130 +27,6 @@
 namespace zo {
 
 namespace detail {
-
-// Per-block state of a rule, typed by backend and element type once a step reveals them. A
-// Record holds `steps` and the buffers that buffers() returns; save/load write them per block, and
-// a loaded state waits on the host until the first step reveals the types.
-template <template <class, class> class Record>
-class block_states {
- public:
-  template <class Backend, class T>
-  Record<Backend, T>& at(std::size_t block_id) {
-    using map = std::map<std::size_t, Record<Backend, T>>;
-    if (std::any_cast<map>(&states_) == nullptr) adopt<Backend, T>();
-    return (*std::any_cast<map>(&states_))[block_id];
-  }
-
-  void save(std::ostream& out) const {
-    if (save_ == nullptr) {
-      loaded_.write(out);
-    } else {
-      save_(states_, out);
-    }
-  }
-  void load(std::istream& in, const char* rule) {
-    host_image image;
-    image.read(in, rule);
-    loaded_ = std::move(image);
-    states_.reset();
-    save_ = nullptr;
-  }
-
- private:
-  struct host_block {
-    std::uint64_t id = 0, steps = 0;
-    std::vector<std::vector<char>> buffers;
-  };
-  struct host_image {
-    std::uint32_t element_size = 0;
-    std::vector<host_block> blocks;
-
-    void write(std::ostream& out) const {
-      write_value(out, element_size);
-      write_value(out, static_cast<std::uint64_t>(blocks.size()));
-      for (const auto& b : blocks) {
-        write_value(out, b.id);
-        write_value(out, b.steps);
-        write_value(out, static_cast<std::uint32_t>(b.buffers.size()));
-        for (const auto& bytes : b.buffers) {
-          write_value(out, static_cast<std::uint64_t>(bytes.size()));
-          out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-        }
-      }
-    }
-    void read(std::istream& in, const char* rule) {
-      element_size = read_value<std::uint32_t>(in, "the element size");
-      require(element_size == 0 || element_size == 4 || element_size == 8,
-              std::string(rule) + " state has " + std::to_string(element_size) +
-                  "-byte elements; 4 and 8 are known (0 when empty)");
-      const auto count = read_value<std::uint64_t>(in, "the block count");
-      require_fits(in, count, 20, "the first-order state's blocks");
-      for (std::uint64_t k = 0; k < count; ++k) {
-        host_block b;
-        b.id = read_value<std::uint64_t>(in, "a block id");
-        b.steps = read_value<std::uint64_t>(in, "a block's step count");
-        const auto buffers = read_value<std::uint32_t>(in, "a block's buffer count");
-        require(buffers <= 2, std::string(rule) + " state has a block with " +
-                                  std::to_string(buffers) + " buffers; at most 2 are known");
-        for (std::uint32_t j = 0; j < buffers; ++j) {
-          const auto size = read_value<std::uint64_t>(in, "a buffer size");
-          require(element_size > 0 && size % element_size == 0,
-                  std::string(rule) + " state has a buffer of " + std::to_string(size) +
-                      " bytes, not a whole number of elements");
-          b.buffers.push_back(read_buffer(in, size, "buffer values"));
-        }
-        blocks.push_back(std::move(b));
-      }
-    }
-  };
-
-  template <class Backend, class T>
-  void adopt() {
-    using map = std::map<std::size_t, Record<Backend, T>>;
-    map typed;
-    if (!loaded_.blocks.empty()) {
-      require(loaded_.element_size == sizeof(T),
-              "the loaded first-order state has " + std::to_string(loaded_.element_size) +
-                  "-byte elements, the store " + std::to_string(sizeof(T)) + "-byte ones");
-      for (const auto& b : loaded_.blocks) {
-        auto& record = typed[b.id];
-        record.steps = b.steps;
-        auto targets = record.buffers();
-        require(b.buffers.size() <= targets.size(),
-                "the loaded first-order state has more buffers per block than this rule keeps");
-        for (std::size_t j = 0; j < b.buffers.size(); ++j) {
-          std::vector<T> values(b.buffers[j].size() / sizeof(T));
-          std::memcpy(values.data(), b.buffers[j].data(), b.buffers[j].size());
-          Backend::from_host(values, *targets[j]);
-        }
-      }
-    }
-    loaded_ = {};
-    states_ = std::move(typed);
-    save_ = [](const std::any& any, std::ostream& out) {
-      host_image image;
-      image.element_size = sizeof(T);
-      for (const auto& [id, record] : std::any_cast<const map&>(any)) {
-        host_block b;
-        b.id = id;
-        b.steps = record.steps;
-        for (const auto* buffer : const_cast<Record<Backend, T>&>(record).buffers()) {
-          std::vector<T> values;
-          Backend::to_host(*buffer, values);
-          std::vector<char> bytes(values.size() * sizeof(T));
-          std::memcpy(bytes.data(), values.data(), bytes.size());
-          b.buffers.push_back(std::move(bytes));
-        }
-        image.blocks.push_back(std::move(b));
-      }
-      image.write(out);
-    };
-  }
-
-  std::any states_;
-  host_image loaded_;
-  void (*save_)(const std::any&, std::ostream&) = nullptr;
-};
 
 template <class T>
 struct adam_kernel {
@@ -232,21 +104,29 @@ class fo_sgd {
   }
   void load(std::istream& in) {
     detail::read_tag(in, state_tag, 1, "fo_sgd");
-    states_.load(in, "fo_sgd");
+    states_.load(in);
   }
 
  private:
   static constexpr std::uint64_t state_tag = 0x666f'2d73'6764'0000ull;  // "fo-sgd"
   template <class Backend, class T>
   struct record {
-    typename Backend::template buffer<T> buffer;
+    typename Backend::template buffer<T> buffer;  // empty without momentum
     std::uint64_t steps = 0;
-    std::array<typename Backend::template buffer<T>*, 1> buffers() { return {&buffer}; }
+
+    void encode(auto& out) const {
+      out.u64(steps);
+      out.buffers(buffer);
+    }
+    void decode(auto& in) {
+      steps = in.u64("a block's step count");
+      in.buffers(buffer);
+    }
   };
 
   Schedule schedule_;
   double momentum_, weight_decay_;
-  detail::block_states<record> states_;
+  detail::block_state<record> states_{"fo_sgd"};
 };
 
 // Adam with decoupled weight decay (AdamW): θ ← θ·(1 − ηλ), then θ ← θ − η·m̂/(√v̂ + ε), with
@@ -301,7 +181,7 @@ class adam {
   }
   void load(std::istream& in) {
     detail::read_tag(in, state_tag, 1, "adam");
-    states_.load(in, "adam");
+    states_.load(in);
   }
 
  private:
@@ -310,12 +190,20 @@ class adam {
   struct record {
     typename Backend::template buffer<T> m, v;
     std::uint64_t steps = 0;
-    std::array<typename Backend::template buffer<T>*, 2> buffers() { return {&m, &v}; }
+
+    void encode(auto& out) const {
+      out.u64(steps);
+      out.buffers(m, v);
+    }
+    void decode(auto& in) {
+      steps = in.u64("a block's step count");
+      in.buffers(m, v);
+    }
   };
 
   Schedule schedule_;
   double beta1_, beta2_, epsilon_, weight_decay_;
-  detail::block_states<record> states_;
+  detail::block_state<record> states_{"adam"};
 };
 
 }  // namespace zo

@@ -12,20 +12,18 @@
 // Momentum is kept for every ν, ν = 1 included (the reference silently drops it there).
 #pragma once
 
-#include <any>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <istream>
-#include <map>
 #include <ostream>
 #include <span>
 #include <string>
 #include <type_traits>
-#include <vector>
+#include <utility>
 
 #include "zo/config.hpp"
+#include "zo/core/block_state.hpp"
 #include "zo/core/errors.hpp"
 #include "zo/core/state_io.hpp"
 #include "zo/perturbations/low_rank.hpp"
@@ -142,7 +140,7 @@ class low_rank_momentum {
     using T = typename Update::value_type;
     using Backend = typename Update::backend_type;
     const low_rank_perturbation& policy = u.perturbation();
-    auto& state = state_for<Backend, T>();
+    auto& state = states_.template typed<Backend, T>();
     const auto g = u.projected_gradients();
     const double lr = learning_rate(u.step());
     const auto step = static_cast<std::uint32_t>(u.step());
@@ -204,120 +202,34 @@ class low_rank_momentum {
 
   void save(std::ostream& out) const {
     detail::write_tag(out, state_tag, 1);
-    if (save_ == nullptr) {
-      pending_.write(out);
-    } else {
-      save_(state_, out);
-    }
+    states_.save(out);
   }
 
   // The loaded momentum takes effect at the next step, when the store's element type is known.
   void load(std::istream& in) {
     detail::read_tag(in, state_tag, 1, "low_rank_momentum");
-    saved_state loaded;
-    loaded.read(in);
-    pending_ = std::move(loaded);
-    state_.reset();
-    save_ = nullptr;
+    states_.load(in);
   }
 
  private:
   static constexpr std::uint64_t state_tag = 0x6c6f'7a6f'2d6d'6f6dull;  // "lozo-mom" in ASCII
 
-  // Host-side image of the state, as saved.
-  struct saved_block {
-    std::uint64_t id = 0;
-    std::uint32_t factor_step = 0;
-    std::vector<char> bytes;
-  };
-  struct saved_state {
-    std::uint32_t element_size = 0;
-    std::vector<saved_block> blocks;
-
-    void write(std::ostream& out) const {
-      detail::write_value(out, element_size);
-      detail::write_value(out, static_cast<std::uint64_t>(blocks.size()));
-      for (const auto& b : blocks) {
-        detail::write_value(out, b.id);
-        detail::write_value(out, b.factor_step);
-        detail::write_value(out, static_cast<std::uint64_t>(b.bytes.size()));
-        out.write(b.bytes.data(), static_cast<std::streamsize>(b.bytes.size()));
-      }
-    }
-    void read(std::istream& in) {
-      element_size = detail::read_value<std::uint32_t>(in, "the momentum element size");
-      detail::require(element_size == 0 || element_size == 4 || element_size == 8,
-                      "momentum state has " + std::to_string(element_size) +
-                          "-byte elements; 4 and 8 are known (0 when empty)");
-      const auto count = detail::read_value<std::uint64_t>(in, "the momentum block count");
-      // Each block takes at least its id, factor step and size: 20 bytes.
-      detail::require_fits(in, count, 20, "the momentum blocks");
-      for (std::uint64_t k = 0; k < count; ++k) {
-        saved_block b;
-        b.id = detail::read_value<std::uint64_t>(in, "a momentum block id");
-        b.factor_step = detail::read_value<std::uint32_t>(in, "a momentum factor step");
-        const auto size = detail::read_value<std::uint64_t>(in, "a momentum size");
-        detail::require(element_size > 0 && size % element_size == 0,
-                        "momentum state has a block of " + std::to_string(size) +
-                            " bytes, not a whole number of elements");
-        b.bytes = detail::read_buffer(in, size, "momentum values");
-        blocks.push_back(std::move(b));
-      }
-    }
-  };
-
   template <class Backend, class T>
-  struct typed_state {
-    struct block_state {
-      typename Backend::template buffer<T> momentum;
-      std::uint32_t factor_step = 0;
-      bool initialized = false;
-    };
-    std::map<std::size_t, block_state> blocks;
-    typename Backend::template buffer<T> scratch;
+  struct record {
+    typename Backend::template buffer<T> momentum;
+    std::uint32_t factor_step = 0;  // the step whose V the momentum is expressed in
+    bool initialized = false;       // momentum holds a value: after a step, or loaded
 
-    T* transient(std::size_t count) {
-      if (scratch.size() < count) scratch.resize(count);
-      return Backend::data(scratch);
+    void encode(auto& out) const {
+      out.u32(factor_step);
+      out.buffer(momentum);
+    }
+    void decode(auto& in) {
+      factor_step = in.u32("a momentum factor step");
+      in.buffer(momentum);
+      initialized = true;
     }
   };
-
-  template <class Backend, class T>
-  typed_state<Backend, T>& state_for() {
-    using state_type = typed_state<Backend, T>;
-    if (auto* s = std::any_cast<state_type>(&state_)) return *s;
-    state_type fresh;
-    if (!pending_.blocks.empty()) {
-      detail::require(pending_.element_size == sizeof(T),
-                      "low_rank_momentum: the loaded state has " +
-                          std::to_string(pending_.element_size) + "-byte elements, the store " +
-                          std::to_string(sizeof(T)) + "-byte ones");
-      for (const auto& b : pending_.blocks) {
-        std::vector<T> values(b.bytes.size() / sizeof(T));
-        std::memcpy(values.data(), b.bytes.data(), b.bytes.size());
-        auto& bs = fresh.blocks[b.id];
-        Backend::from_host(values, bs.momentum);
-        bs.factor_step = b.factor_step;
-        bs.initialized = true;
-      }
-    }
-    pending_ = {};
-    state_ = std::move(fresh);
-    save_ = [](const std::any& any, std::ostream& out) {
-      const auto& s = std::any_cast<const state_type&>(any);
-      saved_state image;
-      image.element_size = sizeof(T);
-      for (const auto& [id, bs] : s.blocks) {
-        std::vector<T> values;
-        Backend::to_host(bs.momentum, values);
-        saved_block b{id, bs.factor_step, std::vector<char>(values.size() * sizeof(T))};
-        std::memcpy(b.bytes.data(), values.data(), b.bytes.size());
-        image.blocks.push_back(std::move(b));
-      }
-      image.write(out);
-    };
-    return *std::any_cast<state_type>(&state_);
-  }
 
   // momentum = keep · momentum + weight · (1/q) Σ_j g_j · z_j, with z_j keyed by key_of(j).
   template <class Backend, class T, class KeyOf>
@@ -340,9 +252,7 @@ class low_rank_momentum {
   Schedule schedule_;
   double beta_;
   double weight_decay_;
-  std::any state_;
-  void (*save_)(const std::any&, std::ostream&) = nullptr;
-  saved_state pending_;
+  detail::block_state<record> states_{"low_rank_momentum"};
 };
 
 }  // namespace zo
