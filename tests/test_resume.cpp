@@ -245,7 +245,7 @@ std::string framed(const std::string& payload) {
   put(payload.size(), 8);
   put(~std::uint64_t{payload.size()}, 8);
   out += payload;
-  put(zo::detail::crc32(std::as_bytes(std::span(payload.data(), payload.size()))), 4);
+  put(zo::binary::crc32(std::as_bytes(std::span(payload.data(), payload.size()))), 4);
   return out;
 }
 

@@ -92,7 +92,7 @@ std::vector<std::byte> sample_log(std::size_t records, std::size_t& last_record_
 
 BOOST_AUTO_TEST_CASE(crc32_matches_the_standard_check_value) {
   const std::string check = "123456789";
-  BOOST_TEST(zo::detail::crc32(std::as_bytes(std::span(check))) == 0xCBF43926u);
+  BOOST_TEST(zo::binary::crc32(std::as_bytes(std::span(check))) == 0xCBF43926u);
 }
 
 BOOST_AUTO_TEST_CASE(mezo_replays_bit_for_bit_in_both_restore_modes_and_fused) {
@@ -527,8 +527,8 @@ BOOST_AUTO_TEST_CASE(a_version_1_log_is_read_and_replays_bit_for_bit) {
         live.store, [&] { return live.loss(); }, 12, writer);
   }
   const auto current = file_bytes(path);
-  const std::size_t records_at = 8 + 4 + 4 + zo::detail::u32_at(current, 12) + 4;
-  zo::detail::byte_writer payload, v1;
+  const std::size_t records_at = 8 + 4 + 4 + zo::binary::u32_at(current, 12) + 4;
+  zo::binary::byte_writer payload, v1;
   payload.u64(24);
   payload.u32(static_cast<std::uint32_t>(live.store.size()));
   payload.u32(1);
@@ -537,7 +537,7 @@ BOOST_AUTO_TEST_CASE(a_version_1_log_is_read_and_replays_bit_for_bit) {
   v1.u32(1);
   v1.u32(static_cast<std::uint32_t>(payload.bytes().size()));
   v1.raw(payload.bytes());
-  v1.u32(zo::detail::crc32(payload.bytes()));
+  v1.u32(zo::binary::crc32(payload.bytes()));
   v1.raw(std::span(current).subspan(records_at));
   write_file(path, v1.bytes());
   const auto read = zo::io::read_trajectory(path);

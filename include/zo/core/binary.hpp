@@ -17,7 +17,7 @@
 
 #include "zo/core/errors.hpp"
 
-namespace zo::detail {
+namespace zo::binary {
 
 // CRC-32 as zlib and PNG compute it (reflected polynomial 0xEDB88320), eight bytes a step
 // ("slicing by 8"): table[0] is the classic byte table, table[k][n] the CRC of byte n followed
@@ -152,17 +152,17 @@ class byte_reader {
   }
   std::size_t remaining() const { return bytes_.size() - at_; }
   void finish() const {
-    zo::detail::require(at_ == bytes_.size(),
-                        what_ + " has " + std::to_string(remaining()) + " bytes beyond its fields");
+    zo::require(at_ == bytes_.size(),
+                what_ + " has " + std::to_string(remaining()) + " bytes beyond its fields");
   }
 
  private:
   void need(std::size_t n) const {
-    zo::detail::require(bytes_.size() - at_ >= n, what_ + " is shorter than its fields");
+    zo::require(bytes_.size() - at_ >= n, what_ + " is shorter than its fields");
   }
   std::span<const std::byte> bytes_;
   std::string what_;
   std::size_t at_ = 0;
 };
 
-}  // namespace zo::detail
+}  // namespace zo::binary

@@ -35,7 +35,7 @@
 #include "zo/core/errors.hpp"
 #include "zo/core/state_io.hpp"
 
-namespace zo::detail {
+namespace zo::state_io {
 
 // The host as a backend, for records loaded before a step names the element type: their
 // buffers hold the elements' bytes as saved.
@@ -72,7 +72,7 @@ class record_writer {
   std::vector<std::byte>& bytes() { return out_.bytes(); }
 
  private:
-  byte_writer out_;
+  binary::byte_writer out_;
 };
 
 // What a record's decode() reads from: a state being loaded, whose sizes are checked against
@@ -92,7 +92,7 @@ class record_reader {
              " bytes, not a whole number of elements";
     });
     const auto bytes = read_buffer(in_, size, "buffer values");
-    Backend::from_host(elements_from<T>(std::as_bytes(std::span(bytes))), to);
+    Backend::from_host(binary::elements_from<T>(std::as_bytes(std::span(bytes))), to);
   }
   template <class... Buffers>
   void buffers(Buffers&... to) {
@@ -193,7 +193,7 @@ class block_state {
   // Saving encodes a block at a time, so only one block's values are on the host at once.
   template <class Backend, class T, class Blocks>
   static void write_section(std::ostream& out, std::uint32_t element_size, const Blocks& blocks) {
-    byte_writer head;
+    binary::byte_writer head;
     head.u32(element_size);
     head.u64(blocks.size());
     write_bytes(out, head.bytes());
@@ -236,4 +236,4 @@ class block_state {
   std::vector<std::pair<std::uint64_t, loaded_record>> loaded_;
 };
 
-}  // namespace zo::detail
+}  // namespace zo::state_io

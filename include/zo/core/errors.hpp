@@ -46,11 +46,9 @@ inline void require_non_negative_finite(double value, const char* name) {
     return std::string(name) + " must be non-negative and finite, got " + std::to_string(value);
   });
 }
-
+// The checks' former names, until the examples use their own.
 namespace detail {
-// The checks' former names, until every caller uses the public ones.
 using zo::require;
-using zo::require_non_negative_finite;
-using zo::require_positive_finite;
 }  // namespace detail
+
 }  // namespace zo

@@ -30,10 +30,10 @@
 #include "zo/core/binary.hpp"
 #include "zo/core/errors.hpp"
 
-namespace zo::detail {
+namespace zo::state_io {
 
-// Sections are written a field or a block at a time, encoded by byte_writer and read back with
-// u32_at / u64_at, so a state file is laid out as explicitly as a trajectory log.
+// Sections are written a field or a block at a time, encoded by binary::byte_writer and read back
+// with binary::u32_at / u64_at, so a state file is laid out as explicitly as a trajectory log.
 template <class T>
 concept state_field = std::same_as<T, std::uint32_t> || std::same_as<T, std::uint64_t>;
 
@@ -44,7 +44,7 @@ inline void write_bytes(std::ostream& out, std::span<const std::byte> bytes) {
 
 template <state_field T>
 void write_value(std::ostream& out, T value) {
-  byte_writer field;
+  binary::byte_writer field;
   if constexpr (sizeof(T) == 4) {
     field.u32(value);
   } else {
@@ -64,9 +64,9 @@ T read_value(std::istream& in, const char* what) {
   std::array<std::byte, sizeof(T)> field;
   read_bytes(in, reinterpret_cast<char*>(field.data()), field.size(), what);
   if constexpr (sizeof(T) == 4) {
-    return u32_at(field, 0);
+    return binary::u32_at(field, 0);
   } else {
-    return u64_at(field, 0);
+    return binary::u64_at(field, 0);
   }
 }
 
@@ -170,12 +170,12 @@ void save_state(std::ostream& out, WriteSections&& write_sections) {
   const std::string_view bytes = payload.view();
   const auto span = std::as_bytes(std::span(bytes.data(), bytes.size()));
   const auto n = static_cast<std::uint64_t>(bytes.size());
-  detail::byte_writer head, tail;
+  binary::byte_writer head, tail;
   head.raw(std::as_bytes(std::span(state_magic)));
   head.u32(state_format_version);
   head.u64(n);
   head.u64(~n);
-  tail.u32(detail::crc32(span));
+  tail.u32(binary::crc32(span));
   write_bytes(out, head.bytes());
   write_bytes(out, span);
   write_bytes(out, tail.bytes());
@@ -190,7 +190,7 @@ template <class ReadBody>
 void load_state(std::istream& in, std::uint64_t tag, const char* what, ReadBody&& read_body) {
   char start[8];
   read_bytes(in, start, sizeof start, "the state file's magic");
-  if (detail::u64_at(std::as_bytes(std::span(start)), 0) == tag) {
+  if (binary::u64_at(std::as_bytes(std::span(start)), 0) == tag) {
     read_body(in);
     return;
   }
@@ -202,11 +202,11 @@ void load_state(std::istream& in, std::uint64_t tag, const char* what, ReadBody&
   char fixed_chars[20];
   read_bytes(in, fixed_chars, sizeof fixed_chars, "the state file's header");
   const auto fixed = std::as_bytes(std::span(fixed_chars));
-  const std::uint32_t version = detail::u32_at(fixed, 0);
+  const std::uint32_t version = binary::u32_at(fixed, 0);
   require(version == state_format_version,
           "optimizer state file has format version " + std::to_string(version) +
               ", this build reads version " + std::to_string(state_format_version));
-  const std::uint64_t n = detail::u64_at(fixed, 4), check = detail::u64_at(fixed, 12);
+  const std::uint64_t n = binary::u64_at(fixed, 4), check = binary::u64_at(fixed, 12);
   require(check == ~n, "optimizer state file: length field damaged (" + std::to_string(n) +
                            " and ~" + std::to_string(~check) + " disagree)");
   // n agrees with its complement, so a stream shorter than that was cut.
@@ -217,8 +217,8 @@ void load_state(std::istream& in, std::uint64_t tag, const char* what, ReadBody&
   auto payload = read_buffer(in, n, "the state payload");
   char crc_chars[4];
   read_bytes(in, crc_chars, sizeof crc_chars, "the state checksum");
-  const std::uint32_t stored = detail::u32_at(std::as_bytes(std::span(crc_chars)), 0);
-  const std::uint32_t computed = detail::crc32(std::as_bytes(std::span(payload)));
+  const std::uint32_t stored = binary::u32_at(std::as_bytes(std::span(crc_chars)), 0);
+  const std::uint32_t computed = binary::crc32(std::as_bytes(std::span(payload)));
   require(stored == computed, "optimizer state file: checksum mismatch (the " + std::to_string(n) +
                                   "-byte payload is damaged)");
   state_payload buffer(payload);
@@ -230,4 +230,4 @@ void load_state(std::istream& in, std::uint64_t tag, const char* what, ReadBody&
                                   " bytes beyond the fields of the " + what + " state");
 }
 
-}  // namespace zo::detail
+}  // namespace zo::state_io

@@ -52,11 +52,11 @@ namespace zo::io {
 namespace detail {
 
 // The framing every binary file of zo's shares (zo/core/binary.hpp).
-using zo::detail::byte_reader;
-using zo::detail::byte_writer;
-using zo::detail::crc32;
-using zo::detail::u32_at;
-using zo::detail::u64_at;
+using zo::binary::byte_reader;
+using zo::binary::byte_writer;
+using zo::binary::crc32;
+using zo::binary::u32_at;
+using zo::binary::u64_at;
 
 inline constexpr char trajectory_magic[8] = {'z', 'o', '-', 't', 'r', 'a', 'j', '\n'};
 inline constexpr char block_values_magic[8] = {'z', 'o', '-', 'b', 'v', 'a', 'l', '\n'};
@@ -221,7 +221,7 @@ std::uint64_t fingerprint(const Store& store) {
       h = (h ^ static_cast<std::uint64_t>(b)) * 0x100000001b3ull;
   };
   const auto add_u64 = [&](std::uint64_t v) {
-    detail::byte_writer w;
+    binary::byte_writer w;
     w.u64(v);
     add(w.bytes());
   };
@@ -282,7 +282,7 @@ inline std::vector<std::byte> encode_header(const trajectory_header& header,
                       "trajectory format version " + std::to_string(version) + " is not known");
   zo::require(version >= 2 || !header.base_fingerprint,
                       "a version-1 trajectory header cannot hold a base fingerprint");
-  detail::byte_writer payload;
+  binary::byte_writer payload;
   payload.u64(header.seed);
   payload.u32(header.block_count);
   payload.u32(static_cast<std::uint32_t>(header.description.size()));
@@ -291,17 +291,17 @@ inline std::vector<std::byte> encode_header(const trajectory_header& header,
     payload.u8(header.base_fingerprint ? 1 : 0);
     payload.u64(header.base_fingerprint.value_or(0));
   }
-  detail::byte_writer out;
+  binary::byte_writer out;
   out.raw(std::as_bytes(std::span(detail::trajectory_magic)));
   out.u32(version);
   out.u32(static_cast<std::uint32_t>(payload.bytes().size()));
   out.raw(payload.bytes());
-  out.u32(detail::crc32(payload.bytes()));
+  out.u32(binary::crc32(payload.bytes()));
   return std::move(out.bytes());
 }
 
 inline std::vector<std::byte> encode_record(const trajectory_record& r) {
-  detail::byte_writer payload;
+  binary::byte_writer payload;
   payload.u64(r.step);
   payload.u64(r.seed);
   payload.f64(r.learning_rate);
@@ -318,7 +318,7 @@ inline std::vector<std::byte> encode_record(const trajectory_record& r) {
 
 // The end record of a finished log of `records` step records (version 2).
 inline std::vector<std::byte> encode_end(std::uint64_t records) {
-  detail::byte_writer payload;
+  binary::byte_writer payload;
   payload.raw(std::as_bytes(std::span(detail::end_record_marker)));
   payload.u64(records);
   return detail::frame(payload.bytes());
@@ -330,7 +330,7 @@ inline std::vector<std::byte> encode_end(std::uint64_t records) {
 inline trajectory read_trajectory(std::span<const std::byte> bytes,
                                   const std::string& source = "<memory>") {
     trajectory log;
-  const auto u32_at = [&](std::size_t at) { return detail::u32_at(bytes, at); };
+  const auto u32_at = [&](std::size_t at) { return binary::u32_at(bytes, at); };
   constexpr std::size_t fixed = sizeof(detail::trajectory_magic) + 8;
   require(bytes.size() >= fixed, "trajectory " + source + ": truncated header (" +
                                      std::to_string(bytes.size()) + " bytes)");
@@ -347,9 +347,9 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
               std::to_string(fixed + header_size + 4) + " bytes, has " +
               std::to_string(bytes.size()) + ")");
   const auto header_payload = bytes.subspan(fixed, header_size);
-  require(detail::crc32(header_payload) == u32_at(fixed + header_size),
+  require(binary::crc32(header_payload) == u32_at(fixed + header_size),
           "trajectory " + source + ": header checksum mismatch");
-  detail::byte_reader header(header_payload, "trajectory " + source + " header");
+  binary::byte_reader header(header_payload, "trajectory " + source + " header");
   log.header.seed = header.u64();
   log.header.block_count = header.u32();
   const std::uint32_t description_size = header.u32();
@@ -374,14 +374,14 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
         const auto at = static_cast<std::uint64_t>(payload.data() - bytes.data()) - 8;
         if (version >= 2 && payload.size() == 16 &&
             std::memcmp(payload.data(), detail::end_record_marker, 8) == 0) {
-          const std::uint64_t count = detail::u64_at(payload, 8);
+          const std::uint64_t count = binary::u64_at(payload, 8);
           require(count == log.records.size(),
                   what + ": the end record counts " + std::to_string(count) +
                       " step records, the log holds " + std::to_string(log.records.size()));
           log.finished = true;
           return;
         }
-        detail::byte_reader in(payload, what);
+        binary::byte_reader in(payload, what);
         trajectory_record r;
         r.step = in.u64();
         r.seed = in.u64();
@@ -537,13 +537,13 @@ inline block_values_log read_block_values(std::span<const std::byte> bytes,
     require(bytes.size() >= 12 && std::memcmp(bytes.data(), detail::block_values_magic, 8) == 0,
           "block values file " + source + " does not start with the zo block-values magic");
   require(
-      detail::u32_at(bytes, 8) == detail::block_values_version,
-      "block values file " + source + " has version " + std::to_string(detail::u32_at(bytes, 8)));
+      binary::u32_at(bytes, 8) == detail::block_values_version,
+      "block values file " + source + " has version " + std::to_string(binary::u32_at(bytes, 8)));
   block_values_log log;
   const auto end = detail::scan_records(
       bytes, 12, "block values " + source,
       [&](std::span<const std::byte> payload, const std::string& what) {
-        detail::byte_reader in(payload, what);
+        binary::byte_reader in(payload, what);
         block_values_record r;
         r.step = in.u64();
         const std::uint32_t count = in.u32();
@@ -577,7 +577,7 @@ class block_values_writer {
  public:
   explicit block_values_writer(const std::filesystem::path& path, std::size_t sync_every = 1)
       : file_(path, O_WRONLY | O_CREAT | O_TRUNC, sync_every) {
-    detail::byte_writer header;
+    binary::byte_writer header;
     header.raw(std::as_bytes(std::span(detail::block_values_magic)));
     header.u32(detail::block_values_version);
     file_.write_all(header.bytes());
@@ -590,7 +590,7 @@ class block_values_writer {
     using T = typename Store::value_type;
     static_assert(std::endian::native == std::endian::little,
                   "block values are written in the host's byte order, little-endian");
-    detail::byte_writer payload;
+    binary::byte_writer payload;
     payload.u64(step);
     payload.u32(static_cast<std::uint32_t>(blocks.size()));
     for (const std::size_t i : blocks) {

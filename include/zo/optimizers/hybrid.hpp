@@ -185,16 +185,16 @@ class hybrid {
   // The selectors zo provides decide from the step index alone, so they have no state.
   // The file is framed and checked as the zo_optimizer's (zo/core/state_io.hpp).
   void save(std::ostream& out) const {
-    detail::save_state(out, [&](std::ostream& payload) {
-      detail::write_tag(payload, state_tag, 1);
+    state_io::save_state(out, [&](std::ostream& payload) {
+      state_io::write_tag(payload, state_tag, 1);
       zo_.save_section(payload);
       if constexpr (requires { fo_.save(payload); }) fo_.save(payload);
       if constexpr (requires { selector_.save(payload); }) selector_.save(payload);
     });
   }
   void load(std::istream& in) {
-    detail::load_state(in, state_tag, "hybrid", [&](std::istream& s) {
-      detail::read_version(s, 1, "hybrid");
+    state_io::load_state(in, state_tag, "hybrid", [&](std::istream& s) {
+      state_io::read_version(s, 1, "hybrid");
       // A state refused part way (a section that does not parse) leaves every part as it was.
       std::stringstream before(std::ios::in | std::ios::out | std::ios::binary);
       zo_.save_section(before);

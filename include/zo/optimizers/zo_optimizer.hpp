@@ -212,22 +212,22 @@ class zo_optimizer {
   // zo::invalid_argument, raised before anything changes.
   void save(std::ostream& out) const {
     require_no_pending("saving the optimizer state");
-    detail::save_state(out, [&](std::ostream& payload) { save_section(payload); });
+    state_io::save_state(out, [&](std::ostream& payload) { save_section(payload); });
   }
   void load(std::istream& in) {
     require_no_pending("loading an optimizer state");
-    detail::load_state(in, state_tag, "zo_optimizer", [&](std::istream& s) { load_body(s); });
+    state_io::load_state(in, state_tag, "zo_optimizer", [&](std::istream& s) { load_body(s); });
   }
   // The same state without the file's frame, as a section of a larger state (the hybrid's).
   void save_section(std::ostream& out) const {
     require_no_pending("saving the optimizer state");
-    detail::write_tag(out, state_tag, 1);
-    detail::write_value(out, step_);
+    state_io::write_tag(out, state_tag, 1);
+    state_io::write_value(out, step_);
     if constexpr (requires { rule_.save(out); }) rule_.save(out);
   }
   void load_section(std::istream& in) {
     require_no_pending("loading an optimizer state");
-    require(detail::read_value<std::uint64_t>(in, "zo_optimizer") == state_tag,
+    require(state_io::read_value<std::uint64_t>(in, "zo_optimizer") == state_tag,
             "the state does not hold zo_optimizer");
     load_body(in);
   }
@@ -310,8 +310,8 @@ class zo_optimizer {
 
   // A state section after its tag.
   void load_body(std::istream& in) {
-    detail::read_version(in, 1, "zo_optimizer");
-    const auto step = detail::read_value<std::uint64_t>(in, "the step index");
+    state_io::read_version(in, 1, "zo_optimizer");
+    const auto step = state_io::read_value<std::uint64_t>(in, "the step index");
     if constexpr (requires { rule_.load(in); }) rule_.load(in);
     step_ = step;
   }

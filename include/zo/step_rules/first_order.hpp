@@ -71,9 +71,9 @@ class fo_sgd {
  public:
   explicit fo_sgd(Schedule schedule, double momentum = 0, double weight_decay = 0)
       : schedule_(std::move(schedule)), momentum_(momentum), weight_decay_(weight_decay) {
-    detail::require(momentum >= 0 && momentum < 1,
-                    "fo_sgd: momentum must be in [0, 1), got " + std::to_string(momentum));
-    detail::require_non_negative_finite(weight_decay, "fo_sgd: weight decay");
+    require(momentum >= 0 && momentum < 1,
+            "fo_sgd: momentum must be in [0, 1), got " + std::to_string(momentum));
+    require_non_negative_finite(weight_decay, "fo_sgd: weight decay");
   }
   explicit fo_sgd(double learning_rate = 1e-3, double momentum = 0,
                   double weight_decay = 0) requires std::same_as<Schedule, constant_schedule>
@@ -99,11 +99,11 @@ class fo_sgd {
 
   // The momentum buffers and per-block step counts, for resuming a run bit for bit.
   void save(std::ostream& out) const {
-    detail::write_tag(out, state_tag, 1);
+    state_io::write_tag(out, state_tag, 1);
     states_.save(out);
   }
   void load(std::istream& in) {
-    detail::read_tag(in, state_tag, 1, "fo_sgd");
+    state_io::read_tag(in, state_tag, 1, "fo_sgd");
     states_.load(in);
   }
 
@@ -126,7 +126,7 @@ class fo_sgd {
 
   Schedule schedule_;
   double momentum_, weight_decay_;
-  detail::block_state<record> states_{"fo_sgd"};
+  state_io::block_state<record> states_{"fo_sgd"};
 };
 
 // Adam with decoupled weight decay (AdamW): θ ← θ·(1 − ηλ), then θ ← θ − η·m̂/(√v̂ + ε), with
@@ -141,12 +141,10 @@ class adam {
         beta2_(beta2),
         epsilon_(epsilon),
         weight_decay_(weight_decay) {
-    detail::require(beta1 >= 0 && beta1 < 1,
-                    "adam: beta1 must be in [0, 1), got " + std::to_string(beta1));
-    detail::require(beta2 >= 0 && beta2 < 1,
-                    "adam: beta2 must be in [0, 1), got " + std::to_string(beta2));
-    detail::require_positive_finite(epsilon, "adam: epsilon");
-    detail::require_non_negative_finite(weight_decay, "adam: weight decay");
+    require(beta1 >= 0 && beta1 < 1, "adam: beta1 must be in [0, 1), got " + std::to_string(beta1));
+    require(beta2 >= 0 && beta2 < 1, "adam: beta2 must be in [0, 1), got " + std::to_string(beta2));
+    require_positive_finite(epsilon, "adam: epsilon");
+    require_non_negative_finite(weight_decay, "adam: weight decay");
   }
   explicit adam(double learning_rate = 1e-5, double beta1 = 0.9, double beta2 = 0.999,
                 double epsilon = 1e-8,
@@ -176,11 +174,11 @@ class adam {
 
   // The moments and per-block step counts (bias corrections), for resuming a run bit for bit.
   void save(std::ostream& out) const {
-    detail::write_tag(out, state_tag, 1);
+    state_io::write_tag(out, state_tag, 1);
     states_.save(out);
   }
   void load(std::istream& in) {
-    detail::read_tag(in, state_tag, 1, "adam");
+    state_io::read_tag(in, state_tag, 1, "adam");
     states_.load(in);
   }
 
@@ -203,7 +201,7 @@ class adam {
 
   Schedule schedule_;
   double beta1_, beta2_, epsilon_, weight_decay_;
-  detail::block_state<record> states_{"adam"};
+  state_io::block_state<record> states_{"adam"};
 };
 
 }  // namespace zo

@@ -117,9 +117,9 @@ class low_rank_momentum {
  public:
   low_rank_momentum(Schedule schedule, double beta = 0.9, double weight_decay = 0)
       : schedule_(std::move(schedule)), beta_(beta), weight_decay_(weight_decay) {
-    detail::require(beta >= 0 && beta < 1,
-                    "low_rank_momentum: beta must be in [0, 1), got " + std::to_string(beta));
-    detail::require_non_negative_finite(weight_decay, "low_rank_momentum: weight decay");
+    require(beta >= 0 && beta < 1,
+            "low_rank_momentum: beta must be in [0, 1), got " + std::to_string(beta));
+    require_non_negative_finite(weight_decay, "low_rank_momentum: weight decay");
   }
 
   // Constant learning rate; the LOZO reference uses 1e-7 to 1e-6 and β = 0.9.
@@ -156,7 +156,7 @@ class low_rank_momentum {
       if (!bs.initialized) {
         bs.momentum.resize(count);
       } else {
-        detail::require(bs.momentum.size() == count, [&] {
+        require(bs.momentum.size() == count, [&] {
           return "low_rank_momentum: momentum of block '" + std::string(block.name()) + "' has " +
                  std::to_string(bs.momentum.size()) + " elements, the block needs " +
                  std::to_string(count);
@@ -201,13 +201,13 @@ class low_rank_momentum {
   }
 
   void save(std::ostream& out) const {
-    detail::write_tag(out, state_tag, 1);
+    state_io::write_tag(out, state_tag, 1);
     states_.save(out);
   }
 
   // The loaded momentum takes effect at the next step, when the store's element type is known.
   void load(std::istream& in) {
-    detail::read_tag(in, state_tag, 1, "low_rank_momentum");
+    state_io::read_tag(in, state_tag, 1, "low_rank_momentum");
     states_.load(in);
   }
 
@@ -252,7 +252,7 @@ class low_rank_momentum {
   Schedule schedule_;
   double beta_;
   double weight_decay_;
-  detail::block_state<record> states_{"low_rank_momentum"};
+  state_io::block_state<record> states_{"low_rank_momentum"};
 };
 
 }  // namespace zo
