@@ -16,7 +16,7 @@
 #include <vector>
 #include <zo/zo.hpp>
 
-#include "transformer/opt_model.hpp"
+#include "finetune/opt_model.hpp"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Checkpoints of the example transformer (examples/transformer/checkpoint.hpp): a written and
+// Checkpoints of the demo's transformer (examples/finetune/checkpoint.hpp): a written and
 // re-read checkpoint gives identical logits; a real OPT checkpoint's variations (no "model."
 // prefix, F16 tensors, an lm_head.weight) load; a missing, misnamed or mis-shaped tensor, a
 // truncated file and an unsupported config each give an error naming the problem.
@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "transformer/checkpoint.hpp"
-#include "transformer/reviews.hpp"
+#include "finetune/checkpoint.hpp"
+#include "finetune/reviews.hpp"
 
 namespace {
 

@@ -59,8 +59,7 @@ inline fs::path unique_sibling(const fs::path& target, const std::string& kind) 
                                  std::to_string(::getpid()) + "." + random);
 }
 
-namespace detail {
-
+// Writes every byte, through partial writes and interruptions; false with errno set otherwise.
 inline bool write_all(int fd, std::string_view bytes) {
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd, bytes.data(), bytes.size());
@@ -73,8 +72,6 @@ inline bool write_all(int fd, std::string_view bytes) {
   }
   return true;
 }
-
-}  // namespace detail
 
 // Flushes a directory's entries (a rename or a new file in it) to disk.
 inline void fsync_directory(const fs::path& dir) {
@@ -98,7 +95,7 @@ inline void write_new_file(const fs::path& path, std::string_view content,
   if (fd < 0)
     throw std::runtime_error("cannot write " + shown + ": cannot create " + path.string() + ": " +
                              errno_text(errno));
-  bool ok = detail::write_all(fd, content) && ::fsync(fd) == 0;
+  bool ok = write_all(fd, content) && ::fsync(fd) == 0;
   int error = errno;
   if (::close(fd) != 0 && ok) {
     ok = false;
@@ -126,7 +123,7 @@ inline void write_file_atomically(const fs::path& path, std::string_view content
     const int fd = ::open(target.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
     if (fd < 0)
       throw std::runtime_error("cannot write " + path.string() + ": " + errno_text(errno));
-    bool ok = detail::write_all(fd, content);
+    bool ok = write_all(fd, content);
     int error = errno;
     if (::close(fd) != 0 && ok) {
       ok = false;

@@ -13,6 +13,7 @@
 #include <zo/io/trajectory.hpp>
 #include <zo/zo.hpp>
 
+#include "../common/check.hpp"
 #include "../common/output_files.hpp"
 
 namespace zo_replay {
@@ -55,7 +56,7 @@ struct run_config {
       throw zo::invalid_argument("the log's description is not a run configuration (JSON): " +
                                  std::string(e.what()));
     }
-    zo::detail::require(j.is_object(), "the log's description is not a JSON object");
+    zo_examples::require(j.is_object(), "the log's description is not a JSON object");
     run_config c;
     const auto field = [&](const char* name, auto& value) {
       if (!j.contains(name)) return;
@@ -77,7 +78,7 @@ struct run_config {
     field("interval", c.interval);
     field("beta", c.beta);
     field("scale_by_sqrt_rank", c.scale_by_sqrt_rank);
-    zo::detail::require(
+    zo_examples::require(
         c.restore == "exact" || c.restore == "arithmetic",
         "run configuration: restore must be exact or arithmetic, got '" + c.restore + "'");
     return c;
@@ -102,8 +103,8 @@ struct run_config {
       zo::lozo opt(perturbation, estimator, zo::sgd<>(learning_rate, weight_decay), {}, options());
       return f(opt);
     }
-    zo::detail::require(optimizer == "lozo-m", "run configuration: unknown optimizer '" +
-                                                   optimizer + "' (mezo, lozo or lozo-m)");
+    zo_examples::require(optimizer == "lozo-m", "run configuration: unknown optimizer '" +
+                                                    optimizer + "' (mezo, lozo or lozo-m)");
     zo::lozo_m opt(perturbation, estimator,
                    zo::low_rank_momentum(zo::constant_schedule(learning_rate), beta, weight_decay),
                    {}, options());
@@ -123,9 +124,9 @@ inline zo::eigen_store<float> load_checkpoint(const std::filesystem::path& path)
   const auto file = zo::io::safetensors_file::open(path);
   zo::eigen_store<float> store;
   for (const auto& t : file.tensors()) {
-    zo::detail::require(t.shape.size() == 1 || t.shape.size() == 2,
-                        "tensor '" + t.name + "' in " + path.string() + " has shape " +
-                            zo::io::shape_string(t.shape) + "; zo-replay takes 1-D and 2-D ones");
+    zo_examples::require(t.shape.size() == 1 || t.shape.size() == 2,
+                         "tensor '" + t.name + "' in " + path.string() + " has shape " +
+                             zo::io::shape_string(t.shape) + "; zo-replay takes 1-D and 2-D ones");
     const std::size_t rows = t.shape.size() == 1 ? 1 : t.shape[0];
     const std::size_t cols = t.shape.back();
     const auto values = file.read_float(t.name, t.shape);
@@ -156,9 +157,9 @@ inline replay_result replay_file(const std::filesystem::path& base,
   const std::filesystem::path target = zo_examples::resolved_output(out);
   std::error_code ec;
   const auto status = std::filesystem::status(target, ec);
-  zo::detail::require(!std::filesystem::exists(status) || std::filesystem::is_regular_file(status),
-                      "cannot write " + out.string() +
-                          ": it is not a regular file (it resolves to " + target.string() + ")");
+  zo_examples::require(!std::filesystem::exists(status) || std::filesystem::is_regular_file(status),
+                       "cannot write " + out.string() +
+                           ": it is not a regular file (it resolves to " + target.string() + ")");
   replay_result result;
   result.log = zo::io::read_trajectory(log_path);
   const run_config config = run_config::from_json(result.log.header.description);

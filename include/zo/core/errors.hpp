@@ -46,9 +46,4 @@ inline void require_non_negative_finite(double value, const char* name) {
     return std::string(name) + " must be non-negative and finite, got " + std::to_string(value);
   });
 }
-// The checks' former names, until the examples use their own.
-namespace detail {
-using zo::require;
-}  // namespace detail
-
 }  // namespace zo

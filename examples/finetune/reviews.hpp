@@ -26,6 +26,7 @@
 #include <vector>
 #include <zo/core/errors.hpp>
 
+#include "../common/check.hpp"
 #include "opt_model.hpp"
 
 namespace reviews {
@@ -62,7 +63,7 @@ inline int token(std::string_view word) {
     return m;
   }();
   const auto it = ids.find(std::string(word));
-  zo::detail::require(it != ids.end(), "reviews: '" + std::string(word) + "' is not a word");
+  zo_examples::require(it != ids.end(), "reviews: '" + std::string(word) + "' is not a word");
   return it->second;
 }
 
@@ -207,7 +208,7 @@ class review_generator {
 // The pretraining corpus: reviews one after another ("<bos> review : ..."), cut into windows of
 // `length` tokens with a next-token target at every position but the last.
 inline opt::batch language_modelling_windows(std::uint64_t seed, std::size_t count, int length) {
-  zo::detail::require(length >= 2, "reviews: windows need at least 2 tokens");
+  zo_examples::require(length >= 2, "reviews: windows need at least 2 tokens");
   review_generator generator(seed);
   const review_style style;
   std::vector<int> stream;

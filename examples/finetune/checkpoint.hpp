@@ -23,6 +23,7 @@
 #include <zo/core/errors.hpp>
 #include <zo/io/safetensors.hpp>
 
+#include "../common/check.hpp"
 #include "../common/output_files.hpp"
 #include "opt_model.hpp"
 
@@ -108,7 +109,7 @@ inline opt_config config_from_json(const nlohmann::json& j, const std::string& s
 inline opt_config read_config(const std::filesystem::path& dir) {
   const auto path = dir / "config.json";
   std::ifstream in(path);
-  zo::detail::require(static_cast<bool>(in), "cannot open " + path.string());
+  zo_examples::require(static_cast<bool>(in), "cannot open " + path.string());
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
@@ -134,20 +135,21 @@ inline void check_checkpoint_target(const std::filesystem::path& dir) {
   std::error_code ec;
   const auto status = fs::status(target, ec);
   if (!fs::exists(status)) return;
-  zo::detail::require(fs::is_directory(status),
-                      dir.string() + " exists and is not a directory; a checkpoint is a directory");
+  zo_examples::require(
+      fs::is_directory(status),
+      dir.string() + " exists and is not a directory; a checkpoint is a directory");
   fs::directory_iterator entries(target, ec);
   if (ec == std::errc::no_such_file_or_directory) return;  // another save moved it meanwhile
-  zo::detail::require(!ec, "cannot read the directory " + dir.string() + ": " + ec.message());
+  zo_examples::require(!ec, "cannot read the directory " + dir.string() + ": " + ec.message());
   for (; entries != fs::directory_iterator(); entries.increment(ec)) {
     if (ec) break;  // gone meanwhile (another save)
     const std::string name = entries->path().filename().string();
     const auto& known = checkpoint_files();
-    zo::detail::require(std::find(known.begin(), known.end(), name) != known.end(),
-                        dir.string() + " holds '" + name +
-                            "', which is not part of a checkpoint; a save replaces the whole "
-                            "directory, so it is refused (remove the file or choose another "
-                            "directory)");
+    zo_examples::require(std::find(known.begin(), known.end(), name) != known.end(),
+                         dir.string() + " holds '" + name +
+                             "', which is not part of a checkpoint; a save replaces the whole "
+                             "directory, so it is refused (remove the file or choose another "
+                             "directory)");
   }
 }
 
@@ -174,13 +176,14 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
   std::vector<zo::io::tensor_to_write> tensors;
   for (const auto& spec : parameter_specs(config)) {
     const auto found = store.find(spec.name);
-    zo::detail::require(found.has_value(), "save_checkpoint: the store has no '" + spec.name + "'");
+    zo_examples::require(found.has_value(),
+                         "save_checkpoint: the store has no '" + spec.name + "'");
     const auto block = store.block(*found);
-    zo::detail::require(block.rows() == static_cast<std::size_t>(spec.rows) &&
-                            block.cols() == static_cast<std::size_t>(spec.cols),
-                        "save_checkpoint: '" + spec.name + "' is " + std::to_string(block.rows()) +
-                            "x" + std::to_string(block.cols()) + ", the config says " +
-                            std::to_string(spec.rows) + "x" + std::to_string(spec.cols));
+    zo_examples::require(block.rows() == static_cast<std::size_t>(spec.rows) &&
+                             block.cols() == static_cast<std::size_t>(spec.cols),
+                         "save_checkpoint: '" + spec.name + "' is " + std::to_string(block.rows()) +
+                             "x" + std::to_string(block.cols()) + ", the config says " +
+                             std::to_string(spec.rows) + "x" + std::to_string(spec.cols));
     tensors.push_back({spec.name, zo::io::default_tensor_shape{}(block), block.data()});
   }
   // A diverged run's weights are not a checkpoint: refuse them, counting what is not finite.
@@ -192,7 +195,7 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
     if (here > 0 && first.empty()) first = t.name;
     nonfinite += here;
   }
-  zo::detail::require(nonfinite == 0, [&] {
+  zo_examples::require(nonfinite == 0, [&] {
     return "refusing to write the checkpoint " + dir.string() + ": " + std::to_string(nonfinite) +
            " weights are NaN or infinite (the first in '" + first + "'); the run diverged";
   });
@@ -204,13 +207,13 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
   const fs::path parent = target.parent_path();
   std::error_code ec;
   fs::create_directories(parent, ec);
-  zo::detail::require(!ec, "cannot write the checkpoint " + dir.string() +
-                               ": cannot create the directory " + parent.string() + ": " +
-                               ec.message());
+  zo_examples::require(!ec, "cannot write the checkpoint " + dir.string() +
+                                ": cannot create the directory " + parent.string() + ": " +
+                                ec.message());
   const fs::path temporary = zo_examples::unique_sibling(target, "tmp");
-  zo::detail::require(fs::create_directory(temporary, ec) && !ec,
-                      "cannot write the checkpoint " + dir.string() + ": cannot create " +
-                          temporary.string() + ": " + ec.message());
+  zo_examples::require(fs::create_directory(temporary, ec) && !ec,
+                       "cannot write the checkpoint " + dir.string() + ": cannot create " +
+                           temporary.string() + ": " + ec.message());
   fs::path replaced;  // the old checkpoint, renamed aside, once the new one is in place
   try {
     zo_examples::write_new_file(temporary / "config.json", config_json(config).dump(2) + '\n',
@@ -261,9 +264,9 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
   }
   if (!replaced.empty()) {
     fs::remove_all(replaced, ec);
-    zo::detail::require(!ec, "wrote the checkpoint " + dir.string() +
-                                 " but cannot remove the old one, " + replaced.string() + ": " +
-                                 ec.message());
+    zo_examples::require(!ec, "wrote the checkpoint " + dir.string() +
+                                  " but cannot remove the old one, " + replaced.string() + ": " +
+                                  ec.message());
   }
 }
 
@@ -281,7 +284,7 @@ struct loaded_checkpoint {
 // F16, BF16 and F64 tensors are converted to float.
 inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
                                          zo::eigen_store<float>& store) {
-  zo::detail::require(store.size() == 0, "load_checkpoint needs an empty store");
+  zo_examples::require(store.size() == 0, "load_checkpoint needs an empty store");
   loaded_checkpoint result{read_config(dir), {}};
   const auto file = zo::io::safetensors_file::open(dir / "model.safetensors");
   const auto specs = parameter_specs(result.config);
@@ -290,9 +293,9 @@ inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
     std::string name = spec.name;
     if (file.find(name) == nullptr && file.find(name.substr(6)) != nullptr) name.erase(0, 6);
     const auto* t = file.find(name);
-    zo::detail::require(t != nullptr, "no tensor '" + spec.name + "' in " + file.source() +
-                                          " (expected shape " + std::to_string(spec.rows) + "x" +
-                                          std::to_string(spec.cols) + ")");
+    zo_examples::require(t != nullptr, "no tensor '" + spec.name + "' in " + file.source() +
+                                           " (expected shape " + std::to_string(spec.rows) + "x" +
+                                           std::to_string(spec.cols) + ")");
     file.require_block_shape(*t, static_cast<std::size_t>(spec.rows),
                              static_cast<std::size_t>(spec.cols));
     names.push_back(name);
@@ -301,10 +304,10 @@ inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
   // config describes another model than the file: refuse rather than load part of it.
   for (const auto& t : file.tensors()) {
     if (std::find(names.begin(), names.end(), t.name) != names.end()) continue;
-    zo::detail::require(t.name == "lm_head.weight", "tensor '" + t.name + "' in " + file.source() +
-                                                        " is not part of the " +
-                                                        std::to_string(result.config.n_layers) +
-                                                        "-layer model config.json describes");
+    zo_examples::require(t.name == "lm_head.weight", "tensor '" + t.name + "' in " + file.source() +
+                                                         " is not part of the " +
+                                                         std::to_string(result.config.n_layers) +
+                                                         "-layer model config.json describes");
     result.ignored.push_back(t.name);
   }
   register_parameters(store, result.config, 0);
@@ -314,7 +317,7 @@ inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
                     std::span<float>(block.data(), block.size()));
     const std::size_t nonfinite =
         count_nonfinite(std::span<const float>(block.data(), block.size()));
-    zo::detail::require(nonfinite == 0, [&] {
+    zo_examples::require(nonfinite == 0, [&] {
       return "tensor '" + names[i] + "' in " + file.source() + " holds " +
              std::to_string(nonfinite) + " NaN or infinite values (of " +
              std::to_string(block.size()) + "): the checkpoint is of a diverged run";

@@ -19,6 +19,7 @@
 #include <system_error>
 #include <zo/zo.hpp>
 
+#include "../common/check.hpp"
 #include "../common/output_files.hpp"
 #include "checkpoint.hpp"
 
@@ -47,8 +48,8 @@ inline void save_resume_state(const std::filesystem::path& dir, const opt_config
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
-  zo::detail::require(!ec,
-                      "cannot create the resume directory " + dir.string() + ": " + ec.message());
+  zo_examples::require(!ec,
+                       "cannot create the resume directory " + dir.string() + ": " + ec.message());
   const std::uint64_t step = position.at("step").get<std::uint64_t>();
   const fs::path weights =
       zo_examples::unique_sibling(dir / ("weights-" + std::to_string(step)), "save");
@@ -62,7 +63,7 @@ inline void save_resume_state(const std::filesystem::path& dir, const opt_config
     const std::string name = entry.path().filename().string();
     if (name == "state" || name == weights.filename().string()) continue;
     fs::remove_all(entry.path(), ec);
-    zo::detail::require(!ec, "cannot remove " + entry.path().string() + ": " + ec.message());
+    zo_examples::require(!ec, "cannot remove " + entry.path().string() + ": " + ec.message());
   }
 }
 
@@ -75,15 +76,15 @@ inline std::optional<resume_state> read_resume_state(const std::filesystem::path
   if (!fs::exists(path, ec)) return std::nullopt;
   const std::string bytes = zo_examples::read_file(path);
   const std::string magic = resume_magic;
-  zo::detail::require(bytes.starts_with(magic),
-                      path.string() + " is not a zo-finetune resume state");
+  zo_examples::require(bytes.starts_with(magic),
+                       path.string() + " is not a zo-finetune resume state");
   const auto end = bytes.find('\n', magic.size());
-  zo::detail::require(end != std::string::npos, path.string() + " is truncated");
+  zo_examples::require(end != std::string::npos, path.string() + " is truncated");
   resume_state state;
   try {
     state.position = nlohmann::json::parse(bytes.substr(magic.size(), end - magic.size()));
     state.optimizer = bytes.substr(end + 1);
-    zo::detail::require(
+    zo_examples::require(
         state.position.at("optimizer_bytes").get<std::size_t>() == state.optimizer.size(),
         "the optimizer state's length does not match");
     state.position.at("step").get<std::uint64_t>();

@@ -45,6 +45,7 @@
 #include <zo/distributed/mpi.hpp>
 #endif
 
+#include "../common/check.hpp"
 #include "../common/output_files.hpp"
 #include "checkpoint.hpp"
 #include "resume_state.hpp"
@@ -271,8 +272,8 @@ void set_threads(const arguments& args) {
 // rounded to a long long).
 double mpi_timeout_seconds(const arguments& args) {
   const double seconds = args.number("mpi-timeout", 0, 1e6);
-  zo::detail::require(seconds > 0,
-                      "--mpi-timeout must be positive, got " + args.text("mpi-timeout"));
+  zo_examples::require(seconds > 0,
+                       "--mpi-timeout must be positive, got " + args.text("mpi-timeout"));
   return seconds;
 }
 
@@ -381,9 +382,9 @@ class batch_sampler {
  public:
   batch_sampler(const opt::batch& data, std::size_t batch_size, std::uint64_t seed)
       : data_(&data), batch_size_(batch_size), engine_(seed) {
-    zo::detail::require(batch_size <= data.size(), "the batch size " + std::to_string(batch_size) +
-                                                       " exceeds the " +
-                                                       std::to_string(data.size()) + " examples");
+    zo_examples::require(batch_size <= data.size(), "the batch size " + std::to_string(batch_size) +
+                                                        " exceeds the " +
+                                                        std::to_string(data.size()) + " examples");
   }
   opt::batch next(std::size_t first, std::size_t last) {
     opt::batch out;
@@ -415,7 +416,7 @@ class batch_sampler {
                  (order_.empty() || order_.size() == data_->size());
     for (std::size_t i : order_)
       valid = valid && i < data_->size();
-    zo::detail::require(valid, "the resume state's batch sampler does not fit the data");
+    zo_examples::require(valid, "the resume state's batch sampler does not fit the data");
   }
 
  private:
@@ -519,7 +520,7 @@ double first_order_step(zo::eigen_store<float>& store, opt::gradient_buffers<flo
 int pretrain(const arguments& args) {
   set_threads(args);
   const fs::path out = args.text("out");
-  zo::detail::require(!out.empty(), "pretrain needs --out DIR");
+  zo_examples::require(!out.empty(), "pretrain needs --out DIR");
   opt::opt_config config;
   config.vocab_size = reviews::vocabulary_size();
   config.d_model = args.integer("d-model", 1, max_width);
@@ -529,11 +530,11 @@ int pretrain(const arguments& args) {
   config.max_positions = args.integer("max-positions", 1, max_width);
   // Every review begins with <bos>; the language has no end-of-sequence or padding token.
   config.bos_token_id = reviews::token("<bos>");
-  zo::detail::require(
+  zo_examples::require(
       config.d_model % config.n_heads == 0,
       "--d-model " + args.text("d-model") + " is not divisible by --heads " + args.text("heads"));
   const int window = args.integer("window", 1, max_width);
-  zo::detail::require(window <= config.max_positions, "--window exceeds --max-positions");
+  zo_examples::require(window <= config.max_positions, "--window exceeds --max-positions");
   const auto steps = args.integer("steps", std::uint64_t{1}, max_count),
              batch_size = args.integer("batch", std::uint64_t{1}, max_count);
   const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
@@ -646,28 +647,28 @@ int finetune(const arguments& args) {
   set_threads(args);
   const std::string method = args.text("method");
   const fs::path prefix = args.text("out");
-  zo::detail::require(!prefix.empty(), "finetune needs --out PREFIX");
+  zo_examples::require(!prefix.empty(), "finetune needs --out PREFIX");
   const bool zeroth_order = method == "mezo" || method == "lozo" || method == "lozo-m";
-  zo::detail::require(zeroth_order || method == "loho" || method == "adam",
-                      "unknown --method '" + method + "' (mezo, lozo, lozo-m, loho or adam)");
+  zo_examples::require(zeroth_order || method == "loho" || method == "adam",
+                       "unknown --method '" + method + "' (mezo, lozo, lozo-m, loho or adam)");
   // An option this method never reads is a mistake, not something to ignore.
   args.refuse_unread(method);
-  zo::detail::require(!args.text("checkpoint").empty(), "finetune needs --checkpoint DIR");
+  zo_examples::require(!args.text("checkpoint").empty(), "finetune needs --checkpoint DIR");
   const std::uint64_t passes_per_example = zeroth_order ? 2 : method == "loho" ? 3 : 1;
   const auto batch_size = args.integer("batch", std::uint64_t{1}, max_count);
   std::uint64_t steps = args.integer("steps", std::uint64_t{0}, max_count);
   if (steps == 0) {
     const auto budget = args.integer("forward-budget", std::uint64_t{0}, max_u64);
-    zo::detail::require(budget > 0, "finetune needs --steps or --forward-budget");
+    zo_examples::require(budget > 0, "finetune needs --steps or --forward-budget");
     steps = budget / (passes_per_example * batch_size);
-    zo::detail::require(steps > 0, "--forward-budget is less than one step's forward passes");
-    zo::detail::require(steps <= max_count, "--forward-budget " + args.text("forward-budget") +
-                                                " makes " + std::to_string(steps) +
-                                                " steps, over the 2^32 a run can take");
+    zo_examples::require(steps > 0, "--forward-budget is less than one step's forward passes");
+    zo_examples::require(steps <= max_count, "--forward-budget " + args.text("forward-budget") +
+                                                 " makes " + std::to_string(steps) +
+                                                 " steps, over the 2^32 a run can take");
   } else {
-    zo::detail::require(!args.given("forward-budget"),
-                        "--forward-budget is read only when --steps is 0 (or not given); give "
-                        "one of them");
+    zo_examples::require(!args.given("forward-budget"),
+                         "--forward-budget is read only when --steps is 0 (or not given); give "
+                         "one of them");
   }
   // Everything the options decide is checked here, before the checkpoint or the data are
   // loaded: the ranges the optimizers require, naming the option.
@@ -683,8 +684,8 @@ int finetune(const arguments& args) {
   double beta = 0;
   if (method == "lozo-m") {
     beta = args.number("beta");
-    zo::detail::require(beta >= 0 && beta < 1,
-                        "--beta must be at least 0 and below 1, got " + args.text("beta"));
+    zo_examples::require(beta >= 0 && beta < 1,
+                         "--beta must be at least 0 and below 1, got " + args.text("beta"));
   }
   // LoHO: the first-order layers' Adam rate and clip, and either the deepest --loho-layers
   // (at most the model's layers, checked once its configuration is read) or a memory budget.
@@ -697,23 +698,23 @@ int finetune(const arguments& args) {
     if (budget_mib == 0) {
       loho_layers = args.integer<std::size_t>("loho-layers", 1, max_layers + 2);
     } else {
-      zo::detail::require(!args.given("loho-layers"),
-                          "--loho-layers is read only when --loho-budget-mib is 0; give one of "
-                          "them");
+      zo_examples::require(!args.given("loho-layers"),
+                           "--loho-layers is read only when --loho-budget-mib is 0; give one of "
+                           "them");
     }
   }
   const auto train_examples = args.integer("train-examples", std::uint64_t{1}, max_count),
              test_examples = args.integer("test-examples", std::uint64_t{1}, max_count);
-  zo::detail::require(batch_size <= train_examples, "--batch " + std::to_string(batch_size) +
-                                                        " exceeds --train-examples " +
-                                                        std::to_string(train_examples));
+  zo_examples::require(batch_size <= train_examples, "--batch " + std::to_string(batch_size) +
+                                                         " exceeds --train-examples " +
+                                                         std::to_string(train_examples));
   require_data_fits(double(train_examples) * sentiment_example_bytes,
                     "--train-examples " + std::to_string(train_examples));
   require_data_fits(double(test_examples) * sentiment_example_bytes,
                     "--test-examples " + std::to_string(test_examples));
   const std::string restore_name = args.text("restore");
-  zo::detail::require(restore_name == "exact" || restore_name == "arithmetic",
-                      "--restore must be exact or arithmetic, got '" + restore_name + "'");
+  zo_examples::require(restore_name == "exact" || restore_name == "arithmetic",
+                       "--restore must be exact or arithmetic, got '" + restore_name + "'");
   const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
   const zo::zo_options zo_options{
       .seed = seed,
@@ -725,8 +726,8 @@ int finetune(const arguments& args) {
   // The resume state PREFIX.resume/: saved every --save-every steps, read with --resume yes.
   const auto save_every = args.integer("save-every", std::uint64_t{0}, max_count);
   const std::string resume_text = args.text("resume");
-  zo::detail::require(resume_text == "yes" || resume_text == "no",
-                      "--resume must be yes or no, got '" + resume_text + "'");
+  zo_examples::require(resume_text == "yes" || resume_text == "no",
+                       "--resume must be yes or no, got '" + resume_text + "'");
   const bool resume = resume_text == "yes";
   mpi_timeout_seconds(args);  // checked in every run, read only under mpirun
   // The options the model bounds, from the checkpoint's configuration alone (the weights and
@@ -738,24 +739,25 @@ int finetune(const arguments& args) {
       if (spec.rows > 1 && spec.cols > 1)
         smallest = std::min<std::size_t>(smallest, std::min(spec.rows, spec.cols));
     }
-    zo::detail::require(rank <= smallest, "--rank " + std::to_string(rank) + " exceeds " +
-                                              std::to_string(smallest) +
-                                              ", the smallest side of the model's matrices");
+    zo_examples::require(rank <= smallest, "--rank " + std::to_string(rank) + " exceeds " +
+                                               std::to_string(smallest) +
+                                               ", the smallest side of the model's matrices");
     const auto layers = static_cast<std::size_t>(shape.layer_count());
-    zo::detail::require(loho_layers <= layers,
-                        "--loho-layers " + std::to_string(loho_layers) + " exceeds the " +
-                            std::to_string(layers) +
-                            " layers of the checkpoint's model (its decoder layers, the "
-                            "embeddings and the final norm)");
+    zo_examples::require(loho_layers <= layers,
+                         "--loho-layers " + std::to_string(loho_layers) + " exceeds the " +
+                             std::to_string(layers) +
+                             " layers of the checkpoint's model (its decoder layers, the "
+                             "embeddings and the final norm)");
   }
 
   // Under mpirun every rank draws the same batches and evaluates its own contiguous shard.
   const team& group = the_team(args);
-  zo::detail::require(group.size == 1 || (save_every == 0 && !resume),
-                      "--save-every and --resume are not supported under mpirun");
-  zo::detail::require(batch_size >= static_cast<std::uint64_t>(group.size),
-                      "the batch of " + std::to_string(batch_size) +
-                          " examples cannot be shared by " + std::to_string(group.size) + " ranks");
+  zo_examples::require(group.size == 1 || (save_every == 0 && !resume),
+                       "--save-every and --resume are not supported under mpirun");
+  zo_examples::require(batch_size >= static_cast<std::uint64_t>(group.size),
+                       "the batch of " + std::to_string(batch_size) +
+                           " examples cannot be shared by " + std::to_string(group.size) +
+                           " ranks");
   // The outputs (rank 0 writes them): none may overwrite an input, their directory must be
   // writable, and no other run may be writing the same prefix (PREFIX.lock, held until the end).
   const fs::path checkpoint = args.text("checkpoint");
@@ -792,7 +794,7 @@ int finetune(const arguments& args) {
       for (const auto& [name, value] : run_options.items()) {
         const bool found = saved != resumed->position.end() && saved->is_object() &&
                            saved->contains(name) && saved->at(name).is_string();
-        zo::detail::require(
+        zo_examples::require(
             found && saved->at(name) == value,
             "--resume: the run saved in " + resume_dir.string() + " was started with --" + name +
                 " '" + (found ? saved->at(name).get<std::string>() : "?") + "', this one has '" +
@@ -807,7 +809,7 @@ int finetune(const arguments& args) {
   const auto loaded = opt::load_checkpoint(
       resumed ? resume_dir / resumed->position.at("weights").get<std::string>() : checkpoint,
       store);
-  zo::detail::require(
+  zo_examples::require(
       !resumed || opt::config_json(loaded.config) == opt::config_json(opt::read_config(checkpoint)),
       "--resume: the saved weights in " + resume_dir.string() +
           " are not of the model of --checkpoint " + checkpoint.string());
@@ -845,8 +847,8 @@ int finetune(const arguments& args) {
       adam_step = p.at("adam_step").get<std::uint64_t>();
       seconds_before = p.at("seconds").get<double>();
       first_step = p.at("step").get<std::uint64_t>() + 1;
-      zo::detail::require(!curve.empty() && first_step >= 2 && first_step <= steps,
-                          "its step is out of range");
+      zo_examples::require(!curve.empty() && first_step >= 2 && first_step <= steps,
+                           "its step is out of range");
     } catch (const std::exception& e) {
       throw zo::invalid_argument("the resume state in " + resume_dir.string() +
                                  " is damaged: " + e.what());
@@ -1041,7 +1043,7 @@ int finetune(const arguments& args) {
   if (save_every > 0 || resume) {
     std::error_code ec;
     fs::remove_all(resume_dir, ec);
-    zo::detail::require(
+    zo_examples::require(
         !ec, "cannot remove the resume state " + resume_dir.string() + ": " + ec.message());
   }
   std::printf("%s: held-out accuracy %.3f -> %.3f in %s (%llu steps), peak RSS %.1f MiB\n",
@@ -1079,10 +1081,10 @@ struct phase_memory {
 template <class Phase>
 phase_memory measure_in_child(const char* name, Phase&& phase) {
   int channel[2];
-  zo::detail::require(::pipe(channel) == 0, std::string("memory: pipe failed for ") + name);
+  zo_examples::require(::pipe(channel) == 0, std::string("memory: pipe failed for ") + name);
   std::fflush(nullptr);
   const pid_t child = ::fork();
-  zo::detail::require(child >= 0, std::string("memory: fork failed for ") + name);
+  zo_examples::require(child >= 0, std::string("memory: fork failed for ") + name);
   if (child == 0) {
     ::close(channel[0]);
     int status = 0;
@@ -1103,8 +1105,8 @@ phase_memory measure_in_child(const char* name, Phase&& phase) {
   ::close(channel[0]);
   int status = 0;
   const pid_t waited = ::waitpid(child, &status, 0);
-  zo::detail::require(waited == child && WIFEXITED(status) && WEXITSTATUS(status) == 0 && reported,
-                      std::string("memory: the probe of '") + name + "' failed");
+  zo_examples::require(waited == child && WIFEXITED(status) && WEXITSTATUS(status) == 0 && reported,
+                       std::string("memory: the probe of '") + name + "' failed");
   return m;
 }
 
@@ -1115,7 +1117,7 @@ int memory(const arguments& args) {
              steps = args.integer("steps", std::uint64_t{1}, max_count);
   require_data_fits(double(batch_size) * sentiment_example_bytes,
                     "--batch " + std::to_string(batch_size));
-  zo::detail::require(!args.text("checkpoint").empty(), "memory needs --checkpoint DIR");
+  zo_examples::require(!args.text("checkpoint").empty(), "memory needs --checkpoint DIR");
   opt::opt_config config = opt::read_config(args.text("checkpoint"));
   // The probe's sizes, each within the 2^30 a configuration allows (and so within an int).
   for (auto [size, factor, name] :
@@ -1123,11 +1125,11 @@ int memory(const arguments& args) {
         std::tuple{&config.n_heads, scale, "n_heads"},
         std::tuple{&config.n_layers, 2, "n_layers"}}) {
     const long long scaled = static_cast<long long>(*size) * factor;
-    zo::detail::require(scaled <= (1 << 30), std::string("the probe's ") + name + " would be " +
-                                                 std::to_string(scaled) + " (the checkpoint's × " +
-                                                 std::to_string(factor) + "), over 2^30: --scale " +
-                                                 args.text("scale") +
-                                                 " is too large for this checkpoint");
+    zo_examples::require(scaled <= (1 << 30), std::string("the probe's ") + name + " would be " +
+                                                  std::to_string(scaled) + " (the checkpoint's × " +
+                                                  std::to_string(factor) +
+                                                  "), over 2^30: --scale " + args.text("scale") +
+                                                  " is too large for this checkpoint");
     *size = static_cast<int>(scaled);
   }
   config.validate();
@@ -1197,28 +1199,28 @@ std::string mib(double bytes) {
 
 int report(const arguments& args) {
   const fs::path out = args.text("out");
-  zo::detail::require(!out.empty(), "report needs --out DIR");
-  zo::detail::require(!args.positional().empty(), "report needs the runs' JSON summaries");
+  zo_examples::require(!out.empty(), "report needs --out DIR");
+  zo_examples::require(!args.positional().empty(), "report needs the runs' JSON summaries");
   // Every summary is read and every field the report uses checked before anything is written;
   // a problem names the file and the field.
   std::vector<nlohmann::json> runs;
   std::vector<zo_examples::named_path> inputs;
   for (const auto& path : args.positional()) {
     std::ifstream in(path);
-    zo::detail::require(static_cast<bool>(in), "cannot open " + path);
+    zo_examples::require(static_cast<bool>(in), "cannot open " + path);
     nlohmann::json run;
     try {
       run = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
       throw zo::invalid_argument(path + " is not a run summary (invalid JSON): " + e.what());
     }
-    zo::detail::require(run.is_object(), path + " is not a run summary (not a JSON object)");
+    zo_examples::require(run.is_object(), path + " is not a run summary (not a JSON object)");
     auto field = [&](const char* name, bool (nlohmann::json::*is)() const noexcept,
                      const char* kind) {
-      zo::detail::require(run.contains(name),
-                          path + " is not a run summary: it has no field \"" + name + "\"");
-      zo::detail::require((run.at(name).*is)(), path + ": the field \"" + name + "\" must be " +
-                                                    kind + ", got " + run.at(name).dump());
+      zo_examples::require(run.contains(name),
+                           path + " is not a run summary: it has no field \"" + name + "\"");
+      zo_examples::require((run.at(name).*is)(), path + ": the field \"" + name + "\" must be " +
+                                                     kind + ", got " + run.at(name).dump());
     };
     field("method", &nlohmann::json::is_string, "a string");
     field("csv", &nlohmann::json::is_string, "a string (the curves' file)");
@@ -1249,14 +1251,14 @@ int report(const arguments& args) {
     for (const auto& run : runs) {
       const std::string path = run.at("csv").get<std::string>();
       std::ifstream in(path);
-      zo::detail::require(static_cast<bool>(in), "cannot open the curves " + path);
+      zo_examples::require(static_cast<bool>(in), "cannot open the curves " + path);
       std::string line;
       std::getline(in, line);
       if (header) csv << line << '\n';
       header = false;
       while (std::getline(in, line))
         csv << line << '\n';
-      zo::detail::require(!in.bad(), "cannot read the curves " + path);
+      zo_examples::require(!in.bad(), "cannot read the curves " + path);
     }
     zo_examples::write_file_atomically(csv_path, csv.str());
   }
@@ -1307,15 +1309,15 @@ int report(const arguments& args) {
   // gnuplot's standard output is discarded: where it cannot open its output it writes the
   // image there instead.
   FILE* gnuplot = popen("gnuplot > /dev/null", "w");
-  zo::detail::require(gnuplot != nullptr, "cannot run gnuplot (Debian: gnuplot-nox)");
+  zo_examples::require(gnuplot != nullptr, "cannot run gnuplot (Debian: gnuplot-nox)");
   std::fputs(script.str().c_str(), gnuplot);
   const int status = pclose(gnuplot);
   std::string plot;
   try {
-    zo::detail::require(status == 0, "gnuplot failed (exit status " + std::to_string(status) +
-                                         "); is gnuplot (Debian: gnuplot-nox) installed?");
+    zo_examples::require(status == 0, "gnuplot failed (exit status " + std::to_string(status) +
+                                          "); is gnuplot (Debian: gnuplot-nox) installed?");
     std::error_code ec;
-    zo::detail::require(
+    zo_examples::require(
         fs::file_size(png_temporary, ec) > 0 && !ec,
         "cannot write " + png.string() + ": gnuplot wrote no plot to " + png_temporary.string());
     plot = zo_examples::read_file(png_temporary);

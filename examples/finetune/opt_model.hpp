@@ -27,6 +27,8 @@
 #include <zo/selectors/layers.hpp>
 #include <zo/stores/eigen_store.hpp>
 
+#include "../common/check.hpp"
+
 namespace opt {
 
 struct opt_config {
@@ -223,9 +225,10 @@ std::vector<std::size_t> register_parameters(zo::eigen_store<T>& store, const op
 inline zo::memory_cost_model memory_costs(const opt_config& config, std::size_t batch, int length,
                                           std::size_t fixed_bytes = 0) {
   config.validate();
-  zo::detail::require(length > 0 && length <= config.max_positions,
-                      "memory_costs: the length " + std::to_string(length) +
-                          " is outside 1..max_positions = " + std::to_string(config.max_positions));
+  zo_examples::require(
+      length > 0 && length <= config.max_positions,
+      "memory_costs: the length " + std::to_string(length) +
+          " is outside 1..max_positions = " + std::to_string(config.max_positions));
   const std::size_t t = static_cast<std::size_t>(length),
                     d = static_cast<std::size_t>(config.d_model);
   zo::memory_cost_model model{.fixed_bytes = fixed_bytes, .batch_size = batch, .layers = {}};
@@ -284,13 +287,13 @@ class basic_opt_model {
     for (const auto& spec : specs) {
       const auto found = store.find(spec.name);
       const std::string expected = std::to_string(spec.rows) + "x" + std::to_string(spec.cols);
-      zo::detail::require(found.has_value(), "the store has no tensor '" + spec.name +
-                                                 "' (expected shape " + expected + ")");
+      zo_examples::require(found.has_value(), "the store has no tensor '" + spec.name +
+                                                  "' (expected shape " + expected + ")");
       const auto block = store.block(*found);
-      zo::detail::require(block.rows() == static_cast<std::size_t>(spec.rows) &&
-                              block.cols() == static_cast<std::size_t>(spec.cols),
-                          "tensor '" + spec.name + "' has shape " + std::to_string(block.rows()) +
-                              "x" + std::to_string(block.cols()) + ", expected " + expected);
+      zo_examples::require(block.rows() == static_cast<std::size_t>(spec.rows) &&
+                               block.cols() == static_cast<std::size_t>(spec.cols),
+                           "tensor '" + spec.name + "' has shape " + std::to_string(block.rows()) +
+                               "x" + std::to_string(block.cols()) + ", expected " + expected);
       layer_of_block_[*found] = spec.layer;
       indices.push_back(*found);
     }
@@ -323,7 +326,7 @@ class basic_opt_model {
   // count, never on the thread count. More chunks balance threads better and cost one gradient
   // copy each.
   void set_gradient_chunks(std::size_t chunks) {
-    zo::detail::require(chunks > 0, "gradient chunks must be positive, got 0");
+    zo_examples::require(chunks > 0, "gradient chunks must be positive, got 0");
     gradient_chunks_ = chunks;
   }
 
@@ -343,11 +346,11 @@ class basic_opt_model {
   matrix_type logits(std::span<const int> tokens, std::span<const int> positions,
                      std::span<const int> candidates = {}) const {
     check_sequence(tokens, "the sequence");
-    zo::detail::require(!positions.empty(), "logits asked for no position");
+    zo_examples::require(!positions.empty(), "logits asked for no position");
     for (int p : positions) {
-      zo::detail::require(p >= 0 && static_cast<std::size_t>(p) < tokens.size(),
-                          "position " + std::to_string(p) + " is outside the sequence of " +
-                              std::to_string(tokens.size()) + " tokens");
+      zo_examples::require(p >= 0 && static_cast<std::size_t>(p) < tokens.size(),
+                           "position " + std::to_string(p) + " is outside the sequence of " +
+                               std::to_string(tokens.size()) + " tokens");
     }
     candidate_columns(candidates);
     matrix_type out;
@@ -394,7 +397,7 @@ class basic_opt_model {
     const auto requested = gradients.blocks();
     int lowest = config_.layer_count();  // no layer: the loss alone
     for (std::size_t b : requested) {
-      zo::detail::require(
+      zo_examples::require(
           b < layer_of_block_.size() && layer_of_block_[b] >= 0,
           "a gradient was requested for block " + std::to_string(b) +
               (b < store_->size() ? " ('" + std::string(store_->block(b).name()) + "')"
@@ -505,16 +508,16 @@ class basic_opt_model {
   }
 
   void check_sequence(std::span<const int> tokens, const std::string& what) const {
-    zo::detail::require(!tokens.empty(), what + " has no tokens");
-    zo::detail::require(
+    zo_examples::require(!tokens.empty(), what + " has no tokens");
+    zo_examples::require(
         tokens.size() <= static_cast<std::size_t>(config_.max_positions),
         what + " has " + std::to_string(tokens.size()) +
             " tokens, more than max_positions = " + std::to_string(config_.max_positions));
     for (std::size_t t = 0; t < tokens.size(); ++t) {
-      zo::detail::require(tokens[t] >= 0 && tokens[t] < config_.vocab_size,
-                          what + ": token " + std::to_string(tokens[t]) + " at position " +
-                              std::to_string(t) + " is outside the vocabulary of " +
-                              std::to_string(config_.vocab_size));
+      zo_examples::require(tokens[t] >= 0 && tokens[t] < config_.vocab_size,
+                           what + ": token " + std::to_string(tokens[t]) + " at position " +
+                               std::to_string(t) + " is outside the vocabulary of " +
+                               std::to_string(config_.vocab_size));
     }
   }
 
@@ -526,12 +529,12 @@ class basic_opt_model {
     columns.assign(static_cast<std::size_t>(config_.vocab_size), -1);
     for (std::size_t c = 0; c < candidates.size(); ++c) {
       const int token = candidates[c];
-      zo::detail::require(token >= 0 && token < config_.vocab_size,
-                          "candidate token " + std::to_string(token) +
-                              " is outside the vocabulary of " +
-                              std::to_string(config_.vocab_size));
-      zo::detail::require(columns[static_cast<std::size_t>(token)] < 0,
-                          "candidate token " + std::to_string(token) + " is listed twice");
+      zo_examples::require(token >= 0 && token < config_.vocab_size,
+                           "candidate token " + std::to_string(token) +
+                               " is outside the vocabulary of " +
+                               std::to_string(config_.vocab_size));
+      zo_examples::require(columns[static_cast<std::size_t>(token)] < 0,
+                           "candidate token " + std::to_string(token) + " is listed twice");
       columns[static_cast<std::size_t>(token)] = static_cast<int>(c);
     }
     return columns;
@@ -539,23 +542,23 @@ class basic_opt_model {
 
   // Everything is checked before any parallel region, where an exception could not escape.
   std::vector<int> check_batch(const batch& examples, const loss_options& options) const {
-    zo::detail::require(!examples.empty(), "the batch has no examples");
+    zo_examples::require(!examples.empty(), "the batch has no examples");
     const std::vector<int> columns = candidate_columns(options.candidates);
     for (std::size_t i = 0; i < examples.size(); ++i) {
       const example& ex = examples[i];
       const std::string what = "example " + std::to_string(i);
       check_sequence(ex.tokens, what);
-      zo::detail::require(!ex.targets.empty(), what + " has no targets");
+      zo_examples::require(!ex.targets.empty(), what + " has no targets");
       for (const target& t : ex.targets) {
-        zo::detail::require(
+        zo_examples::require(
             t.position >= 0 && static_cast<std::size_t>(t.position) < ex.tokens.size(),
             what + ": target position " + std::to_string(t.position) + " is outside its " +
                 std::to_string(ex.tokens.size()) + " tokens");
-        zo::detail::require(t.token >= 0 && t.token < config_.vocab_size,
-                            what + ": target token " + std::to_string(t.token) +
-                                " is outside the vocabulary of " +
-                                std::to_string(config_.vocab_size));
-        zo::detail::require(
+        zo_examples::require(t.token >= 0 && t.token < config_.vocab_size,
+                             what + ": target token " + std::to_string(t.token) +
+                                 " is outside the vocabulary of " +
+                                 std::to_string(config_.vocab_size));
+        zo_examples::require(
             columns.empty() || columns[static_cast<std::size_t>(t.token)] >= 0,
             what + ": target token " + std::to_string(t.token) + " is not among the candidates");
       }
@@ -869,9 +872,9 @@ class gradient_buffers {
   gradient_buffers(const zo::eigen_store<T>& store, std::vector<std::size_t> blocks)
       : blocks_(std::move(blocks)) {
     for (std::size_t b : blocks_) {
-      zo::detail::require(b < store.size(), "gradient_buffers: block " + std::to_string(b) +
-                                                " is not in the store of " +
-                                                std::to_string(store.size()) + " blocks");
+      zo_examples::require(b < store.size(), "gradient_buffers: block " + std::to_string(b) +
+                                                 " is not in the store of " +
+                                                 std::to_string(store.size()) + " blocks");
       buffers_.push_back(matrix<T>::Zero(store.matrix(b).rows(), store.matrix(b).cols()));
     }
     for (auto& buffer : buffers_)
