@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <tuple>
 #include <type_traits>
 
 #include "zo/core/roles.hpp"
@@ -77,7 +78,7 @@ bool asks_to_stop(Hook&& hook) {
 template <class... Callbacks>
 bool notify_after_evaluation(const evaluation_report& report, Callbacks&... callbacks) {
   bool stop = false;
-  const auto hook = [&](auto& callback) {
+  [[maybe_unused]] const auto hook = [&](auto& callback) {
     if constexpr (requires { callback.after_evaluation(report); }) {
       stop |= detail::asks_to_stop([&] { return callback.after_evaluation(report); });
     }
@@ -88,7 +89,7 @@ bool notify_after_evaluation(const evaluation_report& report, Callbacks&... call
 template <class... Callbacks>
 bool notify_after_step(const step_report& report, Callbacks&... callbacks) {
   bool stop = false;
-  const auto hook = [&](auto& callback) {
+  [[maybe_unused]] const auto hook = [&](auto& callback) {
     if constexpr (requires { callback.after_step(report); }) {
       stop |= detail::asks_to_stop([&] { return callback.after_step(report); });
     }
@@ -96,6 +97,36 @@ bool notify_after_step(const step_report& report, Callbacks&... callbacks) {
   (hook(callbacks), ...);
   return stop;
 }
+
+// A step's report as the step runs: counts the evaluations and tells the callbacks about each,
+// then about the step as it ends, and remembers whether one of them asked to stop.
+template <class... Callbacks>
+class step_reporter {
+ public:
+  explicit step_reporter(const step_report& start, Callbacks&... callbacks)
+      : report_(start), callbacks_(callbacks...) {}
+
+  double evaluated(double loss) {
+    const evaluation_report seen{report_.step, report_.evaluations++, loss};
+    stop_ |=
+        std::apply([&](auto&... c) { return notify_after_evaluation(seen, c...); }, callbacks_);
+    return loss;
+  }
+  // The projected gradients are reported unless a non-finite loss ended the step.
+  step_report finish(step_status status, double loss, std::span<const double> gradients) {
+    report_.status = status;
+    report_.loss = loss;
+    if (status != step_status::skipped_nonfinite_loss) report_.projected_gradients = gradients;
+    stop_ |= std::apply([&](auto&... c) { return notify_after_step(report_, c...); }, callbacks_);
+    report_.stop_requested = stop_;
+    return report_;
+  }
+
+ private:
+  step_report report_;
+  std::tuple<Callbacks&...> callbacks_;
+  bool stop_ = false;
+};
 
 // The loop every optimizer's optimize() shares: up to `steps` calls of step(), stopping early
 // when a callback asked to.

@@ -84,7 +84,6 @@ enum class dtype {
 
 namespace detail {
 
-
 struct dtype_entry {
   dtype type;
   std::string_view name;
@@ -281,12 +280,12 @@ class safetensors_file {
     const std::size_t have = std::min<std::size_t>(8, f.file_size_);
     in.read(reinterpret_cast<char*>(length_bytes), static_cast<std::streamsize>(have));
     require(static_cast<std::size_t>(in.gcount()) == have,
-                    "cannot read " + f.source_ + ": " + error_text());
+            "cannot read " + f.source_ + ": " + error_text());
     const std::size_t header_length = f.check_length(length_bytes, have);
     std::string header(header_length, '\0');
     in.read(header.data(), static_cast<std::streamsize>(header_length));
     require(static_cast<std::size_t>(in.gcount()) == header_length,
-                    "truncated header in " + f.source_ + ": it changed while being read");
+            "truncated header in " + f.source_ + ": it changed while being read");
     f.parse_header(header);
     return f;
   }
@@ -359,8 +358,8 @@ class safetensors_file {
   // The checks read_block makes before reading, for callers that validate a whole store first.
   void require_block_shape(const tensor_info& t, std::size_t rows, std::size_t cols) const {
     require(shape_fits_block(t.shape, rows, cols),
-                    "tensor " + detail::quoted(t.name) + " has shape " + shape_string(t.shape) +
-                        ", expected " + block_shape_string(rows, cols) + " (in " + source_ + ")");
+            "tensor " + detail::quoted(t.name) + " has shape " + shape_string(t.shape) +
+                ", expected " + block_shape_string(rows, cols) + " (in " + source_ + ")");
     require_convertible(t);
   }
 
@@ -372,24 +371,35 @@ class safetensors_file {
   // Validates the length field against what the file holds and returns N.
   std::size_t check_length(const unsigned char* length_bytes, std::size_t have) {
     require(have == 8, "truncated header in " + source_ + ": the file has " +
-                                   std::to_string(file_size_) +
-                                   " bytes, fewer than the 8-byte header length");
+                           std::to_string(file_size_) +
+                           " bytes, fewer than the 8-byte header length");
     const std::uint64_t n = detail::load_u64(length_bytes);
-    require(n <= detail::max_header_bytes, "header length " + std::to_string(n) + " in " +
-                                                       source_ + " exceeds the limit of " +
-                                                       std::to_string(detail::max_header_bytes) +
-                                                       " bytes");
-    require(n <= file_size_ - 8, "truncated header in " + source_ + ": header length " +
-                                             std::to_string(n) + " but only " +
-                                             std::to_string(file_size_ - 8) +
-                                             " bytes follow the length field");
+    require(n <= detail::max_header_bytes, "header length " + std::to_string(n) + " in " + source_ +
+                                               " exceeds the limit of " +
+                                               std::to_string(detail::max_header_bytes) + " bytes");
+    require(n <= file_size_ - 8,
+            "truncated header in " + source_ + ": header length " + std::to_string(n) +
+                " but only " + std::to_string(file_size_ - 8) + " bytes follow the length field");
     data_start_ = 8 + static_cast<std::size_t>(n);
     return static_cast<std::size_t>(n);
   }
 
   void parse_header(std::string_view text) {
-    using json = nlohmann::json;
     const std::string where = " in " + source_;
+    const nlohmann::json header = parse_json(text, where);
+    const std::size_t data_bytes = file_size_ - data_start_;
+    for (const auto& [name, entry] : header.items()) {
+      if (name == "__metadata__") {
+        read_metadata(entry, where);
+      } else {
+        tensors_.push_back(parse_entry(name, entry, where, data_bytes));
+      }
+    }
+    require_disjoint(where);
+  }
+
+  static nlohmann::json parse_json(std::string_view text, const std::string& where) {
+    using json = nlohmann::json;
     // nlohmann keeps the last of duplicate keys silently and nests without bound, so both are
     // caught while parsing: a safetensors header is never deeper than object → entry → shape.
     std::set<std::string> top_keys;
@@ -421,64 +431,60 @@ class safetensors_file {
       throw zo::invalid_argument("invalid JSON header" + where + ": " + e.what());
     }
     require(header.is_object(), "header" + where + " is not a JSON object");
+    return header;
+  }
 
-    const std::size_t data_bytes = file_size_ - data_start_;
-    for (const auto& [name, entry] : header.items()) {
-      if (name == "__metadata__") {
-        read_metadata(entry, where);
-        continue;
-      }
-      const std::string tensor = "tensor " + detail::quoted(name) + where;
-      require(entry.is_object(), tensor + ": entry is not a JSON object");
-      tensor_info t;
-      t.name = name;
+  // One tensor's entry, checked against itself and the data section's size.
+  static tensor_info parse_entry(const std::string& name, const nlohmann::json& entry,
+                                 const std::string& where, std::size_t data_bytes) {
+    const std::string tensor = "tensor " + detail::quoted(name) + where;
+    require(entry.is_object(), tensor + ": entry is not a JSON object");
+    tensor_info t;
+    t.name = name;
 
-      const auto dt = entry.find("dtype");
-      require(dt != entry.end(), tensor + " has no 'dtype'");
-      require(dt->is_string(), tensor + ": 'dtype' is not a string");
-      const auto& dtype_text = dt->get_ref<const std::string&>();
-      const auto parsed = parse_dtype(dtype_text);
-      require(parsed.has_value(),
-                      tensor + " has unknown dtype " + detail::quoted(dtype_text));
-      t.dtype = *parsed;
+    const auto dt = entry.find("dtype");
+    require(dt != entry.end(), tensor + " has no 'dtype'");
+    require(dt->is_string(), tensor + ": 'dtype' is not a string");
+    const auto& dtype_text = dt->get_ref<const std::string&>();
+    const auto parsed = parse_dtype(dtype_text);
+    require(parsed.has_value(), tensor + " has unknown dtype " + detail::quoted(dtype_text));
+    t.dtype = *parsed;
 
-      const auto sh = entry.find("shape");
-      require(sh != entry.end(), tensor + " has no 'shape'");
-      require(sh->is_array(), tensor + ": 'shape' is not an array");
-      for (const auto& d : *sh) {
-        require(d.is_number_unsigned(),
-                        tensor + ": 'shape' holds " + d.dump() + ", not a non-negative integer");
-        t.shape.push_back(d.get<std::size_t>());
-      }
-
-      const auto off = entry.find("data_offsets");
-      require(off != entry.end(), tensor + " has no 'data_offsets'");
-      require(
-          off->is_array() && off->size() == 2 && (*off)[0].is_number_unsigned() &&
-              (*off)[1].is_number_unsigned(),
-          tensor + ": 'data_offsets' is " + off->dump() + ", not two non-negative integers");
-      t.begin = (*off)[0].get<std::size_t>();
-      t.end = (*off)[1].get<std::size_t>();
-      const std::string range = "[" + std::to_string(t.begin) + ", " + std::to_string(t.end) + ")";
-      require(t.begin <= t.end,
-                      tensor + " has data_offsets " + range + " with begin > end");
-
-      const auto count = element_count(t.shape);
-      const std::size_t size = dtype_size(t.dtype);
-      require(
-          count.has_value() && *count <= std::numeric_limits<std::size_t>::max() / size,
-          tensor + " has shape " + shape_string(t.shape) + " whose byte size overflows 64 bits");
-      require(*count * size == t.end - t.begin,
-                      tensor + " has shape " + shape_string(t.shape) + " of " +
-                          std::string(dtype_name(t.dtype)) + " (" + std::to_string(*count * size) +
-                          " bytes) but data_offsets " + range + " span " +
-                          std::to_string(t.end - t.begin) + " bytes");
-      require(t.end <= data_bytes,
-                      "truncated: tensor " + detail::quoted(name) + " needs data bytes " + range +
-                          " but the file has only " + std::to_string(data_bytes) + where);
-      tensors_.push_back(std::move(t));
+    const auto sh = entry.find("shape");
+    require(sh != entry.end(), tensor + " has no 'shape'");
+    require(sh->is_array(), tensor + ": 'shape' is not an array");
+    for (const auto& d : *sh) {
+      require(d.is_number_unsigned(),
+              tensor + ": 'shape' holds " + d.dump() + ", not a non-negative integer");
+      t.shape.push_back(d.get<std::size_t>());
     }
 
+    const auto off = entry.find("data_offsets");
+    require(off != entry.end(), tensor + " has no 'data_offsets'");
+    require(off->is_array() && off->size() == 2 && (*off)[0].is_number_unsigned() &&
+                (*off)[1].is_number_unsigned(),
+            tensor + ": 'data_offsets' is " + off->dump() + ", not two non-negative integers");
+    t.begin = (*off)[0].get<std::size_t>();
+    t.end = (*off)[1].get<std::size_t>();
+    const std::string range = "[" + std::to_string(t.begin) + ", " + std::to_string(t.end) + ")";
+    require(t.begin <= t.end, tensor + " has data_offsets " + range + " with begin > end");
+
+    const auto count = element_count(t.shape);
+    const std::size_t size = dtype_size(t.dtype);
+    require(count.has_value() && *count <= std::numeric_limits<std::size_t>::max() / size,
+            tensor + " has shape " + shape_string(t.shape) + " whose byte size overflows 64 bits");
+    require(*count * size == t.end - t.begin, tensor + " has shape " + shape_string(t.shape) +
+                                                  " of " + std::string(dtype_name(t.dtype)) + " (" +
+                                                  std::to_string(*count * size) +
+                                                  " bytes) but data_offsets " + range + " span " +
+                                                  std::to_string(t.end - t.begin) + " bytes");
+    require(t.end <= data_bytes, "truncated: tensor " + detail::quoted(name) +
+                                     " needs data bytes " + range + " but the file has only " +
+                                     std::to_string(data_bytes) + where);
+    return t;
+  }
+
+  void require_disjoint(const std::string& where) {
     std::sort(tensors_.begin(), tensors_.end(), [](const tensor_info& a, const tensor_info& b) {
       return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
     });
@@ -488,11 +494,10 @@ class safetensors_file {
       if (t.begin == t.end) continue;
       if (previous != nullptr)
         require(t.begin >= previous->end,
-                        "tensors " + detail::quoted(previous->name) + " and " +
-                            detail::quoted(t.name) + where + " overlap: [" +
-                            std::to_string(previous->begin) + ", " + std::to_string(previous->end) +
-                            ") and [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
-                            ")");
+                "tensors " + detail::quoted(previous->name) + " and " + detail::quoted(t.name) +
+                    where + " overlap: [" + std::to_string(previous->begin) + ", " +
+                    std::to_string(previous->end) + ") and [" + std::to_string(t.begin) + ", " +
+                    std::to_string(t.end) + ")");
       previous = &t;
     }
   }
@@ -501,29 +506,28 @@ class safetensors_file {
     require(entry.is_object(), "__metadata__" + where + " is not a JSON object");
     for (const auto& [key, value] : entry.items()) {
       require(value.is_string(), "__metadata__" + where + " must map strings to strings; " +
-                                             detail::quoted(key) + " holds " + value.dump());
+                                     detail::quoted(key) + " holds " + value.dump());
       metadata_[key] = value.get<std::string>();
     }
   }
 
   void require_shape(const tensor_info& t, const tensor_shape& expected) const {
     require(t.shape == expected, "tensor " + detail::quoted(t.name) + " has shape " +
-                                             shape_string(t.shape) + ", expected " +
-                                             shape_string(expected) + " (in " + source_ + ")");
+                                     shape_string(t.shape) + ", expected " +
+                                     shape_string(expected) + " (in " + source_ + ")");
     require_convertible(t);
   }
 
   void require_convertible(const tensor_info& t) const {
-    require(float_convertible(t.dtype),
-                    "tensor " + detail::quoted(t.name) + " in " + source_ + " has dtype " +
-                        std::string(dtype_name(t.dtype)) +
-                        "; only F32, F16, BF16 and F64 convert to float");
+    require(float_convertible(t.dtype), "tensor " + detail::quoted(t.name) + " in " + source_ +
+                                            " has dtype " + std::string(dtype_name(t.dtype)) +
+                                            "; only F32, F16, BF16 and F64 convert to float");
   }
 
   void require_size(const tensor_info& t, std::size_t out_size) const {
     require(out_size == t.elements(),
-                    "tensor " + detail::quoted(t.name) + " has " + std::to_string(t.elements()) +
-                        " elements but the destination holds " + std::to_string(out_size));
+            "tensor " + detail::quoted(t.name) + " has " + std::to_string(t.elements()) +
+                " elements but the destination holds " + std::to_string(out_size));
   }
 
   void read_into(const tensor_info& t, std::span<float> out) const {
@@ -547,8 +551,8 @@ class safetensors_file {
       const std::size_t n = std::min(chunk_elements, count - done);
       in.read(reinterpret_cast<char*>(staging.data()), static_cast<std::streamsize>(n * size));
       require(static_cast<std::size_t>(in.gcount()) == n * size,
-                      "truncated: tensor " + detail::quoted(t.name) + " in " + source_ +
-                          " could not be read in full (the file changed since it was opened?)");
+              "truncated: tensor " + detail::quoted(t.name) + " in " + source_ +
+                  " could not be read in full (the file changed since it was opened?)");
       detail::decode(t.dtype, staging.data(), n, out.data() + done);
       done += n;
     }
@@ -610,9 +614,8 @@ inline void write_safetensors(const std::filesystem::path& path,
     require(t.name != "__metadata__", "'__metadata__' is reserved, not a tensor name");
     require(names.insert(t.name).second, "duplicate " + tensor + " to write");
     const auto count = element_count(t.shape);
-    require(
-        count.has_value() && *count <= (std::numeric_limits<std::size_t>::max() - offset) / 4,
-        tensor + " has shape " + shape_string(t.shape) + " whose size overflows");
+    require(count.has_value() && *count <= (std::numeric_limits<std::size_t>::max() - offset) / 4,
+            tensor + " has shape " + shape_string(t.shape) + " whose size overflows");
     require(t.data != nullptr || *count == 0, tensor + " has a null data pointer");
     header[t.name] = {
         {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + *count * 4}}};
@@ -718,10 +721,9 @@ void save_store(const std::filesystem::path& path, const Store& store,
     tensor_shape shape = shape_of(block);
     const auto count = element_count(shape);
     require(count.has_value() && *count == block.size(),
-                    "shape " + shape_string(shape) + " given for block " +
-                        detail::quoted(block.name()) + " does not hold its " +
-                        std::to_string(block.rows()) + "x" + std::to_string(block.cols()) +
-                        " elements");
+            "shape " + shape_string(shape) + " given for block " + detail::quoted(block.name()) +
+                " does not hold its " + std::to_string(block.rows()) + "x" +
+                std::to_string(block.cols()) + " elements");
     tensors.push_back({std::string(block.name()), std::move(shape), block.data()});
   }
   write_safetensors(path, tensors, metadata);
@@ -740,8 +742,8 @@ std::vector<std::string> load_store(const safetensors_file& file, Store& store) 
   for (std::size_t i = 0; i < store.size(); ++i) {
     const auto block = store.block(i);
     const tensor_info* t = file.find(block.name());
-    require(t != nullptr, "no tensor " + detail::quoted(block.name()) + " in " +
-                                      file.source() + " for the store's block of that name");
+    require(t != nullptr, "no tensor " + detail::quoted(block.name()) + " in " + file.source() +
+                              " for the store's block of that name");
     file.require_block_shape(*t, block.rows(), block.cols());
   }
   for (std::size_t i = 0; i < store.size(); ++i) {

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cerrno>
@@ -36,16 +37,18 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "zo/core/errors.hpp"
 #include "zo/core/binary.hpp"
+#include "zo/core/errors.hpp"
 #include "zo/core/reports.hpp"
 #include "zo/core/roles.hpp"
+#include "zo/core/step_engine.hpp"
 
 namespace zo::io {
 
@@ -102,8 +105,8 @@ scan_end scan_records(std::span<const std::byte> bytes, std::size_t at, const st
       break;
     }
     const std::uint32_t n = u32_at(bytes, at), check = u32_at(bytes, at + 4);
-    zo::require(check == ~n, what + ": length field damaged (" + std::to_string(n) +
-                                         " and ~" + std::to_string(~check) + " disagree)");
+    zo::require(check == ~n, what + ": length field damaged (" + std::to_string(n) + " and ~" +
+                                 std::to_string(~check) + " disagree)");
     const std::uint64_t total = 8 + std::uint64_t{n} + 4;
     if (bytes.size() - at < total) {
       torn(total);
@@ -123,8 +126,7 @@ class append_file {
   append_file(const std::filesystem::path& path, int flags, std::size_t sync_every)
       : path_(path), sync_every_(sync_every) {
     fd_ = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
-    zo::require(fd_ >= 0,
-                        "cannot open " + path.string() + " for writing: " + std::strerror(errno));
+    zo::require(fd_ >= 0, "cannot open " + path.string() + " for writing: " + std::strerror(errno));
   }
   append_file(append_file&& other) noexcept
       : path_(std::move(other.path_)),
@@ -158,16 +160,15 @@ class append_file {
     if (sync_every_ > 0 && ++unsynced_ >= sync_every_) sync();
   }
   void sync() {
-    zo::require(::fsync(fd_) == 0,
-                        "cannot sync " + path_.string() + ": " + std::strerror(errno));
+    zo::require(::fsync(fd_) == 0, "cannot sync " + path_.string() + ": " + std::strerror(errno));
     unsynced_ = 0;
   }
   // Drops everything from byte `size` on and continues writing there.
   void cut_at(std::uint64_t size) {
     zo::require(::ftruncate(fd_, static_cast<off_t>(size)) == 0 &&
-                            ::lseek(fd_, static_cast<off_t>(size), SEEK_SET) >= 0,
-                        "cannot cut " + path_.string() + " at byte " + std::to_string(size) + ": " +
-                            std::strerror(errno));
+                    ::lseek(fd_, static_cast<off_t>(size), SEEK_SET) >= 0,
+                "cannot cut " + path_.string() + " at byte " + std::to_string(size) + ": " +
+                    std::strerror(errno));
   }
   const std::filesystem::path& path() const { return path_; }
 
@@ -279,9 +280,9 @@ struct trajectory {
 inline std::vector<std::byte> encode_header(const trajectory_header& header,
                                             std::uint32_t version = detail::trajectory_version) {
   zo::require(version == 1 || version == 2,
-                      "trajectory format version " + std::to_string(version) + " is not known");
+              "trajectory format version " + std::to_string(version) + " is not known");
   zo::require(version >= 2 || !header.base_fingerprint,
-                      "a version-1 trajectory header cannot hold a base fingerprint");
+              "a version-1 trajectory header cannot hold a base fingerprint");
   binary::byte_writer payload;
   payload.u64(header.seed);
   payload.u32(header.block_count);
@@ -324,12 +325,48 @@ inline std::vector<std::byte> encode_end(std::uint64_t records) {
   return detail::frame(payload.bytes());
 }
 
+namespace detail {
+
+// One step record's payload.
+inline trajectory_record decode_record(std::span<const std::byte> payload,
+                                       const std::string& what) {
+  binary::byte_reader in(payload, what);
+  trajectory_record r;
+  r.step = in.u64();
+  r.seed = in.u64();
+  r.learning_rate = in.f64();
+  const std::uint8_t status = in.u8();
+  require(status <= 2, what + ": unknown status " + std::to_string(status));
+  r.status = static_cast<step_status>(status);
+  r.evaluations = in.u32();
+  const std::uint32_t q = in.u32();
+  require(q <= in.remaining() / 8,
+          what + ": " + std::to_string(q) + " projected gradients do not fit in the record");
+  r.projected_gradients.resize(q);
+  for (auto& g : r.projected_gradients)
+    g = in.f64();
+  const std::uint32_t roles = in.u32();
+  require(roles <= in.remaining(),
+          what + ": " + std::to_string(roles) + " roles do not fit in the record");
+  r.roles.resize(roles);
+  for (auto& role : r.roles) {
+    const std::uint8_t value = in.u8();
+    require(value <= static_cast<std::uint8_t>(block_role::mixed),
+            what + ": unknown block role " + std::to_string(value));
+    role = static_cast<block_role>(value);
+  }
+  in.finish();
+  return r;
+}
+
+}  // namespace detail
+
 // Parses a log. Throws zo::invalid_argument for a bad or truncated header and for a damaged
 // record (a checksum or length mismatch, or fields that do not fit), naming the record and its
 // byte offset; a record cut off by the end of the input ends the log instead (see trajectory).
 inline trajectory read_trajectory(std::span<const std::byte> bytes,
                                   const std::string& source = "<memory>") {
-    trajectory log;
+  trajectory log;
   const auto u32_at = [&](std::size_t at) { return binary::u32_at(bytes, at); };
   constexpr std::size_t fixed = sizeof(detail::trajectory_magic) + 8;
   require(bytes.size() >= fixed, "trajectory " + source + ": truncated header (" +
@@ -381,32 +418,7 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
           log.finished = true;
           return;
         }
-        binary::byte_reader in(payload, what);
-        trajectory_record r;
-        r.step = in.u64();
-        r.seed = in.u64();
-        r.learning_rate = in.f64();
-        const std::uint8_t status = in.u8();
-        require(status <= 2, what + ": unknown status " + std::to_string(status));
-        r.status = static_cast<step_status>(status);
-        r.evaluations = in.u32();
-        const std::uint32_t q = in.u32();
-        require(q <= in.remaining() / 8,
-                what + ": " + std::to_string(q) + " projected gradients do not fit in the record");
-        r.projected_gradients.resize(q);
-        for (auto& g : r.projected_gradients)
-          g = in.f64();
-        const std::uint32_t roles = in.u32();
-        require(roles <= in.remaining(),
-                what + ": " + std::to_string(roles) + " roles do not fit in the record");
-        r.roles.resize(roles);
-        for (auto& role : r.roles) {
-          const std::uint8_t value = in.u8();
-          require(value <= static_cast<std::uint8_t>(block_role::mixed),
-                  what + ": unknown block role " + std::to_string(value));
-          role = static_cast<block_role>(value);
-        }
-        in.finish();
+        trajectory_record r = detail::decode_record(payload, what);
         log.records.push_back(std::move(r));
         log.records_end = at + 12 + payload.size();
       });
@@ -471,7 +483,7 @@ class trajectory_writer {
 
   void append(const trajectory_record& record) {
     zo::require(!finished_, "cannot append to " + file_.path().string() +
-                                        ": the log was finished (its end record is written)");
+                                ": the log was finished (its end record is written)");
     file_.append(encode_record(record));
     ++records_;
   }
@@ -534,7 +546,7 @@ struct block_values_log {
 
 inline block_values_log read_block_values(std::span<const std::byte> bytes,
                                           const std::string& source = "<memory>") {
-    require(bytes.size() >= 12 && std::memcmp(bytes.data(), detail::block_values_magic, 8) == 0,
+  require(bytes.size() >= 12 && std::memcmp(bytes.data(), detail::block_values_magic, 8) == 0,
           "block values file " + source + " does not start with the zo block-values magic");
   require(
       binary::u32_at(bytes, 8) == detail::block_values_version,
@@ -613,11 +625,11 @@ namespace detail {
 // A log replays only on a store of its block count with an optimizer of its seed.
 inline void require_same_run(const trajectory& log, std::size_t blocks, std::uint64_t seed) {
   zo::require(log.header.block_count == blocks,
-                      "the trajectory was recorded on " + std::to_string(log.header.block_count) +
-                          " blocks, the store has " + std::to_string(blocks));
-  zo::require(log.header.seed == seed,
-                      "the trajectory was recorded with seed " + std::to_string(log.header.seed) +
-                          ", the optimizer has seed " + std::to_string(seed));
+              "the trajectory was recorded on " + std::to_string(log.header.block_count) +
+                  " blocks, the store has " + std::to_string(blocks));
+  zo::require(log.header.seed == seed, "the trajectory was recorded with seed " +
+                                           std::to_string(log.header.seed) +
+                                           ", the optimizer has seed " + std::to_string(seed));
 }
 
 // A log whose header has a base fingerprint replays only on those weights. The store holds the
@@ -657,6 +669,49 @@ void require_logged_rates(const trajectory& log, std::uint64_t first_step, const
   }
 }
 
+// Checks a record against the optimizer before it is replayed.
+template <class ZoPart>
+void require_replayable(const ZoPart& zo_part, const trajectory_record& r) {
+  zo::require(r.step == zo_part.step_count(), [&] {
+    return "the log's step " + std::to_string(r.step) + " is not the optimizer's next step " +
+           std::to_string(zo_part.step_count());
+  });
+  zo::require(r.status == step_status::skipped_nonfinite_loss ||
+                  r.projected_gradients.size() == zo_part.estimator().samples(),
+              [&] {
+                return "step " + std::to_string(r.step) + " logged " +
+                       std::to_string(r.projected_gradients.size()) +
+                       " projected gradients; the estimator makes " +
+                       std::to_string(zo_part.estimator().samples());
+              });
+}
+
+// A logged step, through the step engine's phases as the live step went through them: the probe
+// moves as the estimator asks and reports the logged outcome (finite, or non-finite at the
+// logged evaluation of a skipped step), and the update uses the logged projected gradients, so
+// the passes and the update are the live ones bit for bit. `first_order_work`: the live step
+// returned to the base point for a hybrid's first-order work before its update.
+template <class ZoPart, class Store>
+void replay_phases(ZoPart& zo_part, Store& store, const trajectory_record& r,
+                   std::span<const block_role> roles, const element_mask& mask, bool fuse,
+                   bool first_order_work) {
+  const auto next = zo_part.begin_step(store, roles, mask, fuse);
+  const bool skipped = r.status == step_status::skipped_nonfinite_loss;
+  std::size_t calls = 0;
+  const auto logged_outcome = [&]() -> double {
+    return skipped && ++calls == r.evaluations ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+  };
+  try {
+    const measurement m = zo_part.measure_step(store, logged_outcome);
+    if (!skipped) std::ranges::copy(r.projected_gradients, zo_part.projected_gradients().begin());
+    if (first_order_work && !m.nonfinite) zo_part.return_to_base(store);
+    zo_part.commit_step(store, m, next);
+  } catch (...) {
+    zo_part.abandon_step(store);
+    throw;
+  }
+}
+
 }  // namespace detail
 
 // Replays a log's records on the parameters the logged run started from (or, with a resumed
@@ -670,14 +725,20 @@ std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
   detail::require_same_base(log, store, optimizer.step_count());
   detail::require_logged_rates(log, optimizer.step_count(), optimizer.step_rule());
   std::size_t replayed = 0;
+  std::vector<block_role> roles;
   for (const auto& r : log.records) {
     if (r.step < optimizer.step_count()) continue;
-    zo::require(r.seed == log.header.seed, "record of step " + std::to_string(r.step) +
-                                                       " has seed " + std::to_string(r.seed) +
-                                                       ", the log's header " +
-                                                       std::to_string(log.header.seed));
-    optimizer.replay_step(store, r.step, r.projected_gradients, r.evaluations,
-                          r.status == step_status::skipped_nonfinite_loss, r.roles);
+    zo::require(r.seed == log.header.seed,
+                "record of step " + std::to_string(r.step) + " has seed " + std::to_string(r.seed) +
+                    ", the log's header " + std::to_string(log.header.seed));
+    detail::require_replayable(optimizer, r);
+    optimizer.select_roles(store, r.step, roles);
+    zo::require(r.roles.empty() || std::ranges::equal(r.roles, roles), [&] {
+      return "the logged roles of step " + std::to_string(r.step) +
+             " differ from the selector's: the log was recorded with another selector";
+    });
+    detail::replay_phases(optimizer, store, r, roles, element_mask{},
+                          optimizer.options().fused_steps, false);
     ++replayed;
   }
   optimizer.remove_pending_perturbation(store);
@@ -697,21 +758,29 @@ std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
   std::size_t replayed = 0, next_values = 0;
   for (const auto& r : log.records) {
     if (r.step < hybrid.step_count()) continue;
-    hybrid.replay_step(store, r.step, r.projected_gradients, r.evaluations,
-                       r.status == step_status::skipped_nonfinite_loss, r.roles);
+    // The logged roles; the first-order blocks are not touched here (their values come from
+    // the block values file below), and the first-order rule's state does not advance, so a
+    // replayed hybrid cannot continue training without its saved state.
+    zo::require(r.roles.size() == store.size(), [&] {
+      return "step " + std::to_string(r.step) + " logged " + std::to_string(r.roles.size()) +
+             " roles for a store of " + std::to_string(store.size()) + " blocks";
+    });
+    detail::require_replayable(hybrid.zeroth_order_part(), r);
+    element_mask mask;
+    if constexpr (requires { hybrid.selector().mask(); }) mask = hybrid.selector().mask();
+    detail::replay_phases(hybrid.zeroth_order_part(), store, r, r.roles, mask, false, true);
     ++replayed;
     if (r.skipped()) continue;
     while (next_values < values.records.size() && values.records[next_values].step < r.step)
       ++next_values;
-    zo::require(
-        next_values < values.records.size() && values.records[next_values].step == r.step,
-        "the block values file has no record for step " + std::to_string(r.step) +
-            (values.complete ? std::string() : " (it was cut off: " + values.reason + ")"));
+    zo::require(next_values < values.records.size() && values.records[next_values].step == r.step,
+                "the block values file has no record for step " + std::to_string(r.step) +
+                    (values.complete ? std::string() : " (it was cut off: " + values.reason + ")"));
     for (const auto& b : values.records[next_values].blocks) {
       zo::require(b.index < store.size() && b.element_size == sizeof(T) &&
-                              b.values.size() == store.block(b.index).size() * sizeof(T),
-                          "the block values of step " + std::to_string(r.step) +
-                              " do not fit block " + std::to_string(b.index) + " of the store");
+                      b.values.size() == store.block(b.index).size() * sizeof(T),
+                  "the block values of step " + std::to_string(r.step) + " do not fit block " +
+                      std::to_string(b.index) + " of the store");
       std::memcpy(store.block(b.index).data(), b.values.data(), b.values.size());
     }
   }

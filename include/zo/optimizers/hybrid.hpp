@@ -116,63 +116,26 @@ class hybrid {
     const std::uint64_t step = zo_.step_count();
     const element_mask mask = select_roles(store, step);
     zo_.begin_step(store, roles_, mask, false);
-    step_report report = start_report(step);
-    bool stop = false;
-    auto evaluate = [&] {
-      const double loss = call_loss(f, step);
-      [[maybe_unused]] const evaluation_report seen{step, report.evaluations++, loss};
-      stop |= notify_after_evaluation(seen, callbacks...);
-      return loss;
-    };
+    step_reporter reporter(zo_.start_report(store), callbacks...);
+    auto evaluate = [&] { return reporter.evaluated(call_loss(f, step)); };
     double gradient_scale = 1;
+    measurement m;
+    step_status status = step_status::completed;
     try {
-      measurement m = zo_.measure_step(store, evaluate);
+      m = zo_.measure_step(store, evaluate);
       if (!m.nonfinite) {
         // LoHO's order: the first-order forward and backward at the unperturbed point.
         zo_.return_to_base(store);
         first_order_loss_ = first_order_gradients(store, f, mask, step, gradient_scale);
         if (!std::isfinite(first_order_loss_)) m = {first_order_loss_, true};
       }
-      report.status = zo_.commit_step(store, m, no_next_point<Store>());
-      report.loss = m.loss;
+      status = zo_.commit_step(store, m, no_next_point<Store>());
     } catch (...) {
       zo_.abandon_step(store);
       throw;
     }
-    if (!report.skipped()) apply_first_order(store, gradient_scale, step);
-    return finish_report(report, stop, callbacks...);
-  }
-
-  // Repeats a logged step's zeroth-order part (see zo_optimizer::replay_step) with the logged
-  // roles, making the passes the live step made. The first-order blocks are not touched: their
-  // new values are not in the log (zo::io::replay writes them from the block values file), and
-  // the first-order rule's state does not advance, so a replayed hybrid cannot continue training
-  // without its saved state.
-  template <class Store>
-  step_report replay_step(Store& store, std::uint64_t step, std::span<const double> gradients,
-                          std::size_t evaluations, bool skipped,
-                          std::span<const block_role> roles) {
-    require(roles.size() == store.size(), [&] {
-      return "step " + std::to_string(step) + " logged " + std::to_string(roles.size()) +
-             " roles for a store of " + std::to_string(store.size()) + " blocks";
-    });
-    roles_.assign(roles.begin(), roles.end());
-    zo_.require_replayable(step, gradients, skipped);
-    zo_.begin_step(store, roles_, selector_mask(), false);
-    step_report report = start_report(step);
-    try {
-      const measurement m = zo_.measure_logged(store, gradients, evaluations, skipped);
-      // Where the live step ran the first-order forward and backward.
-      if (!m.nonfinite) zo_.return_to_base(store);
-      report.status = zo_.commit_step(store, m, no_next_point<Store>());
-      report.loss = m.loss;
-      report.evaluations = evaluations;
-    } catch (...) {
-      zo_.abandon_step(store);
-      throw;
-    }
-    bool stop = false;
-    return finish_report(report, stop);
+    if (status == step_status::completed) apply_first_order(store, gradient_scale, step);
+    return reporter.finish(status, m.loss, zo_.projected_gradients());
   }
 
   template <class Store, class Objective, class... Callbacks>
@@ -220,6 +183,8 @@ class hybrid {
   double first_order_loss() const { return first_order_loss_; }
   double gradient_norm() const { return gradient_norm_; }
   const ZoPart& zeroth_order_part() const { return zo_; }
+  // The zeroth-order part's step phases, for zo::io::replay.
+  ZoPart& zeroth_order_part() { return zo_; }
   const FoRule& first_order_rule() const { return fo_; }
   const Selector& selector() const { return selector_; }
 
@@ -327,24 +292,6 @@ class hybrid {
         fo_.apply(Backend{}, block, ws.pointers[k], scale, step);
       }
     }
-  }
-
-  step_report start_report(std::uint64_t step) const {
-    step_report report;
-    report.step = step;
-    report.learning_rate = zo_.step_rule().learning_rate(step);
-    report.seed = zo_.options().seed;
-    report.roles = roles_;
-    return report;
-  }
-  template <class... Callbacks>
-  step_report finish_report(step_report& report, bool stop, Callbacks&... callbacks) {
-    if (report.status != step_status::skipped_nonfinite_loss) {
-      report.projected_gradients = zo_.projected_gradients();
-    }
-    stop |= notify_after_step(report, callbacks...);
-    report.stop_requested = stop;
-    return report;
   }
 
   // The first-order part's buffers for one backend and element type, kept across steps so that

@@ -9,7 +9,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <istream>
-#include <limits>
 #include <ostream>
 #include <span>
 #include <string>
@@ -65,54 +64,30 @@ class zo_optimizer {
     static_assert(check_layer_selector<Selector, Store>());
     select_roles(store, step_, roles_);
     const auto next = begin_step(store, roles_, element_mask{}, options_.fused_steps);
-    step_report report = start_report(store);
-    bool stop = false;
-    auto evaluate = [&] { return evaluate_objective(f, report, stop, callbacks...); };
+    step_reporter reporter(start_report(store), callbacks...);
+    auto evaluate = [&] {
+      if constexpr (std::invocable<Objective&, std::uint64_t>) {
+        return reporter.evaluated(static_cast<double>(f(step_)));
+      } else {
+        return reporter.evaluated(static_cast<double>(f()));
+      }
+    };
+    measurement m;
+    step_status status = step_status::completed;
     try {
-      const measurement m = measure_step(store, evaluate);
-      report.status = commit_step(store, m, next);
-      report.loss = m.loss;
+      m = measure_step(store, evaluate);
+      status = commit_step(store, m, next);
     } catch (...) {
       abandon_step(store);
       throw;
     }
-    return finish_report(report, stop, callbacks...);
+    return reporter.finish(status, m.loss, gradients_);
   }
 
-  // Repeats a logged step without evaluating the loss: the step's passes run as they did live
-  // (the probe moves as the estimator asks and reports the logged outcome: finite, or non-finite
-  // at the logged evaluation of a skipped step), and the update uses the logged projected
-  // gradients. Replaying a run's steps in order on its starting parameters, with an optimizer
-  // built as the live one was, reproduces the live parameters bit for bit. `step` must be
-  // step_count(). Roles, when given, must equal the selector's for this step.
-  template <class Store>
-  step_report replay_step(Store& store, std::uint64_t step, std::span<const double> gradients,
-                          std::size_t evaluations, bool skipped,
-                          std::span<const block_role> roles = {}) {
-    select_roles(store, step_, roles_);
-    require(roles.empty() || std::ranges::equal(roles, roles_), [&] {
-      return "the logged roles of step " + std::to_string(step) +
-             " differ from the selector's: the log was recorded with another selector";
-    });
-    require_replayable(step, gradients, skipped);
-    const auto next = begin_step(store, roles_, element_mask{}, options_.fused_steps);
-    step_report report = start_report(store);
-    try {
-      const measurement m = measure_logged(store, gradients, evaluations, skipped);
-      report.status = commit_step(store, m, next);
-      report.loss = m.loss;
-      report.evaluations = evaluations;
-    } catch (...) {
-      abandon_step(store);
-      throw;
-    }
-    bool stop = false;
-    return finish_report(report, stop);
-  }
-
-  // ---- The phases of a step, for optimizers that do work of their own between them (zo::hybrid):
-  // begin_step, measure_step (or measure_logged), [return_to_base, own work,] commit_step; and
-  // abandon_step when anything in between threw. step() is the first three in sequence.
+  // ---- The phases of a step, for its other clients (zo::hybrid, which does its first-order work
+  // between them, and zo::io::replay, which measures logged outcomes): begin_step, measure_step,
+  // [return_to_base, own work,] commit_step, or abandon_step when anything in between threw.
+  // step() is the three in sequence.
 
   // Begins step step_count() with the given roles; returns the next step's first point when the
   // step is fused (and the next step perturbs the same blocks), else an empty offset.
@@ -132,18 +107,6 @@ class zo_optimizer {
   template <class Store, class Evaluate>
   measurement measure_step(Store& store, Evaluate&& evaluate) {
     return engine_for(store).measure(estimator_, evaluate, std::span<double>(gradients_));
-  }
-  // The same moves with the logged outcomes: the projected gradients replace the measured ones.
-  template <class Store>
-  measurement measure_logged(Store& store, std::span<const double> gradients,
-                             std::size_t evaluations, bool skipped) {
-    std::size_t calls = 0;
-    const auto logged = [&]() -> double {
-      return skipped && ++calls == evaluations ? std::numeric_limits<double>::quiet_NaN() : 0.0;
-    };
-    const measurement m = measure_step(store, logged);
-    if (!skipped) std::ranges::copy(gradients, gradients_.begin());
-    return m;
   }
   template <class Store>
   void return_to_base(Store& store) {
@@ -173,18 +136,30 @@ class zo_optimizer {
     engine_for(store).abandon_step();
     pending_ = false;
   }
-  std::span<const double> projected_gradients() const { return gradients_; }
-  // What replay_step checks of a log record before replaying it.
-  void require_replayable(std::uint64_t step, std::span<const double> gradients,
-                          bool skipped) const {
-    require(step == step_, [&] {
-      return "the log's step " + std::to_string(step) + " is not the optimizer's next step " +
-             std::to_string(step_);
-    });
-    require(skipped || gradients.size() == estimator_.samples(), [&] {
-      return "step " + std::to_string(step) + " logged " + std::to_string(gradients.size()) +
-             " projected gradients; the estimator makes " + std::to_string(estimator_.samples());
-    });
+  // The report of the step begin_step started, before anything is measured.
+  template <class Store>
+  step_report start_report(Store& store) {
+    step_report report;
+    report.step = step_;
+    report.learning_rate = rule_.learning_rate(step_);
+    report.seed = options_.seed;
+    report.roles = engine_for(store).roles();
+    return report;
+  }
+  // The step's projected gradients as the estimator wrote them; a replay writes the logged ones
+  // here before commit_step.
+  std::span<double> projected_gradients() { return gradients_; }
+  // The selector's roles at `step`; a zeroth-order optimizer refuses first-order ones.
+  template <class Store>
+  void select_roles(const Store& store, std::uint64_t step, std::vector<block_role>& roles) {
+    roles.assign(store.size(), block_role::zeroth_order);
+    selector_.select(step, store, std::span<block_role>(roles));
+    for (std::size_t i = 0; i < store.size(); ++i) {
+      require(roles[i] != block_role::first_order && roles[i] != block_role::mixed, [&] {
+        return "the layer selector gave block '" + std::string(store.block(i).name()) +
+               "' a first-order role; a zeroth-order optimizer cannot train it (use zo::hybrid)";
+      });
+    }
   }
 
   // Fused steps leave the next step's first perturbation in the parameters; this removes it
@@ -246,37 +221,6 @@ class zo_optimizer {
   const Selector& selector() const { return selector_; }
 
  private:
-  template <class Store>
-  step_report start_report(Store& store) {
-    step_report report;
-    report.step = step_;
-    report.learning_rate = rule_.learning_rate(step_);
-    report.seed = options_.seed;
-    report.roles = engine_for(store).roles();
-    return report;
-  }
-  template <class... Callbacks>
-  step_report finish_report(step_report& report, bool stop, Callbacks&... callbacks) {
-    if (report.status != step_status::skipped_nonfinite_loss)
-      report.projected_gradients = gradients_;
-    stop |= notify_after_step(report, callbacks...);
-    report.stop_requested = stop;
-    return report;
-  }
-  template <class Objective, class... Callbacks>
-  double evaluate_objective(Objective& f, step_report& report, bool& stop,
-                            Callbacks&... callbacks) {
-    double loss;
-    if constexpr (std::invocable<Objective&, std::uint64_t>) {
-      loss = static_cast<double>(f(step_));
-    } else {
-      loss = static_cast<double>(f());
-    }
-    [[maybe_unused]] const evaluation_report seen{step_, report.evaluations++, loss};
-    stop |= notify_after_evaluation(seen, callbacks...);
-    return loss;
-  }
-
   void require_no_pending(const char* what) const {
     require(!pending_, [&] {
       return std::string(
@@ -285,18 +229,6 @@ class zo_optimizer {
              what;
     });
   }
-  template <class Store>
-  void select_roles(const Store& store, std::uint64_t step, std::vector<block_role>& roles) {
-    roles.assign(store.size(), block_role::zeroth_order);
-    selector_.select(step, store, std::span<block_role>(roles));
-    for (std::size_t i = 0; i < store.size(); ++i) {
-      require(roles[i] != block_role::first_order && roles[i] != block_role::mixed, [&] {
-        return "the layer selector gave block '" + std::string(store.block(i).name()) +
-               "' a first-order role; a zeroth-order optimizer cannot train it (use zo::hybrid)";
-      });
-    }
-  }
-
   // One engine per store type, made at the first step on that type and kept, so that a step
   // allocates nothing once the first has run.
   template <class Store>

@@ -139,61 +139,25 @@ class low_rank_momentum {
   void update(Update& u) {
     using T = typename Update::value_type;
     using Backend = typename Update::backend_type;
-    const low_rank_perturbation& policy = u.perturbation();
     auto& state = states_.template typed<Backend, T>();
-    const auto g = u.projected_gradients();
     const double lr = learning_rate(u.step());
-    const auto step = static_cast<std::uint32_t>(u.step());
-    const auto seed = u.seed();
-    const Backend backend{};
-
+    const std::size_t r = u.perturbation().rank();
     u.for_each_block([&](const auto& block, auto& change) {
-      const auto id = static_cast<std::uint32_t>(block.id());
-      const bool matrix = low_rank_perturbation::is_matrix(block);
-      const std::size_t r = policy.rank(), rows = block.rows(), cols = block.cols();
-      const std::size_t count = matrix ? rows * r : block.size();
       auto& bs = state.blocks[block.id()];
-      if (!bs.initialized) {
-        bs.momentum.resize(count);
-      } else {
-        require(bs.momentum.size() == count, [&] {
-          return "low_rank_momentum: momentum of block '" + std::string(block.name()) + "' has " +
-                 std::to_string(bs.momentum.size()) + " elements, the block needs " +
-                 std::to_string(count);
-        });
-      }
-      T* momentum = Backend::data(bs.momentum);
-      const bool fresh = !bs.initialized;
-      double keep = beta_;
-      const double weight = fresh ? 1.0 : 1.0 - beta_;
-
+      const bool matrix = low_rank_perturbation::is_matrix(block);
+      require_momentum(bs, block, matrix ? block.rows() * r : block.size());
       if (matrix) {
-        // Transient factors, shared by all blocks: V_new, V_old, M, projected N.
-        T* v_new = state.transient(2 * cols * r + r * r + rows * r);
-        T* v_old = v_new + cols * r;
-        T* gram = v_old + cols * r;
-        T* projected = gram + r * r;
-        policy.fill_factor(backend, policy.v_key(seed, step, id), T(1), cols, v_new, r, 1, 0);
-        if (!fresh && bs.factor_step != policy.factor_step(step)) {
-          policy.fill_factor(backend, policy.v_key(seed, bs.factor_step, id), T(1), cols, v_old, r,
-                             1, 0);
-          Backend::for_each_index(r * r, detail::gram_kernel<T>{v_old, v_new, cols, r, gram}, cols);
-          Backend::for_each_index(
-              rows, detail::project_rows_kernel<T>{momentum, gram, r, T(beta_), projected}, r * r);
-          Backend::for_each_index(rows * r, detail::copy_kernel<T>{projected, momentum});
-          keep = 1;
-        }
-        accumulate(backend, momentum, count, T(keep), fresh, g, weight * policy.u_scale(),
-                   [&](std::size_t j) {
-                     return policy.u_key(seed, step, id, static_cast<std::uint8_t>(j));
-                   });
-        bs.factor_step = policy.factor_step(step);
-        change.add_low_rank(momentum, v_new, r, -lr);
+        const T* v_new = matrix_momentum(u, state, bs, block);
+        change.add_low_rank(Backend::data(bs.momentum), v_new, r, -lr);
       } else {
-        accumulate(backend, momentum, count, T(keep), fresh, g, weight, [&](std::size_t j) {
-          return direction_key{seed, step, id, stream::dense, static_cast<std::uint8_t>(j)};
-        });
-        change.add_dense(momentum, -lr);
+        const auto id = static_cast<std::uint32_t>(block.id());
+        const auto step = static_cast<std::uint32_t>(u.step());
+        accumulate(
+            Backend{}, Backend::data(bs.momentum), block.size(), T(beta_), !bs.initialized,
+            u.projected_gradients(), bs.initialized ? 1.0 - beta_ : 1.0, [&](std::size_t j) {
+              return direction_key{u.seed(), step, id, stream::dense, static_cast<std::uint8_t>(j)};
+            });
+        change.add_dense(Backend::data(bs.momentum), -lr);
       }
       bs.initialized = true;
       if (block.decay()) change.scale_by(1 - lr * weight_decay_);
@@ -212,6 +176,57 @@ class low_rank_momentum {
   }
 
  private:
+  template <class BlockState, class Block>
+  static void require_momentum(BlockState& bs, const Block& block, std::size_t count) {
+    if (!bs.initialized) {
+      bs.momentum.resize(count);
+      return;
+    }
+    require(bs.momentum.size() == count, [&] {
+      return "low_rank_momentum: momentum of block '" + std::string(block.name()) + "' has " +
+             std::to_string(bs.momentum.size()) + " elements, the block needs " +
+             std::to_string(count);
+    });
+  }
+
+  // N ← β·N·(V_oldᵀ·V_new)/n + (1 − β)·ḡU when V was redrawn, else βN + (1 − β)·ḡU (N = ḡU at
+  // the block's first step); returns V_new, in a buffer shared by all blocks.
+  template <class Update, class State, class BlockState, class Block>
+  const typename Update::value_type* matrix_momentum(Update& u, State& state, BlockState& bs,
+                                                     const Block& block) const {
+    using T = typename Update::value_type;
+    using Backend = typename Update::backend_type;
+    const low_rank_perturbation& policy = u.perturbation();
+    const auto id = static_cast<std::uint32_t>(block.id());
+    const auto step = static_cast<std::uint32_t>(u.step());
+    const std::size_t r = policy.rank(), rows = block.rows(), cols = block.cols();
+    T* momentum = Backend::data(bs.momentum);
+    // Transient factors: V_new, V_old, M, projected N.
+    T* v_new = state.transient(2 * cols * r + r * r + rows * r);
+    T* v_old = v_new + cols * r;
+    T* gram = v_old + cols * r;
+    T* projected = gram + r * r;
+    const Backend backend{};
+    policy.fill_factor(backend, policy.v_key(u.seed(), step, id), T(1), cols, v_new, r, 1, 0);
+    double keep = beta_;
+    if (bs.initialized && bs.factor_step != policy.factor_step(step)) {
+      policy.fill_factor(backend, policy.v_key(u.seed(), bs.factor_step, id), T(1), cols, v_old, r,
+                         1, 0);
+      Backend::for_each_index(r * r, detail::gram_kernel<T>{v_old, v_new, cols, r, gram}, cols);
+      Backend::for_each_index(
+          rows, detail::project_rows_kernel<T>{momentum, gram, r, T(beta_), projected}, r * r);
+      Backend::for_each_index(rows * r, detail::copy_kernel<T>{projected, momentum});
+      keep = 1;
+    }
+    const double weight = bs.initialized ? 1.0 - beta_ : 1.0;
+    accumulate(backend, momentum, rows * r, T(keep), !bs.initialized, u.projected_gradients(),
+               weight * policy.u_scale(), [&](std::size_t j) {
+                 return policy.u_key(u.seed(), step, id, static_cast<std::uint8_t>(j));
+               });
+    bs.factor_step = policy.factor_step(step);
+    return v_new;
+  }
+
   static constexpr std::uint64_t state_tag = 0x6c6f'7a6f'2d6d'6f6dull;  // "lozo-mom" in ASCII
 
   template <class Backend, class T>
