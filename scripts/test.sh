@@ -5,8 +5,10 @@
 # UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The repository's files first (sizes, links in the docs): seconds, before anything is built.
+# The repository's files first (sizes, links in the docs) and the headers' structure (layers,
+# cycles, private helpers): seconds, before anything is built.
 bash scripts/check-files.sh
+bash scripts/check-structure.sh
 source scripts/setup.sh
 zo_install_missing
 jobs=$(nproc)

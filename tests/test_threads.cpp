@@ -78,3 +78,43 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(parameters_are_bit_identical_for_1_2_and_4_threads
     }
   }
 }
+
+// The CPU backend is a value that carries its thread count: a store built with cpu{.threads = n}
+// runs its passes on n threads whatever OpenMP's default, with the same results.
+BOOST_AUTO_TEST_CASE(a_store_s_backend_carries_its_thread_count) {
+#if defined(_OPENMP)
+  omp_set_num_threads(4);
+  for (const int threads : {1, 3}) {
+    const zo::backends::cpu backend{.threads = threads};
+    int team = 0;
+    backend.for_each_index(1 << 20, [&](std::size_t i) {
+      if (i == 0) team = omp_get_num_threads();
+    });
+    BOOST_TEST(team == threads);
+  }
+#endif
+  const auto reference = run_with_threads<float>(4, zo::restore_mode::exact);
+  std::vector<float> big(300007), medium(65536 + 3), small(5);
+  for (std::size_t i = 0; i < big.size(); ++i)
+    big[i] = 0.001f * static_cast<float>(i % 1000);
+  for (std::size_t i = 0; i < medium.size(); ++i)
+    medium[i] = -0.5f + static_cast<float>(i % 7);
+  zo::view_store<float> store(zo::backends::cpu{.threads = 1});
+  store.add("big", std::span<float>(big), 300007, 1);
+  store.add("medium", std::span<float>(medium), 65539, 1, {.decay = false});
+  store.add("small", std::span<float>(small));
+  BOOST_TEST(store.backend().threads == 1);
+  auto loss = [&] {
+    double s = 0;
+    for (std::size_t i = 0; i < big.size(); i += 101)
+      s += double(big[i]) * big[i];
+    for (std::size_t i = 0; i < medium.size(); i += 13)
+      s += double(medium[i]);
+    return s + double(small[0]);
+  };
+  zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-4, 0.01), {.seed = 77})
+      .optimize(store, loss, 8);
+  const auto mine = zo_test::snapshot(store);
+  BOOST_REQUIRE_EQUAL(mine.size(), reference.size());
+  BOOST_TEST(std::memcmp(mine.data(), reference.data(), mine.size() * sizeof(float)) == 0);
+}

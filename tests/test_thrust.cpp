@@ -9,6 +9,13 @@
 #endif
 #include <thrust/copy.h>
 #include <thrust/device_ptr.h>
+#if defined(__CUDACC__)
+#include <thrust/system/cuda/execution_policy.h>
+#elif THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_OMP
+#include <thrust/system/omp/execution_policy.h>
+#else
+#include <thrust/system/cpp/execution_policy.h>
+#endif
 
 #include <boost/test/unit_test.hpp>
 #include <cmath>
@@ -47,7 +54,8 @@ std::vector<std::vector<float>> values(const zo::eigen_store<float>& s) {
   }
   return out;
 }
-std::vector<std::vector<float>> values(const zo::thrust_store<float>& s) {
+template <class Backend>
+std::vector<std::vector<float>> values(const zo::thrust_store<float, Backend>& s) {
   std::vector<std::vector<float>> out;
   for (std::size_t b = 0; b < s.size(); ++b)
     out.push_back(s.to_host(b));
@@ -57,7 +65,8 @@ std::vector<std::vector<float>> values(const zo::thrust_store<float>& s) {
 void write(const zo::eigen_store<float>&, const std::vector<float>& from, float* to) {
   std::copy(from.begin(), from.end(), to);
 }
-void write(const zo::thrust_store<float>&, const std::vector<float>& from, float* to) {
+template <class Backend>
+void write(const zo::thrust_store<float, Backend>&, const std::vector<float>& from, float* to) {
   thrust::copy(from.begin(), from.end(), thrust::device_pointer_cast(to));
 }
 
@@ -218,6 +227,43 @@ BOOST_AUTO_TEST_CASE(thrust_omp_results_do_not_depend_on_the_thread_count) {
   }
 }
 #endif
+
+// The Thrust backend is a value carrying an execution policy: a store built on an explicit
+// policy (the device system's own parallel policy here, a CUDA stream's under nvcc) runs every
+// pass through it and reproduces the default policy's results.
+BOOST_AUTO_TEST_CASE(a_store_runs_on_the_execution_policy_its_backend_carries) {
+  auto reference = make_store<zo::thrust_store<float>>();
+  layered_objective<zo::thrust_store<float>> f{&reference};
+  const auto run = [](auto& store, auto& objective) {
+    zo::lozo_m(zo::low_rank_perturbation(2, 3), zo::central_difference(1e-3),
+               zo::low_rank_momentum<>(1e-2))
+        .optimize(
+            store, [&] { return objective.loss(); }, 20);
+  };
+  run(reference, f);
+#if defined(__CUDACC__)
+  cudaStream_t stream;
+  BOOST_REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  zo::backends::thrust_backend backend(thrust::cuda::par.on(stream));
+#elif THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_OMP
+  zo::backends::thrust_backend backend(thrust::omp::par);
+#else
+  zo::backends::thrust_backend backend(thrust::cpp::par);
+#endif
+  using store_type = zo::thrust_store<float, decltype(backend)>;
+  store_type store(backend);
+  for (std::size_t b = 0; b < shapes.size(); ++b) {
+    store.add("b" + std::to_string(b), shapes[b].rows, shapes[b].cols,
+              std::span<const float>(initial(b, shapes[b].rows * shapes[b].cols)),
+              {.layer = shapes[b].layer, .decay = shapes[b].decay});
+  }
+  layered_objective<store_type> g{&store};
+  run(store, g);
+#if defined(__CUDACC__)
+  cudaStreamDestroy(stream);
+#endif
+  BOOST_TEST((values(store) == values(reference)));
+}
 
 BOOST_AUTO_TEST_CASE(device_view_store_wraps_framework_memory) {
   thrust::device_vector<float> weights(12, 1.0f);

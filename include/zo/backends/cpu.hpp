@@ -3,11 +3,12 @@
 //
 // The seam between policies and backends is deliberately narrow (the Boost.Odeint
 // state/algebra split): a policy builds a functor that updates the elements it is given an index
-// for, and a backend only decides how the indices are scheduled. A Thrust backend needs only the
-// same members (for_each_index through thrust::for_each, a device buffer), so policies are
-// written once for every backend.
+// for, and a backend only decides how the indices are scheduled. A backend is a value (Thrust's
+// execution policies are the model): this one carries its thread count, the Thrust backend its
+// execution policy, and the store hands its backend to every pass.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -25,37 +26,60 @@ struct cpu {
 
   // Below this much work (indices × work per index) a parallel region costs more than it saves.
   static constexpr std::size_t parallel_threshold = 1 << 14;
+  // How far ahead of a batch the memory it will read is asked for, in batches: generating a batch
+  // takes long enough that the hardware prefetcher alone leaves the cores waiting at each one.
+  static constexpr std::size_t prefetch_batches = 8;
+
+  // The memory a batched functor's batch reads and writes (see run_share), so that the backend
+  // can ask for it ahead of time: arrays of element_size-byte elements, index i of the loop
+  // covering elements [i·elements_per_index, (i + 1)·elements_per_index) of each.
+  struct batch_memory {
+    const void* read = nullptr;
+    const void* written[2] = {};  // unused entries null; an entry equal to read is skipped
+    std::size_t element_size = 1;
+    std::size_t elements_per_index = 1;
+    std::size_t elements = 0;  // the arrays' length
+  };
+
+  // OpenMP threads for this backend's loops; 0 leaves it to OpenMP (OMP_NUM_THREADS). Without
+  // OpenMP every loop runs on the calling thread.
+  int threads = 0;
 
   // Calls f(i) for every i in [0, count). Each index is handled by exactly one thread and f
   // must not depend on the order, so results do not depend on the number of threads.
   // work_per_index is a hint (elements touched per call) for deciding whether to go parallel.
-  // A functor with for_range(first, last) is given each thread's share of the indices as one
-  // contiguous range instead (the dense passes vectorise over it); it must do exactly what
-  // calling f(i) for every i in the range would.
+  // A functor that can run `batch` consecutive indices at once (run_batch, see run_share) is
+  // given each thread's share as one contiguous range instead.
   template <class F>
-  static void for_each_index(std::size_t count, const F& f, std::size_t work_per_index = 1) {
-    if constexpr (requires { f.for_range(std::size_t{}, std::size_t{}); }) {
+  void for_each_index(std::size_t count, const F& f, std::size_t work_per_index = 1) const {
+    const bool parallel = count * work_per_index >= parallel_threshold;
 #if defined(_OPENMP)
-#pragma omp parallel if (count * work_per_index >= parallel_threshold)
+    const int team = threads > 0 ? threads : omp_get_max_threads();
+    if constexpr (batched<F>) {
+#pragma omp parallel if (parallel) num_threads(team)
       {
-        const auto threads = static_cast<std::size_t>(omp_get_num_threads());
+        const auto size = static_cast<std::size_t>(omp_get_num_threads());
         const auto thread = static_cast<std::size_t>(omp_get_thread_num());
-        const std::size_t share = (count + threads - 1) / threads;
+        const std::size_t share = (count + size - 1) / size;
         const std::size_t first = thread * share < count ? thread * share : count;
         const std::size_t last = first + share < count ? first + share : count;
-        if (first < last) f.for_range(first, last);
+        if (first < last) run_share(f, first, last);
       }
-#else
-      if (count > 0) f.for_range(0, count);
-#endif
-      return;
+    } else {
+      const auto n = static_cast<std::int64_t>(count);
+#pragma omp parallel for schedule(static) if (parallel) num_threads(team)
+      for (std::int64_t i = 0; i < n; ++i)
+        f(static_cast<std::size_t>(i));
     }
-    const auto n = static_cast<std::int64_t>(count);
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (count * work_per_index >= parallel_threshold)
+#else
+    (void)parallel;
+    if constexpr (batched<F>) {
+      if (count > 0) run_share(f, 0, count);
+    } else {
+      for (std::size_t i = 0; i < count; ++i)
+        f(i);
+    }
 #endif
-    for (std::int64_t i = 0; i < n; ++i)
-      f(static_cast<std::size_t>(i));
   }
 
   template <class T>
@@ -75,6 +99,51 @@ struct cpu {
   template <class T>
   static void from_host(const std::vector<T>& from, buffer<T>& to) {
     to.assign(from.begin(), from.end());
+  }
+
+ private:
+  // A functor whose indices vectorise in batches: run_batch(i) does what f(i), …,
+  // f(i + batch − 1) would, for i a multiple of batch; prefetch_streams() names the memory it
+  // touches (batch_memory).
+  template <class F>
+  static constexpr bool batched = requires(const F& f, std::size_t i) {
+    { F::batch } -> std::convertible_to<std::size_t>;
+    f.run_batch(i);
+    f.prefetch_streams();
+  };
+
+  // One thread's share: single indices up to the first batch boundary, whole batches, then the
+  // single indices left, so every index is computed exactly as f(i) would compute it.
+  template <class F>
+  static void run_share(const F& f, std::size_t first, std::size_t last) {
+    std::size_t i = first;
+    for (; i < last && i % F::batch != 0; ++i)
+      f(i);
+    for (; i + F::batch <= last; i += F::batch) {
+      prefetch(f, i + prefetch_batches * F::batch);
+      f.run_batch(i);
+    }
+    for (; i < last; ++i)
+      f(i);
+  }
+
+  template <class F>
+  static void prefetch([[maybe_unused]] const F& f, [[maybe_unused]] std::size_t index) {
+#if defined(__GNUC__)
+    const batch_memory m = f.prefetch_streams();
+    const std::size_t first = index * m.elements_per_index;
+    const std::size_t span = F::batch * m.elements_per_index;
+    if (first >= m.elements) return;
+    const auto at = [&](const void* base, std::size_t k) {
+      return static_cast<const char*>(base) + (first + k) * m.element_size;
+    };
+    for (std::size_t k = 0; k < span; k += 64 / m.element_size) {
+      __builtin_prefetch(at(m.read, k), 0);
+      for (const void* w : m.written) {
+        if (w != nullptr && w != m.read) __builtin_prefetch(at(w, k), 1);
+      }
+    }
+#endif
   }
 };
 

@@ -14,19 +14,33 @@
 #include <thrust/iterator/counting_iterator.h>
 
 #include <cstddef>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace zo::backends {
 
-struct thrust_device {
+// Thrust's device system through an execution policy, a value the backend carries: thrust::device
+// (the legacy default stream) unless given another, e.g. a CUDA stream a framework owns,
+//   thrust_backend(thrust::cuda::par_nosync.on(stream))
+// or an allocator with it, thrust::cuda::par(allocator).on(stream). Every pass's kernel runs
+// through thrust::for_each on that policy; buffers are device_vectors, and the copies to and from
+// the host made when saving and loading optimizer state synchronise (Thrust's default).
+template <class Policy = std::remove_cvref_t<decltype(thrust::device)>>
+struct thrust_backend {
   template <class T>
   using buffer = thrust::device_vector<T>;
 
+  Policy policy{};
+
+  thrust_backend() = default;
+  explicit thrust_backend(Policy p) : policy(std::move(p)) {}
+
   // The work hint is for host backends; a device launch is always parallel.
   template <class F>
-  static void for_each_index(std::size_t count, const F& f, std::size_t /*work_per_index*/ = 1) {
+  void for_each_index(std::size_t count, const F& f, std::size_t /*work_per_index*/ = 1) const {
     if (count == 0) return;
-    thrust::for_each(thrust::device, thrust::counting_iterator<std::size_t>(0),
+    thrust::for_each(policy, thrust::counting_iterator<std::size_t>(0),
                      thrust::counting_iterator<std::size_t>(count), f);
   }
 
@@ -49,5 +63,8 @@ struct thrust_device {
     to.assign(from.begin(), from.end());
   }
 };
+
+// The backend on Thrust's default device policy.
+using thrust_device = thrust_backend<>;
 
 }  // namespace zo::backends

@@ -20,6 +20,7 @@
 #include "zo/core/gradient_view.hpp"
 #include "zo/core/pass.hpp"
 #include "zo/core/roles.hpp"
+#include "zo/random/keyed.hpp"
 
 namespace zo {
 
@@ -47,11 +48,14 @@ struct index_functor {
 };
 }  // namespace archetypes
 
+// A backend is a value (a thread count, an execution policy with its stream) that a store hands
+// to every pass.
 template <class B>
-concept execution_backend = requires(std::size_t n, const archetypes::index_functor& f) {
+concept execution_backend = std::copy_constructible<B> &&
+    requires(const B& b, std::size_t n, const archetypes::index_functor& f) {
   typename B::template buffer<float>;
-  B::for_each_index(n, f);
-  B::for_each_index(n, f, n);
+  b.for_each_index(n, f);
+  b.for_each_index(n, f, n);
 };
 
 // Parameter store: an indexed sequence of blocks of one element type on one backend.
@@ -64,6 +68,17 @@ concept parameter_store = requires(const S& s, std::size_t i) {
   { s.block(i) } -> parameter_block;
   requires std::same_as<typename decltype(s.block(i))::value_type, typename S::value_type>;
 };
+
+// The backend a store's passes run on: the store's own value (backend()), or, for a store that
+// carries none, a default-constructed one.
+template <class Store>
+auto backend_of(const Store& store) {
+  if constexpr (requires { store.backend(); }) {
+    return typename Store::backend_type(store.backend());
+  } else {
+    return typename Store::backend_type{};
+  }
+}
 
 // Objective: the loss at the store's current values, called either with no argument or with
 // the step index (to pick that step's mini-batch). It must not modify the store.
@@ -93,7 +108,7 @@ struct backend {
   template <class T>
   struct buffer {};
   template <class F>
-  static void for_each_index(std::size_t, const F&, std::size_t = 1) {}
+  void for_each_index(std::size_t, const F&, std::size_t = 1) const {}
 };
 
 struct perturbation {};
@@ -160,6 +175,31 @@ concept estimator = std::copy_constructible<E> &&
   { e.samples() } -> std::convertible_to<std::size_t>;
   { e.epsilon() } -> std::convertible_to<double>;
   { e.estimate(probe, g) } -> std::convertible_to<double>;
+};
+
+// An estimator that measures one direction at a time, which q_sample and the MPI estimators
+// repeat over directions: baseline(probe) evaluates what the directions share (one-sided's L(θ),
+// or NaN when nothing is), measure(probe, j, baseline, g) measures direction j, writes its
+// projected gradient to g and returns the loss it reports.
+template <class E>
+concept measuring_estimator = estimator<E> &&
+    requires(const E& e, archetypes::probe& probe, std::size_t j, double& g) {
+  { e.baseline(probe) } -> std::convertible_to<double>;
+  { e.measure(probe, j, 0.0, g) } -> std::convertible_to<double>;
+};
+
+// Distribution of a dense perturbation's direction entries: the four entries of one Philox group
+// (any thread, any device) and, on the host, a batch of batch_groups groups at once, which must
+// equal the groups one by one (the CPU backend vectorises over batches).
+template <class D>
+concept direction_distribution = requires(const direction_key& key, std::uint64_t g,
+                                          float (&four)[group_width], double (&four_d)[group_width],
+                                          float (&many)[batch_width],
+                                          double (&many_d)[batch_width]) {
+  D::group(key, g, four);
+  D::group(key, g, four_d);
+  D::batch(key, g, many);
+  D::batch(key, g, many_d);
 };
 
 // Zeroth-order step rule: a learning rate per step and an update expressed per block. update may
@@ -301,6 +341,45 @@ constexpr bool check_estimator() {
       },
       "zo: the estimator needs estimate(probe, std::span<double> g) returning the loss");
   static_assert(estimator<E>, "zo: the type does not model zo::estimator");
+  return true;
+}
+
+template <class E>
+constexpr bool check_measuring_estimator() {
+  check_estimator<E>();
+  static_assert(
+      requires(const E& e, archetypes::probe& p) {
+        { e.baseline(p) } -> std::convertible_to<double>;
+      },
+      "zo: a base estimator (of q_sample or an MPI estimator) needs baseline(probe) returning the "
+      "loss its directions share (NaN when none)");
+  static_assert(
+      requires(const E& e, archetypes::probe& p, std::size_t j, double& g) {
+        { e.measure(p, j, 0.0, g) } -> std::convertible_to<double>;
+      },
+      "zo: a base estimator (of q_sample or an MPI estimator) needs measure(probe, j, baseline, "
+      "double& g) measuring direction j and returning its loss");
+  static_assert(measuring_estimator<E>, "zo: the type does not model zo::measuring_estimator");
+  return true;
+}
+
+template <class D>
+constexpr bool check_direction_distribution() {
+  static_assert(
+      requires(const direction_key& key, std::uint64_t g, float(&four)[group_width]) {
+        D::group(key, g, four);
+      },
+      "zo: a direction distribution needs static group(key, g, T (&)[group_width]) giving the "
+      "four entries of Philox group g");
+  static_assert(
+      requires(const direction_key& key, std::uint64_t g, float(&many)[batch_width]) {
+        D::batch(key, g, many);
+      },
+      "zo: a direction distribution needs static batch(key, first_group, T (&)[batch_width]) "
+      "giving batch_groups groups at once, equal to group() one by one");
+  static_assert(direction_distribution<D>,
+                "zo: the type does not model zo::direction_distribution (group and batch for "
+                "float and double)");
   return true;
 }
 

@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "zo/core/concepts.hpp"
 #include "zo/core/errors.hpp"
 #include "zo/core/pass.hpp"
 #include "zo/core/probes.hpp"
@@ -248,6 +249,8 @@ class step_engine {
     update_context(step_engine& engine, std::span<const double> g) : engine_(engine), g_(g) {}
     std::uint64_t step() const { return engine_.step_; }
     std::uint64_t seed() const { return engine_.options_.seed; }
+    // The store's backend, for the rule's own kernels.
+    backend_type backend() const { return backend_of(*engine_.store_); }
     const Perturbation& perturbation() const { return engine_.perturbation_; }
     std::span<const double> projected_gradients() const { return g_; }
     // f(block, change) for every zeroth-order block; each block is moved as soon as its change
@@ -337,7 +340,7 @@ class step_engine {
     const double inverse_q = 1.0 / static_cast<double>(g.size());
     for (std::size_t j = 0; j < g.size(); ++j) {
       if (sweep.terms.full()) {
-        perturbation_.apply(backend_type{}, block, sweep, scratch_);
+        perturbation_.apply(backend_of(*store_), block, sweep, scratch_);
         sweep.source = out;
         sweep.scale = value_type(1);
         sweep.terms.clear();
@@ -345,7 +348,7 @@ class step_engine {
       sweep.terms.items[sweep.terms.count++] = {step_, static_cast<std::uint8_t>(j),
                                                 static_cast<value_type>(g[j] * inverse_q)};
     }
-    perturbation_.apply(backend_type{}, block, sweep, scratch_);
+    perturbation_.apply(backend_of(*store_), block, sweep, scratch_);
     return out;
   }
 
@@ -439,7 +442,7 @@ class step_engine {
           sweep.save_to = nullptr;
         }
       }
-      perturbation_.apply(backend_type{}, block, sweep, scratch_);
+      perturbation_.apply(backend_of(*store_), block, sweep, scratch_);
       if (last) break;
       // Later passes continue from what the first wrote, without the step rule's contributions.
       sweep.source = block.data();

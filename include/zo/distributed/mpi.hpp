@@ -405,7 +405,7 @@ class data_parallel {
 // Fused steps are refused: each rank's first point differs.
 template <class Base = central_difference>
 class direction_parallel {
-  static_assert(check_estimator<Base>());
+  static_assert(check_measuring_estimator<Base>());
 
  public:
   direction_parallel(communicator& comm, std::size_t q, Base base = Base{})

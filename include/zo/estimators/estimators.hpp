@@ -11,6 +11,7 @@
 #include <limits>
 #include <span>
 
+#include "zo/core/concepts.hpp"
 #include "zo/core/errors.hpp"
 #include "zo/random/keyed.hpp"
 
@@ -90,12 +91,14 @@ class one_sided {
 // averages g_j·z_j over them. The base scheme's baseline (one-sided's L(θ)) is taken once.
 template <class Base = central_difference>
 class q_sample {
+  static_assert(check_measuring_estimator<Base>());
+
  public:
   explicit q_sample(std::size_t q, Base base = Base{}) : base_(std::move(base)), q_(q) {
     require(q >= 1, "q_sample: q must be at least 1, got 0");
     require(q <= max_samples_per_step, "q_sample: q must be at most " +
-                                                   std::to_string(max_samples_per_step) + ", got " +
-                                                   std::to_string(q));
+                                           std::to_string(max_samples_per_step) + ", got " +
+                                           std::to_string(q));
   }
 
   double epsilon() const { return base_.epsilon(); }

@@ -253,7 +253,7 @@ class hybrid {
       const std::size_t n = store.block(first_order_[k]).size();
       if (ws.gradients[k].size() != n) ws.gradients[k].resize(n);
       ws.pointers[k] = Backend::data(ws.gradients[k]);
-      Backend::for_each_index(n, detail::fill_kernel<T>{ws.pointers[k], T(0)});
+      backend_of(store).for_each_index(n, detail::fill_kernel<T>{ws.pointers[k], T(0)});
     }
     gradient_view<T> view(first_order_, ws.pointers);
     double loss;
@@ -266,7 +266,7 @@ class hybrid {
     for (std::size_t k = 0; k < first_order_.size(); ++k) {
       if (roles_[first_order_[k]] != block_role::mixed) continue;
       const auto block = store.block(first_order_[k]);
-      Backend::for_each_index(
+      backend_of(store).for_each_index(
           (block.size() + 3) / 4,
           detail::mask_gradient_kernel<T>{ws.pointers[k], block.size(),
                                           static_cast<std::uint32_t>(block.id()), mask},
@@ -287,9 +287,9 @@ class hybrid {
     for (std::size_t k = 0; k < first_order_.size(); ++k) {
       const auto block = store.block(first_order_[k]);
       if (roles_[first_order_[k]] == block_role::mixed) {
-        fo_.apply(Backend{}, detail::without_decay(block), ws.pointers[k], scale, step);
+        fo_.apply(backend_of(store), detail::without_decay(block), ws.pointers[k], scale, step);
       } else {
-        fo_.apply(Backend{}, block, ws.pointers[k], scale, step);
+        fo_.apply(backend_of(store), block, ws.pointers[k], scale, step);
       }
     }
   }
@@ -319,7 +319,7 @@ class hybrid {
       const std::size_t n = store.block(first_order_[k]).size();
       const std::size_t chunks = (n + chunk - 1) / chunk;
       ws.partial.resize(chunks);
-      Backend::for_each_index(
+      backend_of(store).for_each_index(
           chunks, detail::square_sum_kernel<T>{ws.pointers[k], n, chunk, Backend::data(ws.partial)},
           chunk);
       Backend::to_host(ws.partial, ws.host);

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <string>
 
+#include "zo/backends/cpu.hpp"
 #include "zo/config.hpp"
+#include "zo/core/concepts.hpp"
 #include "zo/core/pass.hpp"
 #include "zo/random/keyed.hpp"
 
@@ -83,9 +85,7 @@ ZO_HOST_DEVICE inline void dense_pass_span(const Pass& p, std::size_t first, std
 
 // A pass over one block, indexed by Philox group (groups_for(size) of them). The values do not
 // depend on which thread or in which order groups run. Devices call operator() per group: the
-// four elements of its words, batch_groups apart. The CPU backend calls for_range on each
-// thread's share, which runs whole batches of batch_groups groups at a time so that Philox and
-// Box-Muller vectorise, and any unaligned groups at the ends of the share one by one.
+// four elements of its words, batch_groups apart.
 template <class Distribution, class Pass>
 struct dense_pass_kernel {
   using T = typename Pass::value_type;
@@ -117,33 +117,16 @@ struct dense_pass_kernel {
         [&](std::size_t k) { return first_order[k]; });
   }
 
-  void for_range(std::size_t first_group, std::size_t last_group) const {
-    std::size_t g = first_group;
-    for (; g < last_group && g % batch_groups != 0; ++g)
-      (*this)(g);
-    for (; g + batch_groups <= last_group; g += batch_groups)
-      run_batch(g);
-    for (; g < last_group; ++g)
-      (*this)(g);
+  // The CPU backend runs whole batches of batch_groups groups at a time, so that Philox and
+  // Box-Muller vectorise (backends::cpu, run_share), asking ahead for the memory they touch.
+  static constexpr std::size_t batch = batch_groups;
+  backends::cpu::batch_memory prefetch_streams() const {
+    return {p.source, {p.target, p.base_to}, sizeof(T), group_width, size};
   }
 
   void run_batch(std::size_t g) const {
     const std::size_t first = element_of(g, 0);
     if (first >= size) return;
-#if defined(__GNUC__)
-    // Generating a batch takes long enough that the hardware prefetcher alone leaves the cores
-    // waiting for memory at each batch; asking a few batches ahead overlaps the two.
-    constexpr std::size_t ahead = 8 * batch_width;
-    if (first + ahead < size) {
-      for (std::size_t k = 0; k < batch_width; k += 64 / sizeof(T)) {
-        __builtin_prefetch(p.source + first + ahead + k, 0);
-        if (p.target != p.source) __builtin_prefetch(p.target + first + ahead + k, 1);
-        if (p.base_to != nullptr && p.base_to != p.source) {
-          __builtin_prefetch(p.base_to + first + ahead + k, 1);
-        }
-      }
-    }
-#endif
     const std::size_t lanes = size - first < batch_width ? size - first : batch_width;
     bool first_order[batch_width] = {};
     if constexpr (pass_accepts_element_mask<Pass>) {
@@ -165,9 +148,9 @@ struct dense_pass_kernel {
 
 // Runs the pass over every element of the block with the distribution's directions.
 template <class Distribution, class Backend, class Block, class Pass>
-void apply_dense(const Backend&, const Block& block, const Pass& p, zo::stream stream) {
+void apply_dense(const Backend& backend, const Block& block, const Pass& p, zo::stream stream) {
   const std::size_t n = block.size();
-  Backend::for_each_index(
+  backend.for_each_index(
       groups_for(n),
       dense_pass_kernel<Distribution, Pass>{p, static_cast<std::uint32_t>(block.id()), n, stream},
       group_width);
@@ -177,6 +160,8 @@ void apply_dense(const Backend&, const Block& block, const Pass& p, zo::stream s
 
 template <class Distribution>
 struct dense_perturbation {
+  static_assert(check_direction_distribution<Distribution>());
+
   using distribution = Distribution;
   // A step rule may add a dense term of its own (LOZO-M's momentum on vector blocks), and
   // honouring the element mask lets it serve LoHO's intra-layer mode.

@@ -164,13 +164,14 @@ class low_rank_perturbation {
   // Writes scale · factor (rows × rank, keyed by `key`) into out with the given layout (see
   // detail::factor_fill_kernel).
   template <class Backend, class T>
-  void fill_factor(const Backend&, const direction_key& key, T scale, std::size_t rows, T* out,
-                   std::size_t row_stride, std::size_t col_stride, std::size_t offset) const {
+  void fill_factor(const Backend& backend, const direction_key& key, T scale, std::size_t rows,
+                   T* out, std::size_t row_stride, std::size_t col_stride,
+                   std::size_t offset) const {
     const std::size_t count = rows * rank_;
-    Backend::for_each_index(groups_for(count),
-                            detail::factor_fill_kernel<T>{key, scale, count, rank_, row_stride,
-                                                          col_stride, offset, out},
-                            group_width);
+    backend.for_each_index(groups_for(count),
+                           detail::factor_fill_kernel<T>{key, scale, count, rank_, row_stride,
+                                                         col_stride, offset, out},
+                           group_width);
   }
 
   template <class Backend, class Block, class Pass, class Scratch>
@@ -205,14 +206,14 @@ class low_rank_perturbation {
     }
     if (extra_rank > 0) {
       const std::size_t column = base_terms * rank_;
-      Backend::for_each_index(m * extra_rank, detail::factor_copy_kernel<T>{
-                                                  explicit_factors.left, explicit_factors.scale,
-                                                  extra_rank, total, 1, column, a});
-      Backend::for_each_index(
+      backend.for_each_index(m * extra_rank, detail::factor_copy_kernel<T>{
+                                                 explicit_factors.left, explicit_factors.scale,
+                                                 extra_rank, total, 1, column, a});
+      backend.for_each_index(
           n * extra_rank, detail::factor_copy_kernel<T>{explicit_factors.right, T(1), extra_rank, 1,
                                                         n, column, bt});
     }
-    Backend::for_each_index(
+    backend.for_each_index(
         m, detail::low_rank_row_kernel<Pass>{p, a, bt, n, total, base_terms * rank_ + extra_rank},
         n * (total + 1));
   }

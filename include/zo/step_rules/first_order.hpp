@@ -82,7 +82,7 @@ class fo_sgd {
   double learning_rate(std::uint64_t step) const { return schedule_(step); }
 
   template <class Backend, class Block, class T>
-  void apply(const Backend&, const Block& block, const T* gradient, double gradient_scale,
+  void apply(const Backend& backend, const Block& block, const T* gradient, double gradient_scale,
              std::uint64_t step) {
     auto& state = states_.template at<Backend, T>(block.id());
     T* buffer = nullptr;
@@ -90,10 +90,10 @@ class fo_sgd {
       if (state.buffer.size() != block.size()) state.buffer.resize(block.size());
       buffer = Backend::data(state.buffer);
     }
-    Backend::for_each_index(block.size(), detail::sgd_momentum_kernel<T>{
-                                              block.data(), gradient, buffer, T(gradient_scale),
-                                              T(momentum_), T(block.decay() ? weight_decay_ : 0.0),
-                                              T(learning_rate(step)), state.steps == 0});
+    backend.for_each_index(block.size(), detail::sgd_momentum_kernel<T>{
+                                             block.data(), gradient, buffer, T(gradient_scale),
+                                             T(momentum_), T(block.decay() ? weight_decay_ : 0.0),
+                                             T(learning_rate(step)), state.steps == 0});
     ++state.steps;
   }
 
@@ -154,7 +154,7 @@ class adam {
   double learning_rate(std::uint64_t step) const { return schedule_(step); }
 
   template <class Backend, class Block, class T>
-  void apply(const Backend&, const Block& block, const T* gradient, double gradient_scale,
+  void apply(const Backend& backend, const Block& block, const T* gradient, double gradient_scale,
              std::uint64_t step) {
     auto& state = states_.template at<Backend, T>(block.id());
     if (state.m.size() != block.size()) {
@@ -165,7 +165,7 @@ class adam {
     const double lr = learning_rate(step);
     const double bias1 = 1 - std::pow(beta1_, t), bias2 = 1 - std::pow(beta2_, t);
     const double keep = block.decay() ? 1 - lr * weight_decay_ : 1.0;
-    Backend::for_each_index(
+    backend.for_each_index(
         block.size(),
         detail::adam_kernel<T>{block.data(), gradient, Backend::data(state.m),
                                Backend::data(state.v), T(gradient_scale), T(beta1_), T(beta2_),

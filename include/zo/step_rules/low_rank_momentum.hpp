@@ -153,7 +153,7 @@ class low_rank_momentum {
         const auto id = static_cast<std::uint32_t>(block.id());
         const auto step = static_cast<std::uint32_t>(u.step());
         accumulate(
-            Backend{}, Backend::data(bs.momentum), block.size(), T(beta_), !bs.initialized,
+            u.backend(), Backend::data(bs.momentum), block.size(), T(beta_), !bs.initialized,
             u.projected_gradients(), bs.initialized ? 1.0 - beta_ : 1.0, [&](std::size_t j) {
               return direction_key{u.seed(), step, id, stream::dense, static_cast<std::uint8_t>(j)};
             });
@@ -206,16 +206,16 @@ class low_rank_momentum {
     T* v_old = v_new + cols * r;
     T* gram = v_old + cols * r;
     T* projected = gram + r * r;
-    const Backend backend{};
+    const auto& backend = u.backend();
     policy.fill_factor(backend, policy.v_key(u.seed(), step, id), T(1), cols, v_new, r, 1, 0);
     double keep = beta_;
     if (bs.initialized && bs.factor_step != policy.factor_step(step)) {
       policy.fill_factor(backend, policy.v_key(u.seed(), bs.factor_step, id), T(1), cols, v_old, r,
                          1, 0);
-      Backend::for_each_index(r * r, detail::gram_kernel<T>{v_old, v_new, cols, r, gram}, cols);
-      Backend::for_each_index(
+      backend.for_each_index(r * r, detail::gram_kernel<T>{v_old, v_new, cols, r, gram}, cols);
+      backend.for_each_index(
           rows, detail::project_rows_kernel<T>{momentum, gram, r, T(beta_), projected}, r * r);
-      Backend::for_each_index(rows * r, detail::copy_kernel<T>{projected, momentum});
+      backend.for_each_index(rows * r, detail::copy_kernel<T>{projected, momentum});
       keep = 1;
     }
     const double weight = bs.initialized ? 1.0 - beta_ : 1.0;
@@ -248,7 +248,7 @@ class low_rank_momentum {
 
   // momentum = keep · momentum + weight · (1/q) Σ_j g_j · z_j, with z_j keyed by key_of(j).
   template <class Backend, class T, class KeyOf>
-  static void accumulate(const Backend&, T* momentum, std::size_t count, T keep, bool fresh,
+  static void accumulate(const Backend& backend, T* momentum, std::size_t count, T keep, bool fresh,
                          std::span<const double> g, double weight, KeyOf&& key_of) {
     const double inverse_q = 1.0 / static_cast<double>(g.size());
     for (std::size_t first = 0; first < g.size(); first += max_terms_per_pass) {
@@ -258,7 +258,7 @@ class low_rank_momentum {
         kernel.coefficients[kernel.terms] = static_cast<T>(weight * g[j] * inverse_q);
         ++kernel.terms;
       }
-      Backend::for_each_index(groups_for(count), kernel, group_width);
+      backend.for_each_index(groups_for(count), kernel, group_width);
       keep = T(1);  // later chunks add to what the first wrote
       fresh = false;
     }

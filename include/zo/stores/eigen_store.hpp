@@ -24,6 +24,10 @@ class eigen_store : public detail::table_store {
   using block_type = block_view<T>;
   using matrix_type = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+  // The CPU backend every pass over these blocks runs on (its thread count).
+  explicit eigen_store(backends::cpu backend = {}) : backend_(backend) {}
+  const backends::cpu& backend() const { return backend_; }
+
   // Adds a block holding a copy of `value`; its shape is the matrix's shape.
   std::size_t add(std::string name, matrix_type value, block_options options = {}) {
     const auto& info = table_.add(std::move(name), static_cast<std::size_t>(value.rows()),
@@ -38,7 +42,7 @@ class eigen_store : public detail::table_store {
   std::size_t add(std::string name, std::size_t rows, std::size_t cols,
                   block_options options = {}) {
     require(rows > 0 && cols > 0, "block '" + name + "' has an empty shape " +
-                                              std::to_string(rows) + "x" + std::to_string(cols));
+                                      std::to_string(rows) + "x" + std::to_string(cols));
     return add(std::move(name),
                matrix_type::Zero(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols)),
                options);
@@ -54,15 +58,15 @@ class eigen_store : public detail::table_store {
   void assign(std::size_t i, const matrix_type& value) {
     const auto& info = table_[i];
     require(static_cast<std::size_t>(value.rows()) == info.rows &&
-                        static_cast<std::size_t>(value.cols()) == info.cols,
-                    "cannot assign a " + std::to_string(value.rows()) + "x" +
-                        std::to_string(value.cols()) + " matrix to block '" + info.name +
-                        "' of shape " + std::to_string(info.rows) + "x" +
-                        std::to_string(info.cols));
+                static_cast<std::size_t>(value.cols()) == info.cols,
+            "cannot assign a " + std::to_string(value.rows()) + "x" + std::to_string(value.cols()) +
+                " matrix to block '" + info.name + "' of shape " + std::to_string(info.rows) + "x" +
+                std::to_string(info.cols));
     *matrices_[i] = value;
   }
 
  private:
+  backends::cpu backend_;
   std::vector<std::unique_ptr<matrix_type>> matrices_;
 };
 

@@ -22,12 +22,16 @@ class view_store : public detail::table_store {
   using backend_type = Backend;
   using block_type = block_view<T>;
 
+  // The backend every pass over these blocks runs on (its threads, or its execution policy).
+  explicit view_store(Backend backend = Backend{}) : backend_(std::move(backend)) {}
+  const Backend& backend() const { return backend_; }
+
   // Registers rows × cols elements stored row-major in `storage`; the shape must account for
   // every element of the span, no more and no fewer. Returns the block's id.
   std::size_t add(std::string name, std::span<T> storage, std::size_t rows, std::size_t cols,
                   block_options options = {}) {
     require(storage.data() != nullptr || storage.empty(),
-                    "block '" + name + "' has a null data pointer");
+            "block '" + name + "' has a null data pointer");
     const auto& info = table_.add(std::move(name), rows, cols, storage.size(), options);
     data_.push_back(storage.data());
     return info.id;
@@ -42,6 +46,7 @@ class view_store : public detail::table_store {
   block_type block(std::size_t i) const { return block_type(table_[i], data_.at(i)); }
 
  private:
+  Backend backend_;
   std::vector<T*> data_;
 };
 
