@@ -377,3 +377,48 @@ BOOST_AUTO_TEST_CASE(intra_layer_mask_trains_both_parts) {
   BOOST_CHECK_THROW(selector(zo::deepest_layers(1), 1.0), zo::invalid_argument);
   BOOST_CHECK_THROW(selector(zo::deepest_layers(1), -0.1), zo::invalid_argument);
 }
+
+// The hybrid takes zo_optimizer's forms: an objective whose entry points take the step index (to
+// pick that step's mini-batch), temporaries in optimize(), and callbacks that run once the whole
+// step, its first-order update included, is applied.
+BOOST_AUTO_TEST_CASE(the_hybrid_takes_the_step_index_and_reports_after_the_whole_step) {
+  chain model(3, 4, 8, 5);
+  struct stepped_objective {
+    chain* model;
+    std::vector<std::uint64_t> loss_steps, gradient_steps;
+    double loss(std::uint64_t step) {
+      loss_steps.push_back(step);
+      return model->loss();
+    }
+    double loss_and_gradients(zo::gradient_view<double>& g, std::uint64_t step) {
+      gradient_steps.push_back(step);
+      return model->loss_and_gradients(g);
+    }
+  } f{&model, {}, {}};
+  struct head_watcher {
+    chain* model;
+    std::vector<double>* seen;
+    void after_step(const zo::step_report&) { seen->push_back(model->store.matrix(6)(0, 0)); }
+  };
+  std::vector<double> seen;
+  zo::loho optimizer(zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-3), {.seed = 2}),
+                     zo::adam<>(1e-2), zo::deepest_layers(1));
+  const auto summary = optimizer.optimize(model.store, f, 3, head_watcher{&model, &seen});
+  BOOST_TEST(summary.steps == 3u);
+  BOOST_TEST((f.loss_steps == std::vector<std::uint64_t>{0, 0, 1, 1, 2, 2}));
+  BOOST_TEST((f.gradient_steps == std::vector<std::uint64_t>{0, 1, 2}));
+  // The head (block 6, no layer) is zeroth-order; layer 2's weight (block 4) first-order: what
+  // the callback saw of the head after the last step is what the step left.
+  BOOST_REQUIRE(seen.size() == 3u);
+  BOOST_TEST(seen.back() == model.store.matrix(6)(0, 0));
+  std::vector<double> weights_seen;
+  struct weight_watcher {
+    chain* model;
+    std::vector<double>* seen;
+    void after_step(const zo::step_report&) { seen->push_back(model->store.matrix(4)(0, 0)); }
+  } watcher{&model, &weights_seen};
+  const double before = model.store.matrix(4)(0, 0);
+  optimizer.step(model.store, f, watcher);
+  BOOST_TEST(weights_seen.front() != before);  // the first-order update had been applied
+  BOOST_TEST(weights_seen.front() == model.store.matrix(4)(0, 0));
+}

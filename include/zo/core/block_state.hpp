@@ -20,7 +20,6 @@
 // elements, each little-endian, and buffers(b...) is u32 count · buffer(b) for each.
 #pragma once
 
-#include <any>
 #include <cstddef>
 #include <cstdint>
 #include <istream>
@@ -34,6 +33,7 @@
 #include "zo/core/binary.hpp"
 #include "zo/core/errors.hpp"
 #include "zo/core/state_io.hpp"
+#include "zo/core/typed_slot.hpp"
 
 namespace zo::state_io {
 
@@ -135,12 +135,12 @@ class block_state {
   template <class Backend, class T>
   typed_blocks<Backend, T>& typed() {
     using typed_type = typed_blocks<Backend, T>;
-    if (auto* state = std::any_cast<typed_type>(&typed_)) return *state;
-    typed_ = adopt_loaded<Backend, T>();
-    save_typed_ = [](const std::any& state, std::ostream& out) {
-      write_section<Backend, T>(out, sizeof(T), std::any_cast<const typed_type&>(state).blocks);
+    if (auto* state = typed_.find<typed_type>()) return *state;
+    auto& state = typed_.get_or<typed_type>([&] { return adopt_loaded<Backend, T>(); });
+    save_typed_ = [](const typed_slot& slot, std::ostream& out) {
+      write_section<Backend, T>(out, sizeof(T), slot.find<typed_type>()->blocks);
     };
-    return *std::any_cast<typed_type>(&typed_);
+    return state;
   }
 
   template <class Backend, class T>
@@ -229,9 +229,9 @@ class block_state {
   }
 
   const char* rule_;
-  std::any typed_;
+  typed_slot typed_;
   // Saves typed_, whose type only the step that created it knew.
-  void (*save_typed_)(const std::any&, std::ostream&) = nullptr;
+  void (*save_typed_)(const typed_slot&, std::ostream&) = nullptr;
   std::uint32_t loaded_element_size_ = 0;
   std::vector<std::pair<std::uint64_t, loaded_record>> loaded_;
 };

@@ -162,7 +162,7 @@ template <class P, class Store = archetypes::store>
 concept perturbation_policy = std::copy_constructible<P> &&
     requires(const P& p, const typename Store::backend_type& backend,
              const decltype(std::declval<const Store&>().block(0))& block,
-             const pass<typename Store::value_type>& sweep,
+             const pass_type_t<P, typename Store::value_type>& sweep,
              scratch_arena<typename Store::backend_type, typename Store::value_type>& scratch) {
   p.apply(backend, block, sweep, scratch);
 };
@@ -319,7 +319,8 @@ template <class P, class Store>
 constexpr bool check_perturbation_policy() {
   static_assert(
       perturbation_policy<P, Store>,
-      "zo: the perturbation policy needs apply(backend, block, zo::pass<T>, scratch) const");
+      "zo: the perturbation policy needs apply(backend, block, pass, scratch) const, pass being "
+      "its pass_type<T> (zo::pass<T> unless it names one)");
   return true;
 }
 

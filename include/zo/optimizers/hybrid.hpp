@@ -5,7 +5,6 @@
 // perturbed), FO forward + backward at the unperturbed point, ZO update, FO step.
 #pragma once
 
-#include <any>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -24,6 +23,7 @@
 #include "zo/core/reports.hpp"
 #include "zo/core/state_io.hpp"
 #include "zo/core/step_engine.hpp"
+#include "zo/core/typed_slot.hpp"
 #include "zo/optimizers/mezo.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
 #include "zo/selectors/layers.hpp"
@@ -307,8 +307,7 @@ class hybrid {
   template <class Backend, class T>
   first_order_workspace<Backend, T>& workspace() {
     using type = first_order_workspace<Backend, T>;
-    if (std::any_cast<type>(&workspace_) == nullptr) workspace_ = type{};
-    return *std::any_cast<type>(&workspace_);
+    return workspace_.get_or<type>([] { return type{}; });
   }
 
   template <class Backend, class Store, class T>
@@ -337,7 +336,7 @@ class hybrid {
   hybrid_options options_;
   std::vector<block_role> roles_;
   std::vector<std::size_t> first_order_;
-  std::any workspace_;
+  typed_slot workspace_;
   double first_order_loss_ = 0, gradient_norm_ = 0;
 };
 

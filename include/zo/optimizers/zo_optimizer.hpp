@@ -5,7 +5,6 @@
 #pragma once
 
 #include <algorithm>
-#include <any>
 #include <cstddef>
 #include <cstdint>
 #include <istream>
@@ -20,6 +19,7 @@
 #include "zo/core/reports.hpp"
 #include "zo/core/state_io.hpp"
 #include "zo/core/step_engine.hpp"
+#include "zo/core/typed_slot.hpp"
 #include "zo/selectors/all_blocks.hpp"
 
 namespace zo {
@@ -233,9 +233,8 @@ class zo_optimizer {
   // allocates nothing once the first has run.
   template <class Store>
   engine_type<Store>& engine_for(const Store&) {
-    if (auto* engine = std::any_cast<engine_type<Store>>(&engine_)) return *engine;
-    engine_ = engine_type<Store>(perturbation_, options_);
-    return *std::any_cast<engine_type<Store>>(&engine_);
+    return engine_.get_or<engine_type<Store>>(
+        [&] { return engine_type<Store>(perturbation_, options_); });
   }
 
   static constexpr std::uint64_t state_tag = 0x7a6f'2d73'7461'7465ull;  // "zo-state" in ASCII
@@ -257,7 +256,7 @@ class zo_optimizer {
   bool pending_ = false;
   std::vector<block_role> roles_, next_roles_;
   std::vector<double> gradients_;
-  std::any engine_;
+  typed_slot engine_;
 };
 
 }  // namespace zo
