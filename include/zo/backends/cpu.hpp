@@ -28,12 +28,14 @@ struct cpu {
 
   // Calls f(i) for every i in [0, count). Each index is handled by exactly one thread and f
   // must not depend on the order, so results do not depend on the number of threads.
-  // work_per_index is a hint (elements touched per call) for deciding whether to go parallel.
+  // work_per_index is a hint (elements touched per call) for deciding whether to go parallel;
+  // compiled without OpenMP nothing goes parallel, and it is unused.
   // A functor with for_range(first, last) is given each thread's share of the indices as one
   // contiguous range instead (the dense passes vectorise over it); it must do exactly what
   // calling f(i) for every i in the range would.
   template <class F>
-  static void for_each_index(std::size_t count, const F& f, std::size_t work_per_index = 1) {
+  static void for_each_index(std::size_t count, const F& f,
+                             [[maybe_unused]] std::size_t work_per_index = 1) {
     if constexpr (requires { f.for_range(std::size_t{}, std::size_t{}); }) {
 #if defined(_OPENMP)
 #pragma omp parallel if (count * work_per_index >= parallel_threshold)
