@@ -21,6 +21,7 @@
 #include <new>
 #include <string>
 #include <vector>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 #include "bench_support.hpp"

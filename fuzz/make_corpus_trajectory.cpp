@@ -3,6 +3,7 @@
 // fuzz/make_corpus_trajectory.cpp -o /tmp/make_corpus && /tmp/make_corpus fuzz/corpus/trajectory
 #include <fstream>
 #include <zo/io/trajectory.hpp>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 int main(int, char** argv) {
   const std::string dir = argv[1];

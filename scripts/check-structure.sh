@@ -3,7 +3,9 @@
 # Checks the library's structure (docs/architecture.md, "Layers"):
 #  1. every include in include/zo/ points down or sideways in the layer order below, never up;
 #  2. the file-level include graph has no cycle;
-#  3. a header names only its own folder's detail:: (another folder's helpers are private to it).
+#  3. a header names only its own folder's detail:: (another folder's helpers are private to it);
+#  4. no function is longer than 60 lines (a definition whose signature starts at indentation 0,
+#     2 or 4, as clang-format lays out free functions and class members, through its closing brace).
 # Usage: scripts/check-structure.sh [REPOSITORY]   (exit status 1 and one line per finding)
 set -euo pipefail
 root=${1:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -76,11 +78,36 @@ while IFS= read -r file; do
       echo "$file names detail::$name, private to ${owner:-no folder}"
       status=1
     fi
-  done < <(grep -v '^ *//' "$file" | grep -o 'detail::[A-Za-z_][A-Za-z0-9_]*' | sed 's/detail:://' | sort -u)
+  done < <(sed 's|//.*||; /^namespace /d' "$file" | grep -o 'detail::[A-Za-z_][A-Za-z0-9_]*' | sed 's/detail:://' | sort -u)
 done < <(find zo -name '*.hpp' | sort)
+
+long=$(find zo -name '*.hpp' | sort | xargs awk -v limit=60 '
+  function indent(s) { match(s, /^ */); return RLENGTH }
+  FNR == 1 { open = ""; pending = 0 }
+  {
+    if (open != "" && $0 ~ "^" open "}") {
+      if (FNR - start + 1 > limit) printf "%s:%d: a function of %d lines\n", FILENAME, start, FNR - start + 1
+      open = ""; pending = 0
+      next
+    }
+    if (open != "") next
+    if (!pending && indent($0) <= 4 && $0 ~ /\(/ && $0 !~ /;$/ && $0 !~ /= *\[/ &&
+        $0 !~ /^ *((if|for|while|switch|do|try|catch|return|static_assert)[ ({]|else|}|\/\/|#)/) {
+      pending = 1; pstart = FNR; pind = indent($0)
+    }
+    if (pending && $0 ~ /\)( const)?( noexcept)?( override)?( -> [^{]*)?( requires .*)? \{$/) {
+      open = substr($0, 1, pind); start = pstart; pending = 0
+    } else if (pending && ($0 ~ /;$/ || $0 ~ /\{$/ || $0 ~ /^ *$/)) {
+      pending = 0
+    }
+  }')
+if [ -n "$long" ]; then
+  echo "$long"
+  status=1
+fi
 
 if [ "$status" = 0 ]; then
   echo "check-structure: $(find zo -name '*.hpp' | wc -l) headers, $(wc -l < "$edges") includes," \
-       "no arrow back up, no cycle, no folder's detail named outside it"
+       "no arrow back up, no cycle, no folder's detail named outside it, no function over 60 lines"
 fi
 exit "$status"

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # scripts/check-structure.sh on copies of include/: the real tree passes, and each kind of fault
 # planted in a copy fails it, naming the file: an include back up a layer, an include cycle inside
-# a folder, and a header naming another folder's detail::.
+# a folder, a header naming another folder's detail::, and a function over 60 lines.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -44,5 +44,10 @@ fresh
 sed -i 's|^namespace zo {|namespace zo {\ninline bool peek() { return detail::masked(pass<float>{}); }|' \
   "$work/tree/include/zo/selectors/all_blocks.hpp"
 expect fail "names detail::masked, private to zo/perturbations" "another folder's detail"
+
+fresh
+body=$(printf '    engine_.move();\\n%.0s' $(seq 70))
+sed -i "s|^  double measure() {\$|  double measure() {\\n$body|" "$work/tree/include/zo/core/probes.hpp"
+expect fail "zo/core/probes.hpp:43: a function of" "a function over 60 lines"
 
 [ "$failures" = 0 ] || exit 1

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 namespace zo_test {

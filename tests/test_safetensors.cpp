@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 #include <zo/io/safetensors.hpp>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 namespace fs = std::filesystem;

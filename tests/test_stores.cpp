@@ -3,6 +3,7 @@
 #define BOOST_TEST_MODULE stores
 #include <boost/test/unit_test.hpp>
 #include <vector>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 static_assert(zo::parameter_store<zo::view_store<float>>);

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/stores/thrust_store.hpp>
 #include <zo/zo.hpp>
 

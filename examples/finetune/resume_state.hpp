@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 #include "../common/check.hpp"

@@ -25,6 +25,7 @@
 #include <tuple>
 #include <vector>
 #include <zo/io/safetensors.hpp>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 namespace {

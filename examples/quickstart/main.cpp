@@ -2,6 +2,7 @@
 // MeZO fits a least-squares problem using only loss evaluations.
 #include <Eigen/Dense>
 #include <cstdio>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 int main() {

@@ -11,6 +11,7 @@
 #include <utility>
 #include <zo/io/safetensors.hpp>
 #include <zo/io/trajectory.hpp>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 #include "../common/check.hpp"

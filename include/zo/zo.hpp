@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Umbrella header: everything zo offers on the CPU.
+// Umbrella header: the CPU optimizers and their parts, which need no library besides Random123.
+// Headers that need another are included on their own, so that zo::zo needs none of them:
+// zo/stores/eigen_store.hpp (Eigen, target zo::eigen), zo/io/safetensors.hpp (nlohmann-json),
+// zo/distributed/mpi.hpp (MPI, target zo::mpi) and the Thrust backend.
 #pragma once
 
 #include "zo/config.hpp"
@@ -16,7 +19,6 @@
 
 #include "zo/backends/cpu.hpp"
 #include "zo/stores/block.hpp"
-#include "zo/stores/eigen_store.hpp"
 #include "zo/stores/view_store.hpp"
 
 #include "zo/perturbations/dense.hpp"

@@ -2,6 +2,7 @@
 // expect: zo: a direction distribution needs static batch
 // A dense perturbation's distribution gives a Philox group's entries and, for the CPU backend's
 // vectorised passes, a whole batch of groups.
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 struct ones {

@@ -2,6 +2,7 @@
 // expect: zo: the estimator needs samples
 // An estimator must say how many directions it measures per step.
 #include <span>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 struct estimator_without_samples {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // expect: zo: the hybrid's objective needs loss
 // A hybrid's objective must also return gradients for the first-order blocks.
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 struct objective_without_gradients {

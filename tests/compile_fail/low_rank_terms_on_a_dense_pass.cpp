@@ -2,6 +2,7 @@
 // expect: zo: the perturbation policy's pass does not accept low-rank terms
 // A step rule's contributions reach a block only through a pass that carries them: a dense
 // perturbation's pass has no low-rank factors, so a rule adding some does not compile.
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 struct low_rank_rule {

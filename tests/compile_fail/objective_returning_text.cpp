@@ -3,6 +3,7 @@
 // An objective must return a loss convertible to double.
 #include <string>
 #include <vector>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 int main() {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // expect: zo: the perturbation policy needs apply
 // A perturbation policy must implement the pass kernel.
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 struct perturbation_without_apply {

@@ -3,6 +3,7 @@
 // q_sample repeats its base estimator's measure() over directions; a base without it is refused
 // where the optimizer is formed.
 #include <span>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 struct estimate_only {

@@ -3,6 +3,7 @@
 // A layer selector must assign every block a role.
 #include <cstdint>
 #include <span>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 struct selector_without_select {

@@ -3,6 +3,7 @@
 // LOZO-M's momentum lives in the factor space of low-rank directions: the rule names
 // low_rank_perturbation as the one it needs, and any other is refused where the optimizer is
 // formed.
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 #ifdef ZO_COMPILE_FAIL_CONTROL

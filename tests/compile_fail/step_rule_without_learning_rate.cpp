@@ -2,6 +2,7 @@
 // expect: zo: the step rule needs learning_rate
 // A zeroth-order step rule must report its learning rate for each step.
 #include <cstdint>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 struct step_rule_without_learning_rate {

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 #include <zo/distributed/mpi.hpp>
+#include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
 
 int main(int argc, char** argv) {

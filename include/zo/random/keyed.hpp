@@ -15,8 +15,28 @@
 
 #include "zo/config.hpp"
 
-#if !defined(__CUDA_ARCH__) && (defined(__SSE2__) || defined(__AVX__))
-#include <immintrin.h>
+// Vector kernels for host passes, one header per instruction set in zo/random/arch/, picked by the
+// compiler's target macros: the widest set the target has wins. They compute what the portable
+// loops below compute, bit for bit, so the choice changes speed only; device code and targets
+// without them run the portable loops. ZO_RANDOM_PHILOX_ISA and ZO_RANDOM_SQRT_ISA name the
+// namespaces (zo::detail::<isa>) in use, and are left undefined where the portable loop runs.
+#if !defined(__CUDA_ARCH__)
+#if defined(__AVX512F__)
+#include "zo/random/arch/avx512.hpp"
+#define ZO_RANDOM_PHILOX_ISA avx512
+#define ZO_RANDOM_SQRT_ISA avx512
+#elif defined(__AVX2__)
+#include "zo/random/arch/avx.hpp"
+#include "zo/random/arch/avx2.hpp"
+#define ZO_RANDOM_PHILOX_ISA avx2
+#define ZO_RANDOM_SQRT_ISA avx
+#elif defined(__AVX__)
+#include "zo/random/arch/avx.hpp"
+#define ZO_RANDOM_SQRT_ISA avx
+#elif defined(__SSE2__)
+#include "zo/random/arch/sse2.hpp"
+#define ZO_RANDOM_SQRT_ISA sse2
+#endif
 #endif
 
 namespace zo {
@@ -171,55 +191,6 @@ ZO_HOST_DEVICE constexpr std::uint64_t groups_for(std::uint64_t n) {
 
 namespace detail {
 
-#if !defined(__CUDA_ARCH__) && (defined(__AVX512F__) || defined(__AVX2__))
-// The 32 × 32 → 64-bit products of Philox on every 32-bit lane: one multiply for the even lanes,
-// one for the odd lanes shifted down, then the halves blended back. Compilers given the
-// portable loop below widen every lane to 64 bits and use a full 64-bit multiply instead, which
-// on x86 costs about twice as much.
-#if defined(__AVX512F__)
-using philox_lanes = __m512i;
-inline philox_lanes philox_set(std::uint32_t v) {
-  return _mm512_set1_epi32(static_cast<int>(v));
-}
-inline philox_lanes philox_load(const std::uint32_t* p) {
-  return _mm512_loadu_si512(p);
-}
-inline void philox_store(std::uint32_t* p, philox_lanes v) {
-  _mm512_storeu_si512(p, v);
-}
-inline philox_lanes philox_xor(philox_lanes a, philox_lanes b) {
-  return _mm512_xor_si512(a, b);
-}
-inline void philox_mulhilo(philox_lanes m, philox_lanes a, philox_lanes& hi, philox_lanes& lo) {
-  const __m512i even = _mm512_mul_epu32(a, m);
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-}
-#else
-using philox_lanes = __m256i;
-inline philox_lanes philox_set(std::uint32_t v) {
-  return _mm256_set1_epi32(static_cast<int>(v));
-}
-inline philox_lanes philox_load(const std::uint32_t* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
-inline void philox_store(std::uint32_t* p, philox_lanes v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
-}
-inline philox_lanes philox_xor(philox_lanes a, philox_lanes b) {
-  return _mm256_xor_si256(a, b);
-}
-inline void philox_mulhilo(philox_lanes m, philox_lanes a, philox_lanes& hi, philox_lanes& lo) {
-  const __m256i even = _mm256_mul_epu32(a, m);
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-}
-#endif
-inline constexpr std::size_t philox_width = sizeof(philox_lanes) / sizeof(std::uint32_t);
-#endif
-
 // Philox4x32-10 on batch_groups consecutive counters at once, written lane-wise (structure of
 // arrays) so the multiplies become vector multiplies. Equal word for word to Random123's
 // philox4x32 (tests/test_random.cpp checks), which processes one counter per call.
@@ -240,27 +211,29 @@ inline void philox_batch(const direction_key& key, std::uint64_t first_group,
   }
   const std::uint32_t key0 = static_cast<std::uint32_t>(key.seed);
   const std::uint32_t key1 = static_cast<std::uint32_t>(key.seed >> 32);
-#if !defined(__CUDA_ARCH__) && (defined(__AVX512F__) || defined(__AVX2__))
-  const philox_lanes m0 = philox_set(0xD2511F53u), m1 = philox_set(0xCD9E8D57u);
-  for (std::size_t first = 0; first < batch_groups; first += philox_width) {
-    philox_lanes x0 = philox_load(c0 + first), x1 = philox_load(c1 + first);
-    philox_lanes x2 = philox_load(c2 + first), x3 = philox_load(c3 + first);
+#if defined(ZO_RANDOM_PHILOX_ISA)
+  namespace isa = ZO_RANDOM_PHILOX_ISA;
+  using lanes = isa::philox_lanes;
+  const lanes m0 = isa::philox_set(0xD2511F53u), m1 = isa::philox_set(0xCD9E8D57u);
+  for (std::size_t first = 0; first < batch_groups; first += isa::philox_width) {
+    lanes x0 = isa::philox_load(c0 + first), x1 = isa::philox_load(c1 + first);
+    lanes x2 = isa::philox_load(c2 + first), x3 = isa::philox_load(c3 + first);
     std::uint32_t k0 = key0, k1 = key1;
     for (int round = 0; round < 10; ++round) {
-      philox_lanes hi0, lo0, hi1, lo1;
-      philox_mulhilo(m0, x0, hi0, lo0);
-      philox_mulhilo(m1, x2, hi1, lo1);
-      x0 = philox_xor(philox_xor(hi1, x1), philox_set(k0));
+      lanes hi0, lo0, hi1, lo1;
+      isa::philox_mulhilo(m0, x0, hi0, lo0);
+      isa::philox_mulhilo(m1, x2, hi1, lo1);
+      x0 = isa::philox_xor(isa::philox_xor(hi1, x1), isa::philox_set(k0));
       x1 = lo1;
-      x2 = philox_xor(philox_xor(hi0, x3), philox_set(k1));
+      x2 = isa::philox_xor(isa::philox_xor(hi0, x3), isa::philox_set(k1));
       x3 = lo0;
       k0 += 0x9E3779B9u;
       k1 += 0xBB67AE85u;
     }
-    philox_store(c0 + first, x0);
-    philox_store(c1 + first, x1);
-    philox_store(c2 + first, x2);
-    philox_store(c3 + first, x3);
+    isa::philox_store(c0 + first, x0);
+    isa::philox_store(c1 + first, x1);
+    isa::philox_store(c2 + first, x2);
+    isa::philox_store(c3 + first, x3);
   }
 #else
   std::uint32_t k0 = key0, k1 = key1;
@@ -288,18 +261,11 @@ inline void philox_batch(const direction_key& key, std::uint64_t first_group,
 // target has them (a loop calling sqrtf does not vectorise: it may set errno).
 template <std::size_t Count>
 inline void sqrt_in_place(float (&x)[Count]) {
-#if !defined(__CUDA_ARCH__) && defined(__AVX512F__)
-  constexpr std::size_t width = 16;
+#if defined(ZO_RANDOM_SQRT_ISA)
+  namespace isa = ZO_RANDOM_SQRT_ISA;
+  constexpr std::size_t width = isa::sqrt_width;
   for (std::size_t i = 0; i + width <= Count; i += width)
-    _mm512_storeu_ps(x + i, _mm512_sqrt_ps(_mm512_loadu_ps(x + i)));
-#elif !defined(__CUDA_ARCH__) && defined(__AVX__)
-  constexpr std::size_t width = 8;
-  for (std::size_t i = 0; i + width <= Count; i += width)
-    _mm256_storeu_ps(x + i, _mm256_sqrt_ps(_mm256_loadu_ps(x + i)));
-#elif !defined(__CUDA_ARCH__) && defined(__SSE2__)
-  constexpr std::size_t width = 4;
-  for (std::size_t i = 0; i + width <= Count; i += width)
-    _mm_storeu_ps(x + i, _mm_sqrt_ps(_mm_loadu_ps(x + i)));
+    isa::sqrt_lanes(x + i);
 #else
   constexpr std::size_t width = 1;
 #endif

@@ -4,6 +4,15 @@
 #include <vector>
 #include <zo/zo.hpp>
 
+// zo::zo needs neither Eigen nor OpenMP: the umbrella header must not pull Eigen in, and OpenMP is
+// used exactly where the consumer has it.
+#if defined(EIGEN_WORLD_VERSION)
+#error "zo/zo.hpp included Eigen"
+#endif
+#if defined(_OPENMP) != ZO_CONSUMER_EXPECT_OPENMP
+#error "zo::zo brought OpenMP where it should not, or did not where it should"
+#endif
+
 int main() {
   std::vector<float> x(16, 1.0f);
   zo::view_store<float> store;
