@@ -19,9 +19,11 @@ namespace {
 using element_types = boost::mpl::list<float, double>;
 
 // Blocks well above the CPU backend's parallel threshold, plus a small one and odd sizes so
-// thread shares end inside a group of four.
+// thread shares end inside a group of four; OpenMP's default thread count set to `threads`, and
+// the store on `backend`.
 template <class T>
-std::vector<T> run_with_threads(int threads, zo::restore_mode mode) {
+std::vector<T> run_with_threads(int threads, zo::restore_mode mode,
+                                zo::backends::cpu backend = {}) {
 #if defined(_OPENMP)
   omp_set_num_threads(threads);
 #endif
@@ -30,7 +32,7 @@ std::vector<T> run_with_threads(int threads, zo::restore_mode mode) {
     big[i] = T(0.001) * T(i % 1000);
   for (std::size_t i = 0; i < medium.size(); ++i)
     medium[i] = T(-0.5) + T(i % 7);
-  zo::view_store<T> store;
+  zo::view_store<T> store(backend);
   store.add("big", std::span<T>(big), 300007, 1);
   store.add("medium", std::span<T>(medium), 65539, 1, {.decay = false});
   store.add("small", std::span<T>(small));
@@ -94,27 +96,7 @@ BOOST_AUTO_TEST_CASE(a_store_s_backend_carries_its_thread_count) {
   }
 #endif
   const auto reference = run_with_threads<float>(4, zo::restore_mode::exact);
-  std::vector<float> big(300007), medium(65536 + 3), small(5);
-  for (std::size_t i = 0; i < big.size(); ++i)
-    big[i] = 0.001f * static_cast<float>(i % 1000);
-  for (std::size_t i = 0; i < medium.size(); ++i)
-    medium[i] = -0.5f + static_cast<float>(i % 7);
-  zo::view_store<float> store(zo::backends::cpu{.threads = 1});
-  store.add("big", std::span<float>(big), 300007, 1);
-  store.add("medium", std::span<float>(medium), 65539, 1, {.decay = false});
-  store.add("small", std::span<float>(small));
-  BOOST_TEST(store.backend().threads == 1);
-  auto loss = [&] {
-    double s = 0;
-    for (std::size_t i = 0; i < big.size(); i += 101)
-      s += double(big[i]) * big[i];
-    for (std::size_t i = 0; i < medium.size(); i += 13)
-      s += double(medium[i]);
-    return s + double(small[0]);
-  };
-  zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-4, 0.01), {.seed = 77})
-      .optimize(store, loss, 8);
-  const auto mine = zo_test::snapshot(store);
+  const auto mine = run_with_threads<float>(4, zo::restore_mode::exact, {.threads = 1});
   BOOST_REQUIRE_EQUAL(mine.size(), reference.size());
   BOOST_TEST(std::memcmp(mine.data(), reference.data(), mine.size() * sizeof(float)) == 0);
 }
