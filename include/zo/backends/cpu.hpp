@@ -26,20 +26,6 @@ struct cpu {
 
   // Below this much work (indices × work per index) a parallel region costs more than it saves.
   static constexpr std::size_t parallel_threshold = 1 << 14;
-  // How far ahead of a batch the memory it will read is asked for, in batches: generating a batch
-  // takes long enough that the hardware prefetcher alone leaves the cores waiting at each one.
-  static constexpr std::size_t prefetch_batches = 8;
-
-  // The memory a batched functor's batch reads and writes (see run_share), so that the backend
-  // can ask for it ahead of time: arrays of element_size-byte elements, index i of the loop
-  // covering elements [i·elements_per_index, (i + 1)·elements_per_index) of each.
-  struct batch_memory {
-    const void* read = nullptr;
-    const void* written[2] = {};  // unused entries null; an entry equal to read is skipped
-    std::size_t element_size = 1;
-    std::size_t elements_per_index = 1;
-    std::size_t elements = 0;  // the arrays' length
-  };
 
   // OpenMP threads for this backend's loops; 0 leaves it to OpenMP (OMP_NUM_THREADS). Without
   // OpenMP every loop runs on the calling thread.
@@ -103,13 +89,11 @@ struct cpu {
 
  private:
   // A functor whose indices vectorise in batches: run_batch(i) does what f(i), …,
-  // f(i + batch − 1) would, for i a multiple of batch; prefetch_streams() names the memory it
-  // touches (batch_memory).
+  // f(i + batch − 1) would, for i a multiple of batch.
   template <class F>
   static constexpr bool batched = requires(const F& f, std::size_t i) {
     { F::batch } -> std::convertible_to<std::size_t>;
     f.run_batch(i);
-    f.prefetch_streams();
   };
 
   // One thread's share: single indices up to the first batch boundary, whole batches, then the
@@ -119,31 +103,10 @@ struct cpu {
     std::size_t i = first;
     for (; i < last && i % F::batch != 0; ++i)
       f(i);
-    for (; i + F::batch <= last; i += F::batch) {
-      prefetch(f, i + prefetch_batches * F::batch);
+    for (; i + F::batch <= last; i += F::batch)
       f.run_batch(i);
-    }
     for (; i < last; ++i)
       f(i);
-  }
-
-  template <class F>
-  static void prefetch([[maybe_unused]] const F& f, [[maybe_unused]] std::size_t index) {
-#if defined(__GNUC__)
-    const batch_memory m = f.prefetch_streams();
-    const std::size_t first = index * m.elements_per_index;
-    const std::size_t span = F::batch * m.elements_per_index;
-    if (first >= m.elements) return;
-    const auto at = [&](const void* base, std::size_t k) {
-      return static_cast<const char*>(base) + (first + k) * m.element_size;
-    };
-    for (std::size_t k = 0; k < span; k += 64 / m.element_size) {
-      __builtin_prefetch(at(m.read, k), 0);
-      for (const void* w : m.written) {
-        if (w != nullptr && w != m.read) __builtin_prefetch(at(w, k), 1);
-      }
-    }
-#endif
   }
 };
 

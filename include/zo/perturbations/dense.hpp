@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <string>
 
-#include "zo/backends/cpu.hpp"
 #include "zo/config.hpp"
 #include "zo/core/concepts.hpp"
 #include "zo/core/pass.hpp"
@@ -118,15 +117,26 @@ struct dense_pass_kernel {
   }
 
   // The CPU backend runs whole batches of batch_groups groups at a time, so that Philox and
-  // Box-Muller vectorise (backends::cpu, run_share), asking ahead for the memory they touch.
+  // Box-Muller vectorise (backends::cpu, run_share).
   static constexpr std::size_t batch = batch_groups;
-  backends::cpu::batch_memory prefetch_streams() const {
-    return {p.source, {p.target, p.base_to}, sizeof(T), group_width, size};
-  }
 
   void run_batch(std::size_t g) const {
     const std::size_t first = element_of(g, 0);
     if (first >= size) return;
+#if defined(__GNUC__)
+    // Generating a batch takes long enough that the hardware prefetcher alone leaves the cores
+    // waiting for memory at each batch; asking for the batch a few ahead overlaps the two.
+    constexpr std::size_t ahead = 8 * batch_width;
+    if (first + ahead < size) {
+      for (std::size_t k = 0; k < batch_width; k += 64 / sizeof(T)) {
+        __builtin_prefetch(p.source + first + ahead + k, 0);
+        if (p.target != p.source) __builtin_prefetch(p.target + first + ahead + k, 1);
+        if (p.base_to != nullptr && p.base_to != p.source) {
+          __builtin_prefetch(p.base_to + first + ahead + k, 1);
+        }
+      }
+    }
+#endif
     const std::size_t lanes = size - first < batch_width ? size - first : batch_width;
     bool first_order[batch_width] = {};
     if constexpr (pass_accepts_element_mask<Pass>) {
