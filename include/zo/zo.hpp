@@ -22,6 +22,7 @@
 #include "zo/stores/view_store.hpp"
 
 #include "zo/perturbations/dense.hpp"
+#include "zo/perturbations/directions.hpp"
 #include "zo/perturbations/low_rank.hpp"
 
 #include "zo/estimators/estimators.hpp"
@@ -30,6 +31,7 @@
 #include "zo/step_rules/low_rank_momentum.hpp"
 #include "zo/step_rules/schedules.hpp"
 #include "zo/step_rules/sgd.hpp"
+#include "zo/step_rules/sign_sgd.hpp"
 
 #include "zo/selectors/all_blocks.hpp"
 #include "zo/selectors/intra_layer_mask.hpp"
