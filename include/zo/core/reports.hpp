@@ -59,14 +59,22 @@ struct run_summary {
 
 namespace detail {
 
-template <class Hook>
-bool asks_to_stop(Hook&& hook) {
-  if constexpr (std::is_void_v<std::invoke_result_t<Hook>>) {
-    hook();
-    return false;
-  } else {
-    return static_cast<bool>(hook());
-  }
+// Calls hook(callback) on every callback the hook applies to; true when one returned true.
+template <class Hook, class... Callbacks>
+bool ask_each(const Hook& hook, Callbacks&... callbacks) {
+  bool stop = false;
+  [[maybe_unused]] const auto ask = [&](auto& callback) {
+    using call = decltype(callback);
+    if constexpr (std::is_invocable_v<const Hook&, call>) {
+      if constexpr (std::is_void_v<std::invoke_result_t<const Hook&, call>>) {
+        hook(callback);
+      } else {
+        stop |= static_cast<bool>(hook(callback));
+      }
+    }
+  };
+  (ask(callbacks), ...);
+  return stop;
 }
 
 }  // namespace detail
@@ -77,25 +85,15 @@ bool asks_to_stop(Hook&& hook) {
 // one asked to stop.
 template <class... Callbacks>
 bool notify_after_evaluation(const evaluation_report& report, Callbacks&... callbacks) {
-  bool stop = false;
-  [[maybe_unused]] const auto hook = [&](auto& callback) {
-    if constexpr (requires { callback.after_evaluation(report); }) {
-      stop |= detail::asks_to_stop([&] { return callback.after_evaluation(report); });
-    }
-  };
-  (hook(callbacks), ...);
-  return stop;
+  return detail::ask_each(
+      [&](auto& c) -> decltype(c.after_evaluation(report)) { return c.after_evaluation(report); },
+      callbacks...);
 }
 template <class... Callbacks>
 bool notify_after_step(const step_report& report, Callbacks&... callbacks) {
-  bool stop = false;
-  [[maybe_unused]] const auto hook = [&](auto& callback) {
-    if constexpr (requires { callback.after_step(report); }) {
-      stop |= detail::asks_to_stop([&] { return callback.after_step(report); });
-    }
-  };
-  (hook(callbacks), ...);
-  return stop;
+  return detail::ask_each(
+      [&](auto& c) -> decltype(c.after_step(report)) { return c.after_step(report); },
+      callbacks...);
 }
 
 // A step's report as the step runs: counts the evaluations and tells the callbacks about each,

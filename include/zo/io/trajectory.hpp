@@ -766,9 +766,8 @@ std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
              " roles for a store of " + std::to_string(store.size()) + " blocks";
     });
     detail::require_replayable(hybrid.zeroth_order_part(), r);
-    element_mask mask;
-    if constexpr (requires { hybrid.selector().mask(); }) mask = hybrid.selector().mask();
-    detail::replay_phases(hybrid.zeroth_order_part(), store, r, r.roles, mask, false, true);
+    detail::replay_phases(hybrid.zeroth_order_part(), store, r, r.roles, hybrid.selector_mask(),
+                          false, true);
     ++replayed;
     if (r.skipped()) continue;
     while (next_values < values.records.size() && values.records[next_values].step < r.step)

@@ -187,20 +187,20 @@ class hybrid {
   ZoPart& zeroth_order_part() { return zo_; }
   const FoRule& first_order_rule() const { return fo_; }
   const Selector& selector() const { return selector_; }
-
- private:
-  // The hybrid's steps are never fused: the roles of the next step are not known here.
-  template <class Store>
-  static typename ZoPart::template offset_type<Store> no_next_point() {
-    return typename ZoPart::template offset_type<Store>();
-  }
-
+  // The selector's mask of the mixed blocks' first-order entries (inactive when it has none).
   element_mask selector_mask() const {
     if constexpr (requires { selector_.mask(); }) {
       return selector_.mask();
     } else {
       return {};
     }
+  }
+
+ private:
+  // The hybrid's steps are never fused: the roles of the next step are not known here.
+  template <class Store>
+  static typename ZoPart::template offset_type<Store> no_next_point() {
+    return typename ZoPart::template offset_type<Store>();
   }
 
   // The selector's roles for `step` (roles_), the first-order and mixed blocks (first_order_),
