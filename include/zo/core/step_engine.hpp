@@ -235,7 +235,6 @@ class step_engine {
 
   std::uint32_t step() const { return step_; }
   std::span<const block_role> roles() const { return roles_; }
-  std::size_t scratch_peak() const { return scratch_.peak(); }
 
   // What a step rule sees of a step: the projected gradients and each perturbed block, whose
   // change it describes (scale, keyed directions, and the contributions its perturbation's pass
