@@ -115,8 +115,9 @@ struct lozo_m_reference {
 
   void step(std::uint32_t k) {
     const std::size_t r = policy.rank(), n = static_cast<std::size_t>(w.cols());
-    const matrix u = factor(policy.u_key(seed, k, 0, 0), static_cast<std::size_t>(w.rows()), r);
-    const matrix v = factor(policy.v_key(seed, k, 0), n, r);
+    const matrix u = factor(policy.u_key(seed, zo::default_generator, k, 0, 0),
+                            static_cast<std::size_t>(w.rows()), r);
+    const matrix v = factor(policy.v_key(seed, zo::default_generator, k, 0), n, r);
     const matrix z = u * v.transpose();
     const Eigen::VectorXd zb = dense({seed, k, 1, zo::stream::dense, 0}, n);
     const double g =

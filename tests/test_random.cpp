@@ -200,14 +200,31 @@ BOOST_AUTO_TEST_CASE(double_directions_are_float_directions_widened) {
   }
 }
 
+// Random123's own Philox4x32 with the generator's rounds, one counter per call, as the reference
+// for zo's vectorised batches.
+r123::Philox4x32::ctr_type random123_words(const zo::direction_key& key, std::uint64_t group) {
+  const r123::Philox4x32::key_type k = {
+      {static_cast<std::uint32_t>(key.seed), static_cast<std::uint32_t>(key.seed >> 32)}};
+  const r123::Philox4x32::ctr_type c = {{static_cast<std::uint32_t>(group),
+                                         static_cast<std::uint32_t>((group >> 32) & 0xffffu) |
+                                             (static_cast<std::uint32_t>(key.stream) << 16) |
+                                             (static_cast<std::uint32_t>(key.sample) << 24),
+                                         key.block, key.step}};
+  return key.generator == zo::generator::philox4x32_10 ? r123::Philox4x32_R<10>{}(c, k)
+                                                       : r123::Philox4x32_R<8>{}(c, k);
+}
+
 // The vectorised batch path (host passes) against Random123's one-counter Philox and against
 // the one-group path (devices, direction_element), including the batches on either side of group
-// 2^32, where the counter's second word takes over.
+// 2^32, where the counter's second word takes over; for each generator.
 BOOST_AUTO_TEST_CASE(batches_equal_random123_and_the_one_group_path_bit_for_bit) {
-  const zo::direction_key keys[] = {
-      {0, 0, 0},
-      {0xfedcba9876543210ull, 4000000000u, 77, zo::stream::low_rank_v, 255},
-      {42, 7, 3, zo::stream::dense, 9}};
+  std::vector<zo::direction_key> keys;
+  for (const auto generator : {zo::generator::philox4x32_10, zo::generator::philox4x32_8}) {
+    keys.push_back({0, 0, 0, zo::stream::dense, 0, generator});
+    keys.push_back(
+        {0xfedcba9876543210ull, 4000000000u, 77, zo::stream::low_rank_v, 255, generator});
+    keys.push_back({42, 7, 3, zo::stream::dense, 9, generator});
+  }
   // Batches start at multiples of batch_groups; two meet at group 2^32.
   const std::uint64_t firsts[] = {0, 123456, (std::uint64_t{1} << 32) - 16, std::uint64_t{1} << 32,
                                   std::uint64_t{3} << 40};
@@ -220,7 +237,8 @@ BOOST_AUTO_TEST_CASE(batches_equal_random123_and_the_one_group_path_bit_for_bit)
       double signs[zo::batch_width];
       zo::rademacher_distribution::batch(key, first, signs);
       for (std::size_t g = 0; g < zo::batch_groups; ++g) {
-        const auto expected = zo::philox_words(key, first + g);  // Random123's philox4x32
+        const auto expected = random123_words(key, first + g);
+        BOOST_REQUIRE(zo::philox_words(key, first + g) == expected);
         float one_group[4];
         zo::gaussian_distribution::group(key, first + g, one_group);
         double one_group_signs[4];
@@ -269,4 +287,103 @@ BOOST_AUTO_TEST_CASE(transform_functions_are_accurate_to_float_precision) {
   BOOST_TEST(log_error < 2.4e-7);
   BOOST_TEST(trig_error < 2e-7);
   BOOST_TEST(std::memcmp(squares.data(), roots.data(), roots.size() * sizeof(float)) == 0);
+}
+
+// Where each Rademacher sign comes from, restated from Random123's words: philox4x32-10 takes the
+// low bit of the element's word in the Gaussian layout, philox4x32-8 bit e mod 32 of word
+// (e mod 128) / 32 of counter e / 128.
+BOOST_AUTO_TEST_CASE(rademacher_signs_come_from_the_documented_bits) {
+  for (const auto generator : {zo::generator::philox4x32_10, zo::generator::philox4x32_8}) {
+    const zo::direction_key key{77, 3, 5, zo::stream::dense, 2, generator};
+    float batch[zo::batch_width];
+    for (std::uint64_t first = 0; first < 64 * zo::batch_groups; first += zo::batch_groups) {
+      zo::rademacher_distribution::batch(key, first, batch);
+      for (std::size_t k = 0; k < zo::batch_width; ++k) {
+        const std::uint64_t e = zo::element_of(first, 0) + k;
+        std::uint32_t bit;
+        if (generator == zo::generator::philox4x32_10) {
+          bit = random123_words(key, zo::group_of(e))[zo::word_of(e)] & 1u;
+        } else {
+          bit = (random123_words(key, e / 128)[e % 128 / 32] >> (e % 32)) & 1u;
+        }
+        BOOST_TEST_CONTEXT(zo::generator_name(generator) << " element " << e) {
+          BOOST_REQUIRE_EQUAL(batch[k], bit ? 1.0f : -1.0f);
+          BOOST_REQUIRE_EQUAL(zo::direction_element<zo::rademacher_distribution>(key, e), batch[k]);
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+// A direction of `count` elements as host passes generate it, batch by batch.
+template <class Distribution>
+std::vector<double> draw_batches(const zo::direction_key& key, std::size_t count) {
+  std::vector<double> v(count);
+  float z[zo::batch_width];
+  for (std::size_t first = 0; first < count; first += zo::batch_width) {
+    Distribution::batch(key, first / zo::batch_width * zo::batch_groups, z);
+    for (std::size_t k = 0; k < zo::batch_width && first + k < count; ++k)
+      v[first + k] = z[k];
+  }
+  return v;
+}
+
+double excess_kurtosis(const std::vector<double>& v) {
+  const double m = mean(v);
+  double s2 = 0, s4 = 0;
+  for (double x : v) {
+    const double d = (x - m) * (x - m);
+    s2 += d;
+    s4 += d * d;
+  }
+  const double count = static_cast<double>(v.size());
+  return s4 / count / ((s2 / count) * (s2 / count)) - 3;
+}
+
+// Correlation of v with itself `lag` elements later.
+double lag_correlation(const std::vector<double>& v, std::size_t lag) {
+  const std::vector<double> a(v.begin(), v.end() - static_cast<std::ptrdiff_t>(lag));
+  const std::vector<double> b(v.begin() + static_cast<std::ptrdiff_t>(lag), v.end());
+  return correlation(a, b);
+}
+
+}  // namespace
+
+// The statistical check each generator is chosen by, over 10^7 elements as passes generate them:
+// mean, variance, excess kurtosis and the Kolmogorov-Smirnov distance against N(0, 1), each
+// within 4.5 standard errors (KS: its 0.1% critical value); no correlation between neighbouring
+// elements (lags 1, 16 and 64: the next counter, the same counter's next word, the next batch),
+// nor with the direction of the next block, step or sample. The broken generators above show
+// that each of these checks can fail.
+BOOST_AUTO_TEST_CASE(each_generator_passes_the_statistical_check_over_ten_million_elements) {
+  constexpr std::size_t count = 10'000'000;
+  const double sn = std::sqrt(static_cast<double>(count));
+  for (const auto generator : {zo::generator::philox4x32_10, zo::generator::philox4x32_8}) {
+    BOOST_TEST_CONTEXT(zo::generator_name(generator)) {
+      const zo::direction_key key{2026, 12, 2, zo::stream::dense, 0, generator};
+      const auto v = draw_batches<zo::gaussian_distribution>(key, count);
+      BOOST_TEST(std::abs(mean(v)) < 4.5 / sn);
+      BOOST_TEST(std::abs(variance(v) - 1) < 4.5 * std::sqrt(2.0) / sn);
+      BOOST_TEST(std::abs(excess_kurtosis(v)) < 4.5 * std::sqrt(24.0) / sn);
+      BOOST_TEST(ks_statistic(v) < 1.95 / sn);
+      for (const std::size_t lag : {1, 16, 64})
+        BOOST_TEST(std::abs(lag_correlation(v, lag)) < 4.5 / sn, "lag " << lag);
+      auto next_block = key, next_step = key, next_sample = key;
+      next_block.block += 1;
+      next_step.step += 1;
+      next_sample.sample += 1;
+      for (const auto& other : {next_block, next_step, next_sample}) {
+        const auto w = draw_batches<zo::gaussian_distribution>(other, count);
+        BOOST_TEST(std::abs(correlation(v, w)) < 4.5 / sn);
+      }
+      const auto signs = draw_batches<zo::rademacher_distribution>(key, count);
+      BOOST_TEST(std::abs(mean(signs)) < 4.5 / sn);
+      for (const std::size_t lag : {1, 16, 32, 64, 128})
+        BOOST_TEST(std::abs(lag_correlation(signs, lag)) < 4.5 / sn, "sign lag " << lag);
+      BOOST_TEST(std::abs(correlation(signs, draw_batches<zo::rademacher_distribution>(
+                                                 next_step, count))) < 4.5 / sn);
+    }
+  }
 }

@@ -115,8 +115,8 @@ void record_zo(outputs& out, const std::string& name, Make&& make) {
     auto optimizer = make();
     fingerprint reports;
     {
-      zo::io::trajectory_writer log(
-          log_path, zo::io::run_header(model.store, optimizer.options().seed, name));
+      zo::io::trajectory_writer log(log_path,
+                                    zo::io::run_header(model.store, optimizer.options(), name));
       nan_at<std::function<double()>> loss{[&] { return model.loss(); }, 7};
       optimizer.optimize(model.store, loss, steps, log, report_recorder{&reports});
       log.finish();
@@ -173,51 +173,59 @@ void record_hybrid(outputs& out, const std::string& name, Make&& make) {
   out[name + ".state"] = state_of(optimizer);
 }
 
-outputs record_all() {
-  outputs out;
+// Every run with the given generator. Those of philox4x32-10, the generator the outputs were
+// first recorded with, keep their first names; the others' names start with the generator's.
+void record_all(outputs& out, zo::generator generator) {
   using zo::restore_mode;
-  const auto options = [](restore_mode restore, bool fused) {
-    return zo::zo_options{.seed = 11, .restore = restore, .fused_steps = fused};
+  const auto options = [generator](restore_mode restore, bool fused) {
+    return zo::zo_options{
+        .seed = 11, .generator = generator, .restore = restore, .fused_steps = fused};
   };
+  const zo::zo_options hybrid_options{.seed = 5, .generator = generator};
+  const std::string prefix = generator == zo::generator::philox4x32_10
+                                 ? std::string()
+                                 : std::string(zo::generator_name(generator)) + ".";
   for (const auto restore : {restore_mode::exact, restore_mode::arithmetic}) {
     for (const bool fused : {false, true}) {
-      const std::string mode = std::string(restore == restore_mode::exact ? "exact" : "arithmetic") +
-                               (fused ? ".fused" : "");
-      record_zo(out, "mezo." + mode, [&] {
-        return zo::mezo(zo::central_difference(1e-3), zo::sgd<>(2e-3, 0.01), options(restore, fused));
+      const std::string mode =
+          std::string(restore == restore_mode::exact ? "exact" : "arithmetic") +
+          (fused ? ".fused" : "");
+      record_zo(out, prefix + "mezo." + mode, [&] {
+        return zo::mezo(zo::central_difference(1e-3), zo::sgd<>(2e-3, 0.01),
+                        options(restore, fused));
       });
-      record_zo(out, "spsa." + mode, [&] {
+      record_zo(out, prefix + "spsa." + mode, [&] {
         return zo::spsa(zo::central_difference(1e-3), zo::sgd<>(1e-3), options(restore, fused));
       });
-      record_zo(out, "one_sided." + mode, [&] {
+      record_zo(out, prefix + "one_sided." + mode, [&] {
         return zo::zo_optimizer<zo::gaussian_perturbation, zo::one_sided, zo::sgd<>>(
             zo::one_sided(1e-3), zo::sgd<>(1e-3), options(restore, fused));
       });
-      record_zo(out, "q3." + mode, [&] {
+      record_zo(out, prefix + "q3." + mode, [&] {
         return zo::zo_optimizer<zo::gaussian_perturbation, zo::q_sample<>, zo::sgd<>>(
             zo::q_sample<>(3), zo::sgd<>(2e-3), options(restore, fused));
       });
-      record_zo(out, "q2_one_sided." + mode, [&] {
-        using optimizer = zo::zo_optimizer<zo::rademacher_perturbation,
-                                           zo::q_sample<zo::one_sided>, zo::sgd<>>;
+      record_zo(out, prefix + "q2_one_sided." + mode, [&] {
+        using optimizer =
+            zo::zo_optimizer<zo::rademacher_perturbation, zo::q_sample<zo::one_sided>, zo::sgd<>>;
         return optimizer(zo::q_sample<zo::one_sided>(2, zo::one_sided(1e-3)), zo::sgd<>(1e-3),
                          options(restore, fused));
       });
-      record_zo(out, "lozo." + mode, [&] {
+      record_zo(out, prefix + "lozo." + mode, [&] {
         return zo::lozo(zo::low_rank_perturbation(2, 3), zo::central_difference(1e-3),
                         zo::sgd<>(2e-3, 0.01), {}, options(restore, fused));
       });
-      record_zo(out, "lozo_m." + mode, [&] {
+      record_zo(out, prefix + "lozo_m." + mode, [&] {
         return zo::lozo_m(zo::low_rank_perturbation(2, 3, true), zo::central_difference(1e-3),
                           zo::low_rank_momentum<>(2e-3, 0.8, 0.01), {}, options(restore, fused));
       });
-      record_zo(out, "lozo_m_interval1_q2." + mode, [&] {
+      record_zo(out, prefix + "lozo_m_interval1_q2." + mode, [&] {
         using optimizer =
             zo::zo_optimizer<zo::low_rank_perturbation, zo::q_sample<>, zo::low_rank_momentum<>>;
         return optimizer(zo::low_rank_perturbation(1, 1), zo::q_sample<>(2),
                          zo::low_rank_momentum<>(1e-3), {}, options(restore, fused));
       });
-      record_zo(out, "mezo_cosine_round_robin." + mode, [&] {
+      record_zo(out, prefix + "mezo_cosine_round_robin." + mode, [&] {
         using optimizer = zo::zo_optimizer<zo::gaussian_perturbation, zo::central_difference,
                                            zo::sgd<zo::cosine_schedule>, zo::round_robin_layers>;
         return optimizer({}, zo::central_difference(1e-3),
@@ -226,35 +234,43 @@ outputs record_all() {
       });
     }
   }
-  record_hybrid(out, "loho.adam", [] {
-    return zo::loho(zo::mezo(zo::central_difference(1e-3), zo::sgd<>(2e-3), {.seed = 5}),
+  record_hybrid(out, prefix + "loho.adam", [&] {
+    return zo::loho(zo::mezo(zo::central_difference(1e-3), zo::sgd<>(2e-3), hybrid_options),
                     zo::adam<>(1e-2, 0.9, 0.999, 1e-4, 0.01), zo::deepest_layers(1));
   });
-  record_hybrid(out, "hybrid.sgd_momentum.round_robin", [] {
+  record_hybrid(out, prefix + "hybrid.sgd_momentum.round_robin", [&] {
     using zo_part = zo::zo_optimizer<zo::gaussian_perturbation, zo::central_difference, zo::sgd<>>;
     return zo::hybrid<zo_part, zo::fo_sgd<>, zo::round_robin_layers>(
         zo_part(zo::central_difference(1e-3), zo::sgd<>(2e-3),
-                {.seed = 5, .restore = zo::restore_mode::arithmetic}),
+                {.seed = 5, .generator = generator, .restore = zo::restore_mode::arithmetic}),
         zo::fo_sgd<>(1e-2, 0.9, 0.01),
         zo::round_robin_layers(1, zo::block_role::first_order, zo::block_role::zeroth_order),
         {.clip_norm = 0.5});
   });
-  record_hybrid(out, "hybrid.intra_layer_mask", [] {
+  record_hybrid(out, prefix + "hybrid.intra_layer_mask", [&] {
     using selector = zo::intra_layer_mask<zo::deepest_layers>;
     return zo::hybrid<zo::mezo, zo::adam<>, selector>(
-        zo::mezo(zo::central_difference(1e-3), zo::sgd<>(2e-3), {.seed = 5}), zo::adam<>(1e-2),
+        zo::mezo(zo::central_difference(1e-3), zo::sgd<>(2e-3), hybrid_options), zo::adam<>(1e-2),
         selector(zo::deepest_layers(2), 0.3, 9));
   });
-  record_hybrid(out, "hybrid.lozo_m", [] {
+  record_hybrid(out, prefix + "hybrid.lozo_m", [&] {
     return zo::hybrid<zo::lozo_m, zo::adam<>, zo::deepest_layers>(
         zo::lozo_m(zo::low_rank_perturbation(2, 2), zo::central_difference(1e-3),
-                   zo::low_rank_momentum<>(2e-3), {}, {.seed = 5}),
+                   zo::low_rank_momentum<>(2e-3), {}, hybrid_options),
         zo::adam<>(1e-2), zo::deepest_layers(1));
   });
+}
+
+outputs record_all() {
+  outputs out;
+  for (const auto generator : {zo::generator::philox4x32_10, zo::generator::philox4x32_8})
+    record_all(out, generator);
   return out;
 }
 
-std::string recorded_path() { return ZO_RECORDED_OUTPUTS; }
+std::string recorded_path() {
+  return ZO_RECORDED_OUTPUTS;
+}
 
 bool asked_to_record() {
   const auto& args = boost::unit_test::framework::master_test_suite().argv;

@@ -42,9 +42,10 @@ void restore_values(Store& store, const std::vector<typename Store::value_type>&
 }
 
 // Runs `make()` uninterrupted, and again as two processes would: s steps, save the state and
-// the parameters, then a new optimizer and a new model that load them and run the rest.
-template <class Make, class Step>
-void check_resume(Make&& make, Step&& step) {
+// the parameters, then a new optimizer (`make_after()`, by default make()) and a new model that
+// load them and run the rest.
+template <class Make, class Step, class MakeAfter>
+void check_resume(Make&& make, Step&& step, MakeAfter&& make_after) {
   chain straight(3, 5, 16, 7), first(3, 5, 16, 7), second(3, 5, 16, 7);
   auto uninterrupted = make();
   for (std::uint64_t k = 0; k < total_steps; ++k)
@@ -57,14 +58,21 @@ void check_resume(Make&& make, Step&& step) {
   before.save(state);
   restore_values(second.store, values_of(first.store));
 
-  auto after = make();  // a new optimizer: nothing carried over but the saved bytes
+  auto after = make_after();  // a new optimizer: nothing carried over but the saved bytes
   after.load(state);
+  if constexpr (requires { after.options().generator; })
+    BOOST_TEST((after.options().generator == before.options().generator));
   BOOST_TEST(after.step_count() == saved_at);
   for (std::uint64_t k = saved_at; k < total_steps; ++k)
     step(after, second);
   BOOST_TEST(values_of(second.store) == values_of(straight.store));
   // The run must have moved, or equality proves nothing.
   BOOST_TEST(values_of(straight.store) != values_of(chain(3, 5, 16, 7).store));
+}
+
+template <class Make, class Step>
+void check_resume(Make&& make, Step&& step) {
+  check_resume(make, step, make);
 }
 
 const auto zo_step = [](auto& optimizer, chain& model) {
@@ -97,6 +105,31 @@ BOOST_AUTO_TEST_CASE(spsa_with_q_samples_resumes_bit_for_bit) {
                          zo::sgd(zo::constant_schedule(1e-3)), {.seed = 4});
       },
       zo_step);
+}
+
+// A state names the generator its run drew directions with, and loading it makes the optimizer
+// draw them so too: a run of the first generator resumes bit for bit in an optimizer built with
+// the default one.
+BOOST_AUTO_TEST_CASE(a_state_carries_its_generator_into_the_optimizer_that_loads_it) {
+  using optimizer =
+      zo::zo_optimizer<zo::rademacher_perturbation, zo::q_sample<zo::one_sided>, zo::sgd<>>;
+  const auto make = [](zo::generator generator) {
+    return optimizer(zo::q_sample<zo::one_sided>(2, zo::one_sided(1e-3)),
+                     zo::sgd(zo::constant_schedule(1e-3)), {.seed = 4, .generator = generator});
+  };
+  check_resume([&] { return make(zo::generator::philox4x32_10); }, zo_step,
+               [&] { return make(zo::default_generator); });
+  check_resume(
+      [&] {
+        return zo::lozo_m(zo::low_rank_perturbation(2, 3), zo::central_difference(1e-3),
+                          zo::low_rank_momentum<>(1e-2, 0.9), {},
+                          {.seed = 6, .generator = zo::generator::philox4x32_10});
+      },
+      zo_step,
+      [] {
+        return zo::lozo_m(zo::low_rank_perturbation(2, 3), zo::central_difference(1e-3),
+                          zo::low_rank_momentum<>(1e-2, 0.9), {}, {.seed = 6});
+      });
 }
 
 BOOST_AUTO_TEST_CASE(lozo_and_lozo_m_resume_bit_for_bit_across_a_v_window) {
@@ -249,6 +282,19 @@ std::string framed(const std::string& payload) {
   return out;
 }
 
+// A state of version-1 sections as this zo writes it: the zo_optimizer section at version 2,
+// naming the directions' generator (a u32 after the step index).
+std::string upgraded(std::string state, zo::generator generator) {
+  const auto at = state.find("etats-oz");  // zo_optimizer's tag, "zo-state" little-endian
+  BOOST_REQUIRE(at != std::string::npos);
+  BOOST_REQUIRE(state[at + 8] == 1);
+  state[at + 8] = 2;
+  std::string code(4, '\0');
+  code[0] = static_cast<char>(generator);
+  state.insert(at + 8 + 4 + 8, code);
+  return state;
+}
+
 void put_u64(std::string& bytes, std::size_t at, std::uint64_t v) {
   for (int k = 0; k < 8; ++k)
     bytes[at + static_cast<std::size_t>(k)] = static_cast<char>(v >> (8 * k));
@@ -282,14 +328,15 @@ std::string refusal(Make&& make, std::string bytes, bool seekable = true) {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(a_state_file_is_framed_and_its_payload_is_the_unframed_state) {
-  // The frame adds 28 bytes before and 4 after the state as zo used to write it.
+  // The frame adds 28 bytes before and 4 after the state as zo used to write it, which now names
+  // the generator in 4 more.
   const auto mezo = saved_after(small_mezo(), 5);
-  BOOST_TEST(mezo == framed(unframed_mezo));
+  BOOST_TEST(mezo == framed(upgraded(unframed_mezo, zo::default_generator)));
   const auto lozo_m = saved_after(small_lozo_m(), 3);
-  BOOST_REQUIRE(lozo_m.size() == unframed_lozo_m.size() + 32);
+  BOOST_REQUIRE(lozo_m.size() == unframed_lozo_m.size() + 36);
   BOOST_TEST(lozo_m.substr(0, 8) == "zo-stat\n");
   const auto loho = saved_after(small_loho(), 3);
-  BOOST_REQUIRE(loho.size() == unframed_loho.size() + 32);
+  BOOST_REQUIRE(loho.size() == unframed_loho.size() + 36);
   // The payloads hold floating-point state, so only their framing and tags are compared here;
   // a saved state loads back exactly (below).
   BOOST_TEST(loho.substr(28, 12) == unframed_loho.substr(0, 12));
@@ -384,7 +431,8 @@ BOOST_AUTO_TEST_CASE(a_huge_size_field_is_refused_before_anything_is_allocated) 
 }
 
 BOOST_AUTO_TEST_CASE(an_unframed_state_of_an_earlier_zo_still_loads) {
-  // Each loads and saves again as the same state, now framed.
+  // Each loads as a run of the only generator there was, and saves again as the same state, now
+  // framed and naming that generator.
   const auto check = [](auto make, const std::string& unframed, std::uint64_t step) {
     auto optimizer = make();
     std::stringstream in(unframed);
@@ -392,7 +440,7 @@ BOOST_AUTO_TEST_CASE(an_unframed_state_of_an_earlier_zo_still_loads) {
     BOOST_TEST(optimizer.step_count() == step);
     std::stringstream again;
     optimizer.save(again);
-    BOOST_TEST(again.str() == framed(unframed));
+    BOOST_TEST(again.str() == framed(upgraded(unframed, zo::generator::philox4x32_10)));
   };
   check(small_mezo, unframed_mezo, 5u);
   check(small_lozo_m, unframed_lozo_m, 3u);
@@ -400,6 +448,9 @@ BOOST_AUTO_TEST_CASE(an_unframed_state_of_an_earlier_zo_still_loads) {
   // An unframed state of another optimizer is refused as before.
   BOOST_TEST(refusal(small_mezo, unframed_loho).find("neither") != std::string::npos);
   BOOST_TEST(refusal(small_loho, unframed_mezo).find("neither") != std::string::npos);
+  // A generator this build does not know is refused by name.
+  const auto unknown = framed(upgraded(unframed_mezo, static_cast<zo::generator>(9)));
+  BOOST_TEST(refusal(small_mezo, unknown).find("names direction generator 9") != std::string::npos);
   // And so is a framed one.
   BOOST_TEST(refusal(small_mezo, framed(unframed_loho)).find("holds no zo_optimizer") !=
              std::string::npos);

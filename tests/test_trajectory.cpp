@@ -41,7 +41,7 @@ void check_replay(Make&& make, std::uint64_t steps) {
   auto optimizer = make();
   {
     zo::io::trajectory_writer log(path,
-                                  zo::io::run_header(live.store, optimizer.options().seed, "test"));
+                                  zo::io::run_header(live.store, optimizer.options(), "test"));
     std::size_t calls = 0;
     const auto loss = [&](std::uint64_t step) {
       ++calls;
@@ -131,7 +131,7 @@ BOOST_AUTO_TEST_CASE(a_refused_update_is_logged_and_replayed) {
   auto optimizer = make();
   {
     zo::io::trajectory_writer log(path,
-                                  zo::io::run_header(live.store, optimizer.options().seed, "test"));
+                                  zo::io::run_header(live.store, optimizer.options(), "test"));
     const auto summary = optimizer.optimize(
         live.store, [&] { return live.loss(); }, 8, log);
     BOOST_TEST(summary.skipped_steps == 1u);
@@ -455,7 +455,8 @@ BOOST_AUTO_TEST_CASE(replay_refuses_other_base_weights_by_their_fingerprint) {
   chain live(3, 5, 16, 7);
   auto optimizer = make();
   {
-    zo::io::trajectory_writer log(path, zo::io::run_header(live.store, 23, "base"));
+    zo::io::trajectory_writer log(path,
+                                  zo::io::run_header(live.store, optimizer.options(), "base"));
     optimizer.optimize(
         live.store, [&] { return live.loss(); }, 10, log);
     log.finish();
@@ -512,17 +513,18 @@ BOOST_AUTO_TEST_CASE(a_version_1_log_is_read_and_replays_bit_for_bit) {
 
   // A version-1 log of a live run, its header built here as version 1 specifies it (the records
   // are the same in both versions), replays bit for bit.
+  // Version 1 knew one generator, philox4x32-10.
   const fs::path path = temporary("v1.zotraj");
   const auto make = [] {
     return zo::lozo_m(zo::low_rank_perturbation(2, 5), zo::central_difference(1e-3),
                       zo::low_rank_momentum(zo::constant_schedule(5e-3), 0.9, 0.01), {},
-                      {.seed = 24});
+                      {.seed = 24, .generator = zo::generator::philox4x32_10});
   };
   chain live(3, 5, 16, 7);
   auto optimizer = make();
   {
     zo::io::trajectory_writer writer(path,
-                                     {24, static_cast<std::uint32_t>(live.store.size()), "d"});
+                                     zo::io::run_header(live.store, optimizer.options(), "d"));
     optimizer.optimize(
         live.store, [&] { return live.loss(); }, 12, writer);
   }
@@ -563,5 +565,58 @@ BOOST_AUTO_TEST_CASE(a_version_1_log_is_read_and_replays_bit_for_bit) {
   auto third = make();
   BOOST_TEST(zo::io::replay(third, replayed_again.store, upgraded) == 12u);
   BOOST_TEST(zo_test::snapshot(replayed_again.store) == zo_test::snapshot(live.store));
+  fs::remove(path);
+}
+
+// A version-2 log (written before logs named the generator) is a run of philox4x32-10: it replays
+// bit for bit with that generator, and an optimizer of another generator is refused by name
+// before any step. A current log names its generator.
+BOOST_AUTO_TEST_CASE(a_version_2_log_replays_with_the_generator_it_was_written_with) {
+  const fs::path path = temporary("v2.zotraj");
+  const auto make = [](zo::generator generator) {
+    return zo::spsa(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(5e-3)),
+                    {.seed = 31, .generator = generator});
+  };
+  chain live(3, 5, 16, 7);
+  auto optimizer = make(zo::generator::philox4x32_10);
+  zo::io::trajectory_header header;
+  {
+    header = zo::io::run_header(live.store, optimizer.options(), "v2");
+    zo::io::trajectory_writer writer(path, header);
+    optimizer.optimize(
+        live.store, [&] { return live.loss(); }, 12, writer);
+    writer.finish();
+  }
+  BOOST_TEST((zo::io::read_trajectory(path).header.generator == zo::generator::philox4x32_10));
+  // The same log in version 2: its header without the generator byte, the records as they are.
+  const auto current = file_bytes(path);
+  const std::size_t records_at = 8 + 4 + 4 + zo::binary::u32_at(current, 12) + 4;
+  auto v2 = zo::io::encode_header(header, 2);
+  v2.insert(v2.end(), current.begin() + static_cast<std::ptrdiff_t>(records_at), current.end());
+  write_file(path, v2);
+  const auto read = zo::io::read_trajectory(path);
+  BOOST_TEST(read.version == 2u);
+  BOOST_TEST(read.finished);
+  BOOST_TEST((read.header.generator == zo::generator::philox4x32_10));
+  chain replayed(3, 5, 16, 7);
+  auto same = make(zo::generator::philox4x32_10);
+  BOOST_TEST(zo::io::replay(same, replayed.store, read) == 12u);
+  BOOST_TEST(zo_test::snapshot(replayed.store) == zo_test::snapshot(live.store));
+  BOOST_TEST(zo_test::snapshot(live.store) != zo_test::snapshot(chain(3, 5, 16, 7).store));
+
+  chain untouched(3, 5, 16, 7);
+  auto other = make(zo::default_generator);
+  try {
+    zo::io::replay(other, untouched.store, read);
+    BOOST_FAIL("a log of another generator was replayed");
+  } catch (const zo::invalid_argument& e) {
+    BOOST_TEST(std::string(e.what()).find("generator philox4x32-10, the optimizer uses "
+                                          "philox4x32-8") != std::string::npos,
+               e.what());
+  }
+  BOOST_TEST(zo_test::snapshot(untouched.store) == zo_test::snapshot(chain(3, 5, 16, 7).store));
+  // A version-2 header cannot name a later generator.
+  header.generator = zo::generator::philox4x32_8;
+  BOOST_CHECK_THROW(zo::io::encode_header(header, 2), zo::invalid_argument);
   fs::remove(path);
 }

@@ -33,6 +33,8 @@ struct run_config {
   std::size_t interval = 50;  // LOZO's ν
   double beta = 0.9;          // LOZO-M
   bool scale_by_sqrt_rank = false;
+  // Not in the description: the log's header names it (zo::io::trajectory_header::generator).
+  zo::generator generator = zo::default_generator;
 
   std::string to_json() const {
     return nlohmann::json{{"optimizer", optimizer},
@@ -87,6 +89,7 @@ struct run_config {
 
   zo::zo_options options() const {
     return {.seed = seed,
+            .generator = generator,
             .restore = restore == "exact" ? zo::restore_mode::exact : zo::restore_mode::arithmetic,
             .fused_steps = fused_steps};
   }
@@ -163,7 +166,8 @@ inline replay_result replay_file(const std::filesystem::path& base,
                            ": it is not a regular file (it resolves to " + target.string() + ")");
   replay_result result;
   result.log = zo::io::read_trajectory(log_path);
-  const run_config config = run_config::from_json(result.log.header.description);
+  run_config config = run_config::from_json(result.log.header.description);
+  config.generator = result.log.header.generator;
   auto store = load_checkpoint(base);
   result.steps = config.with_optimizer(
       [&](auto& optimizer) { return zo::io::replay(optimizer, store, result.log); });

@@ -55,7 +55,8 @@ struct term_list {
 
 // Which entries of a mixed block are first-order: entry i of block b is, when a keyed uniform
 // number (stream `mask`, step 0, so fixed for the run) falls below the first-order fraction.
-// Zeroth-order passes leave those entries as they are.
+// Zeroth-order passes leave those entries as they are. The mask is fixed by its seed alone: it
+// keeps the first generator whatever generator a run's directions use.
 struct element_mask {
   std::uint64_t seed = 0;
   std::uint64_t threshold = 0;  // first-order fraction · 2^32
@@ -67,7 +68,8 @@ struct element_mask {
 
   // The four mask bits of a group of entries, from one Philox call.
   ZO_HOST_DEVICE void group(std::uint32_t block, std::uint64_t g, bool (&first_order)[4]) const {
-    const auto w = philox_words(direction_key{seed, 0, block, stream::mask, 0}, g);
+    const auto w =
+        philox_words(direction_key{seed, 0, block, stream::mask, 0, generator::philox4x32_10}, g);
     for (std::size_t l = 0; l < 4; ++l)
       first_order[l] = active && w[l] < threshold;
   }
@@ -94,6 +96,7 @@ struct pass {
   T* base_to = nullptr;       // when set, receives the base point (see above)
   T scale = T(1);             // multiplies source (weight decay folds in here)
   std::uint64_t seed = 0;
+  zo::generator generator = default_generator;  // the run's: every key of the pass uses it
   term_list<T> terms;
   std::size_t base_terms = max_terms_per_pass;  // terms beyond it are the next perturbation
 

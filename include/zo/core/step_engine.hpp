@@ -46,6 +46,9 @@ enum class restore_mode {
 
 struct zo_options {
   std::uint64_t seed = 0;
+  // Which keyed generator draws the directions (zo/random/keyed.hpp). Part of the run's identity
+  // like the seed: states and trajectory logs record it, and loading either sets it back.
+  zo::generator generator = default_generator;
   restore_mode restore = restore_mode::exact;
   // Fused steps (docs/mezo.md, "Fused steps"): each step's update pass also applies the next
   // step's first perturbation, so a central-difference step makes two passes over the parameters
@@ -248,6 +251,7 @@ class step_engine {
     update_context(step_engine& engine, std::span<const double> g) : engine_(engine), g_(g) {}
     std::uint64_t step() const { return engine_.step_; }
     std::uint64_t seed() const { return engine_.options_.seed; }
+    zo::generator generator() const { return engine_.options_.generator; }
     // The store's backend, for the rule's own kernels.
     backend_type backend() const { return backend_of(*engine_.store_); }
     const Perturbation& perturbation() const { return engine_.perturbation_; }
@@ -336,6 +340,7 @@ class step_engine {
     sweep.target = out;
     sweep.scale = value_type(0);
     sweep.seed = options_.seed;
+    sweep.generator = options_.generator;
     const double inverse_q = 1.0 / static_cast<double>(g.size());
     for (std::size_t j = 0; j < g.size(); ++j) {
       if (sweep.terms.full()) {
@@ -377,6 +382,7 @@ class step_engine {
   void move(std::size_t i, const Block& block, const pass_type& change, const offset& next) {
     pass_type sweep = change;
     sweep.seed = options_.seed;
+    sweep.generator = options_.generator;
     if constexpr (pass_accepts_element_mask<pass_type>) {
       if (roles_[i] == block_role::mixed) sweep.mask = mask_;
     }

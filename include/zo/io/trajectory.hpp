@@ -4,10 +4,11 @@
 // stored in kilobytes and rebuilt from its base weights by replaying them (zo::io::replay).
 //
 // File format (all integers little-endian, doubles as their IEEE-754 bits):
-//   header:  "zo-traj\n" · u32 version (2) · u32 n · n bytes of header payload · u32 CRC-32
+//   header:  "zo-traj\n" · u32 version (3) · u32 n · n bytes of header payload · u32 CRC-32
 //            payload: u64 seed · u32 block count · u32 m · m bytes of description (free text,
 //            e.g. the optimizer and its hyperparameters) · u8 1 if a base fingerprint follows,
-//            else 0 · u64 base fingerprint (zo::io::fingerprint of the starting weights, or 0)
+//            else 0 · u64 base fingerprint (zo::io::fingerprint of the starting weights, or 0) ·
+//            u8 the directions' generator (zo::generator)
 //   record:  u32 n · u32 ~n · n bytes of record payload · u32 CRC-32 of the payload
 //            payload: u64 step · u64 seed · f64 learning rate · u8 status (0 completed,
 //            1 skipped for a non-finite loss, 2 update refused: zo::step_status; a refused
@@ -16,7 +17,8 @@
 //            u32 b · b × u8 block roles (zo::block_role)
 //   end:     framed as a record; payload (16 bytes, shorter than any step record's 37):
 //            "zo-end\n" and a zero byte · u64 number of step records in the log
-// Version 1 (zo 0.1.0) has neither the fingerprint nor the end record; it is still read.
+// Version 1 (zo 0.1.0) has neither the fingerprint nor the end record, version 2 no generator:
+// both are still read, as runs of philox4x32-10, the only generator there was.
 // A record is written with one write() call and the file is fsync'ed every `sync_every`
 // records, so a crash leaves at most a torn last record. Reading stops at a torn record and
 // reports where (the run can be replayed and resumed from there); the complemented length and
@@ -64,7 +66,7 @@ using zo::binary::u64_at;
 inline constexpr char trajectory_magic[8] = {'z', 'o', '-', 't', 'r', 'a', 'j', '\n'};
 inline constexpr char block_values_magic[8] = {'z', 'o', '-', 'b', 'v', 'a', 'l', '\n'};
 inline constexpr char end_record_marker[8] = {'z', 'o', '-', 'e', 'n', 'd', '\n', '\0'};
-inline constexpr std::uint32_t trajectory_version = 2;
+inline constexpr std::uint32_t trajectory_version = 3;
 inline constexpr std::uint32_t block_values_version = 1;
 
 // A record on disk: u32 n · u32 ~n · n bytes of payload · u32 CRC-32 of the payload.
@@ -193,11 +195,13 @@ inline std::vector<std::byte> read_file(const std::filesystem::path& path) {
 struct trajectory_header {
   trajectory_header() = default;
   trajectory_header(std::uint64_t seed_, std::uint32_t block_count_, std::string description_,
-                    std::optional<std::uint64_t> base_fingerprint_ = std::nullopt)
+                    std::optional<std::uint64_t> base_fingerprint_ = std::nullopt,
+                    zo::generator generator_ = default_generator)
       : seed(seed_),
         block_count(block_count_),
         description(std::move(description_)),
-        base_fingerprint(base_fingerprint_) {}
+        base_fingerprint(base_fingerprint_),
+        generator(generator_) {}
 
   std::uint64_t seed = 0;
   std::uint32_t block_count = 0;
@@ -205,6 +209,8 @@ struct trajectory_header {
   // zo::io::fingerprint of the parameters the logged run started from; replay checks it.
   // Absent in a version-1 log, or when the writer did not give one.
   std::optional<std::uint64_t> base_fingerprint;
+  // The run's zo_options::generator; replay checks it.
+  zo::generator generator = default_generator;
 };
 
 // A 64-bit FNV-1a hash of a host store's parameters, which a log's header records so that
@@ -237,11 +243,13 @@ std::uint64_t fingerprint(const Store& store) {
   return h;
 }
 
-// The header of a log of a run on `store` (its block count and fingerprint).
+// The header of a log of a run on `store` (its block count and fingerprint) by an optimizer with
+// these options (its seed and generator).
 template <class Store>
-trajectory_header run_header(const Store& store, std::uint64_t seed, std::string description) {
-  return {seed, static_cast<std::uint32_t>(store.size()), std::move(description),
-          fingerprint(store)};
+trajectory_header run_header(const Store& store, const zo_options& options,
+                             std::string description) {
+  return {options.seed, static_cast<std::uint32_t>(store.size()), std::move(description),
+          fingerprint(store), options.generator};
 }
 
 struct trajectory_record {
@@ -276,13 +284,18 @@ struct trajectory {
   std::uint32_t version = detail::trajectory_version;
 };
 
-// A header in the given format version (1 cannot hold a fingerprint).
+// A header in the given format version (1 cannot hold a fingerprint, 1 and 2 only the first
+// generator).
 inline std::vector<std::byte> encode_header(const trajectory_header& header,
                                             std::uint32_t version = detail::trajectory_version) {
-  zo::require(version == 1 || version == 2,
+  zo::require(version >= 1 && version <= detail::trajectory_version,
               "trajectory format version " + std::to_string(version) + " is not known");
   zo::require(version >= 2 || !header.base_fingerprint,
               "a version-1 trajectory header cannot hold a base fingerprint");
+  zo::require(version >= 3 || header.generator == generator::philox4x32_10, [&] {
+    return "a version-" + std::to_string(version) + " trajectory header cannot name generator " +
+           generator_name(header.generator) + " (only philox4x32-10)";
+  });
   binary::byte_writer payload;
   payload.u64(header.seed);
   payload.u32(header.block_count);
@@ -292,6 +305,7 @@ inline std::vector<std::byte> encode_header(const trajectory_header& header,
     payload.u8(header.base_fingerprint ? 1 : 0);
     payload.u64(header.base_fingerprint.value_or(0));
   }
+  if (version >= 3) payload.u8(static_cast<std::uint8_t>(header.generator));
   binary::byte_writer out;
   out.raw(std::as_bytes(std::span(detail::trajectory_magic)));
   out.u32(version);
@@ -317,7 +331,7 @@ inline std::vector<std::byte> encode_record(const trajectory_record& r) {
   return detail::frame(payload.bytes());
 }
 
-// The end record of a finished log of `records` step records (version 2).
+// The end record of a finished log of `records` step records (version 2 on).
 inline std::vector<std::byte> encode_end(std::uint64_t records) {
   binary::byte_writer payload;
   payload.raw(std::as_bytes(std::span(detail::end_record_marker)));
@@ -374,7 +388,7 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
   require(std::memcmp(bytes.data(), detail::trajectory_magic, sizeof detail::trajectory_magic) == 0,
           "trajectory " + source + " does not start with the zo trajectory magic");
   const std::uint32_t version = u32_at(8);
-  require(version == 1 || version == detail::trajectory_version,
+  require(version >= 1 && version <= detail::trajectory_version,
           "trajectory " + source + " has version " + std::to_string(version) +
               ", this build reads versions 1 to " + std::to_string(detail::trajectory_version));
   log.version = version;
@@ -400,6 +414,13 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
             "trajectory " + source + " header: fingerprint flag " +
                 std::to_string(has_fingerprint) + " with fingerprint " + std::to_string(base));
     if (has_fingerprint == 1) log.header.base_fingerprint = base;
+  }
+  log.header.generator = generator::philox4x32_10;
+  if (version >= 3) {
+    const std::uint8_t code = header.u8();
+    require(known_generator(code), "trajectory " + source + " header: unknown generator " +
+                                       std::to_string(code));
+    log.header.generator = static_cast<zo::generator>(code);
   }
   header.finish();
 
@@ -622,14 +643,21 @@ class block_values_writer {
 
 namespace detail {
 
-// A log replays only on a store of its block count with an optimizer of its seed.
-inline void require_same_run(const trajectory& log, std::size_t blocks, std::uint64_t seed) {
+// A log replays only on a store of its block count with an optimizer of its seed and generator.
+inline void require_same_run(const trajectory& log, std::size_t blocks,
+                             const zo_options& options) {
   zo::require(log.header.block_count == blocks,
               "the trajectory was recorded on " + std::to_string(log.header.block_count) +
                   " blocks, the store has " + std::to_string(blocks));
-  zo::require(log.header.seed == seed, "the trajectory was recorded with seed " +
-                                           std::to_string(log.header.seed) +
-                                           ", the optimizer has seed " + std::to_string(seed));
+  zo::require(log.header.seed == options.seed,
+              "the trajectory was recorded with seed " + std::to_string(log.header.seed) +
+                  ", the optimizer has seed " + std::to_string(options.seed));
+  zo::require(log.header.generator == options.generator, [&] {
+    return std::string("the trajectory was recorded with generator ") +
+           generator_name(log.header.generator) + ", the optimizer uses " +
+           generator_name(options.generator) +
+           ": build it with zo_options::generator set to the log's (trajectory_header::generator)";
+  });
 }
 
 // A log whose header has a base fingerprint replays only on those weights. The store holds the
@@ -721,7 +749,7 @@ void replay_phases(ZoPart& zo_part, Store& store, const trajectory_record& r,
 // are skipped; the rest must follow on from it. Returns the number of steps replayed.
 template <class Optimizer, class Store>
 std::size_t replay(Optimizer& optimizer, Store& store, const trajectory& log) {
-  detail::require_same_run(log, store.size(), optimizer.options().seed);
+  detail::require_same_run(log, store.size(), optimizer.options());
   detail::require_same_base(log, store, optimizer.step_count());
   detail::require_logged_rates(log, optimizer.step_count(), optimizer.step_rule());
   std::size_t replayed = 0;
@@ -752,7 +780,7 @@ template <class Hybrid, class Store>
 std::size_t replay(Hybrid& hybrid, Store& store, const trajectory& log,
                    const block_values_log& values) {
   using T = typename Store::value_type;
-  detail::require_same_run(log, store.size(), hybrid.zeroth_order_part().options().seed);
+  detail::require_same_run(log, store.size(), hybrid.zeroth_order_part().options());
   detail::require_same_base(log, store, hybrid.step_count());
   detail::require_logged_rates(log, hybrid.step_count(), hybrid.zeroth_order_part().step_rule());
   std::size_t replayed = 0, next_values = 0;

@@ -46,7 +46,9 @@ class zo_optimizer {
         estimator_(std::move(estimator)),
         rule_(std::move(rule)),
         selector_(std::move(selector)),
-        options_(options) {}
+        options_(options) {
+    require_known_generator(static_cast<std::uint32_t>(options_.generator), "zo_options");
+  }
 
   // The common case: default-constructed perturbation and selector.
   zo_optimizer(Estimator estimator, StepRule rule, zo_options options = {})
@@ -180,9 +182,11 @@ class zo_optimizer {
     return summary;
   }
 
-  // Saves what a resumed run needs besides the parameters: the step index and the step rule's
-  // state (momentum). Loading it into an optimizer built with the same policies and continuing
-  // on the same parameters reproduces the uninterrupted run bit for bit. The state is framed
+  // Saves what a resumed run needs besides the parameters: the step index, the directions'
+  // generator and the step rule's state (momentum). Loading it into an optimizer built with the
+  // same policies and continuing on the same parameters reproduces the uninterrupted run bit for
+  // bit; loading sets the optimizer's generator to the saved one (a version-1 state, written
+  // before generators were named, to philox4x32-10). The state is framed
   // with its length and a CRC-32 (zo/core/state_io.hpp): a damaged or truncated state is a
   // zo::invalid_argument, raised before anything changes.
   void save(std::ostream& out) const {
@@ -196,8 +200,9 @@ class zo_optimizer {
   // The same state without the file's frame, as a section of a larger state (the hybrid's).
   void save_section(std::ostream& out) const {
     require_no_pending("saving the optimizer state");
-    state_io::write_tag(out, state_tag, 1);
+    state_io::write_tag(out, state_tag, 2);
     state_io::write_value(out, step_);
+    state_io::write_value(out, static_cast<std::uint32_t>(options_.generator));
     if constexpr (requires { rule_.save(out); }) rule_.save(out);
   }
   void load_section(std::istream& in) {
@@ -241,10 +246,30 @@ class zo_optimizer {
 
   // A state section after its tag.
   void load_body(std::istream& in) {
-    state_io::read_version(in, 1, "zo_optimizer");
+    const auto version = state_io::read_value<std::uint32_t>(in, "zo_optimizer");
+    require(version == 1 || version == 2, [&] {
+      return "zo_optimizer state has version " + std::to_string(version) +
+             ", this build reads versions 1 and 2";
+    });
     const auto step = state_io::read_value<std::uint64_t>(in, "the step index");
+    const auto generator_code =
+        version == 1 ? static_cast<std::uint32_t>(generator::philox4x32_10)
+                     : state_io::read_value<std::uint32_t>(in, "the directions' generator");
+    require_known_generator(generator_code, "the zo_optimizer state");
     if constexpr (requires { rule_.load(in); }) rule_.load(in);
     step_ = step;
+    const auto generator = static_cast<zo::generator>(generator_code);
+    if (generator != options_.generator) {
+      options_.generator = generator;
+      engine_.reset();  // its passes carry the options it was made with
+    }
+  }
+
+  static void require_known_generator(std::uint32_t code, const char* where) {
+    require(code <= 0xff && known_generator(static_cast<std::uint8_t>(code)), [&] {
+      return std::string(where) + " names direction generator " + std::to_string(code) +
+             ", which this build does not know (1: philox4x32-10, 2: philox4x32-8)";
+    });
   }
 
   Perturbation perturbation_;

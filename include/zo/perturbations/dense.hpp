@@ -94,7 +94,7 @@ struct dense_pass_kernel {
   zo::stream stream = zo::stream::dense;
 
   ZO_HOST_DEVICE direction_key key(std::size_t t) const {
-    return {p.seed, p.terms[t].step, block, stream, p.terms[t].sample};
+    return {p.seed, p.terms[t].step, block, stream, p.terms[t].sample, p.generator};
   }
 
   ZO_HOST_DEVICE void operator()(std::size_t g) const {

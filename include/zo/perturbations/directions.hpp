@@ -16,14 +16,13 @@
 
 namespace zo {
 
-// The direction `policy` applies to `block` at (seed, step, sample): rows × cols values, row-major.
-// Only the block's shape and id are read; its values are not touched.
+// The direction `policy` applies to `block` at (seed, step, sample) with the given generator (a
+// run's zo_options::generator): rows × cols values, row-major. Only the block's shape and id are
+// read; its values are not touched.
 template <class Perturbation, class Block>
-std::vector<typename Block::value_type> materialize_direction(const Perturbation& policy,
-                                                              const Block& block,
-                                                              std::uint64_t seed,
-                                                              std::uint32_t step,
-                                                              std::size_t sample) {
+std::vector<typename Block::value_type> materialize_direction(
+    const Perturbation& policy, const Block& block, std::uint64_t seed, std::uint32_t step,
+    std::size_t sample, zo::generator generator = default_generator) {
   using T = typename Block::value_type;
   const std::vector<T> zeros(block.size(), T(0));
   std::vector<T> direction(block.size());
@@ -31,14 +30,16 @@ std::vector<typename Block::value_type> materialize_direction(const Perturbation
   sweep.source = zeros.data();
   sweep.target = direction.data();
   sweep.seed = seed;
+  sweep.generator = generator;
   sweep.terms.add(step, static_cast<std::uint8_t>(sample), T(1));
   scratch_arena<backends::cpu, T> scratch;
   policy.apply(backends::cpu{}, block, sweep, scratch);
   return direction;
 }
 
-// LOZO's factors of a matrix block's direction U·Vᵀ at (seed, step, sample): u (rows × rank, with
-// the policy's 1/√r scale when it has one) and v (cols × rank), both row-major.
+// LOZO's factors of a matrix block's direction U·Vᵀ at (seed, step, sample), with the given
+// generator: u (rows × rank, with the policy's 1/√r scale when it has one) and v (cols × rank),
+// both row-major.
 template <class T>
 struct low_rank_factors {
   std::size_t rows = 0, cols = 0, rank = 0;
@@ -48,7 +49,7 @@ struct low_rank_factors {
 template <class Block>
 low_rank_factors<typename Block::value_type> materialize_factors(
     const low_rank_perturbation& policy, const Block& block, std::uint64_t seed, std::uint32_t step,
-    std::size_t sample) {
+    std::size_t sample, zo::generator generator = default_generator) {
   using T = typename Block::value_type;
   require(low_rank_perturbation::is_matrix(block), [&] {
     return "materialize_factors: block '" + std::string(block.name()) +
@@ -60,10 +61,10 @@ low_rank_factors<typename Block::value_type> materialize_factors(
                         std::vector<T>(block.cols() * r)};
   const auto id = static_cast<std::uint32_t>(block.id());
   policy.fill_factor(backends::cpu{},
-                     policy.u_key(seed, step, id, static_cast<std::uint8_t>(sample)),
+                     policy.u_key(seed, generator, step, id, static_cast<std::uint8_t>(sample)),
                      static_cast<T>(policy.u_scale()), f.rows, f.u.data(), r, 1, 0);
-  policy.fill_factor(backends::cpu{}, policy.v_key(seed, step, id), T(1), f.cols, f.v.data(), r, 1,
-                     0);
+  policy.fill_factor(backends::cpu{}, policy.v_key(seed, generator, step, id), T(1), f.cols,
+                     f.v.data(), r, 1, 0);
   return f;
 }
 

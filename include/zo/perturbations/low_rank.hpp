@@ -152,13 +152,14 @@ class low_rank_perturbation {
   // U is scaled by this, so that U·Vᵀ is the direction.
   double u_scale() const { return scaled_ ? 1.0 / std::sqrt(static_cast<double>(rank_)) : 1.0; }
 
-  direction_key u_key(std::uint64_t seed, std::uint32_t step, std::uint32_t block,
-                      std::uint8_t sample) const {
-    return {seed, step, block, stream::low_rank_u, sample};
+  direction_key u_key(std::uint64_t seed, zo::generator generator, std::uint32_t step,
+                      std::uint32_t block, std::uint8_t sample) const {
+    return {seed, step, block, stream::low_rank_u, sample, generator};
   }
   // V is shared by the q directions of a step, so momentum can live in one factor space.
-  direction_key v_key(std::uint64_t seed, std::uint32_t step, std::uint32_t block) const {
-    return {seed, factor_step(step), block, stream::low_rank_v, 0};
+  direction_key v_key(std::uint64_t seed, zo::generator generator, std::uint32_t step,
+                      std::uint32_t block) const {
+    return {seed, factor_step(step), block, stream::low_rank_v, 0, generator};
   }
 
   // Writes scale · factor (rows × rank, keyed by `key`) into out with the given layout (see
@@ -200,9 +201,9 @@ class low_rank_perturbation {
       const auto& term = p.terms[t];
       const T alpha = term.alpha * static_cast<T>(u_scale());
       const std::size_t column = t * rank_ + (t < base_terms ? 0 : extra_rank);
-      fill_factor(backend, u_key(p.seed, term.step, id, term.sample), alpha, m, a, total, 1,
-                  column);
-      fill_factor(backend, v_key(p.seed, term.step, id), T(1), n, bt, 1, n, column);
+      fill_factor(backend, u_key(p.seed, p.generator, term.step, id, term.sample), alpha, m, a,
+                  total, 1, column);
+      fill_factor(backend, v_key(p.seed, p.generator, term.step, id), T(1), n, bt, 1, n, column);
     }
     if (extra_rank > 0) {
       const std::size_t column = base_terms * rank_;

@@ -12,6 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <string_view>
 
 #include "zo/config.hpp"
 
@@ -51,7 +53,40 @@ enum class stream : std::uint8_t {
   mask = 3,
 };
 
-// Identifies one direction of one block. Philox4x32-10 has a 64-bit key and a 128-bit counter;
+// The keyed generator that turns a direction's key and counter into its entries. It is part of
+// a run's identity, as the seed is: trajectory logs and optimizer states name it, and a run
+// replays or resumes with the generator it was recorded with. Both draw Gaussian entries by
+// Box-Muller and lay elements out alike (group_of, word_of); they differ in Philox's rounds and
+// in how Rademacher entries take their signs.
+enum class generator : std::uint8_t {
+  // zo 0.1: Philox4x32-10; a Rademacher entry is the low bit of one 32-bit word, four per call.
+  philox4x32_10 = 1,
+  // Philox4x32-8, the fewest rounds Random123's authors know no statistical flaw for (their
+  // header leaves "a cloud" over 7); a Rademacher entry is one of a call's 128 bits.
+  philox4x32_8 = 2,
+};
+// What a new run uses: the faster generator (docs/benchmarks.md measures both).
+inline constexpr generator default_generator = generator::philox4x32_8;
+
+// The names logs, states and messages use.
+inline constexpr const char* generator_name(generator g) {
+  return g == generator::philox4x32_10  ? "philox4x32-10"
+         : g == generator::philox4x32_8 ? "philox4x32-8"
+                                        : "unknown";
+}
+inline constexpr bool known_generator(std::uint8_t code) {
+  return code == static_cast<std::uint8_t>(generator::philox4x32_10) ||
+         code == static_cast<std::uint8_t>(generator::philox4x32_8);
+}
+// The generator a name (generator_name's) stands for, for command lines and configurations.
+inline std::optional<generator> generator_named(std::string_view name) {
+  for (const auto g : {generator::philox4x32_10, generator::philox4x32_8}) {
+    if (name == generator_name(g)) return g;
+  }
+  return std::nullopt;
+}
+
+// Identifies one direction of one block. Philox4x32 has a 64-bit key and a 128-bit counter;
 // the seed is the key and the remaining fields share the counter with the element index, so
 // distinct (step, block, stream, sample, index) tuples always reach distinct counters.
 struct direction_key {
@@ -60,6 +95,7 @@ struct direction_key {
   std::uint32_t block = 0;
   zo::stream stream = zo::stream::dense;
   std::uint8_t sample = 0;
+  zo::generator generator = default_generator;
 };
 
 // Largest element index a key can address: 48 bits of the counter hold it.
@@ -72,17 +108,27 @@ inline constexpr std::size_t max_samples_per_step = 256;
 // words become is fixed by group_of / word_of below.
 inline constexpr std::size_t group_width = 4;
 
+namespace detail {
+template <unsigned Rounds>
+ZO_HOST_DEVICE inline r123::Philox4x32::ctr_type philox_words_rounds(const direction_key& key,
+                                                                     std::uint64_t group) {
+  using philox = r123::Philox4x32_R<Rounds>;
+  typename philox::key_type k = {
+      {static_cast<std::uint32_t>(key.seed), static_cast<std::uint32_t>(key.seed >> 32)}};
+  typename philox::ctr_type c = {{static_cast<std::uint32_t>(group),
+                                  static_cast<std::uint32_t>((group >> 32) & 0xffffu) |
+                                      (static_cast<std::uint32_t>(key.stream) << 16) |
+                                      (static_cast<std::uint32_t>(key.sample) << 24),
+                                  key.block, key.step}};
+  return philox{}(c, k);
+}
+}  // namespace detail
+
+// The four words of Philox counter `group` under the key, with the key's generator's rounds.
 ZO_HOST_DEVICE inline r123::Philox4x32::ctr_type philox_words(const direction_key& key,
                                                               std::uint64_t group) {
-  using philox = r123::Philox4x32;
-  philox::key_type k = {
-      {static_cast<std::uint32_t>(key.seed), static_cast<std::uint32_t>(key.seed >> 32)}};
-  philox::ctr_type c = {{static_cast<std::uint32_t>(group),
-                         static_cast<std::uint32_t>((group >> 32) & 0xffffu) |
-                             (static_cast<std::uint32_t>(key.stream) << 16) |
-                             (static_cast<std::uint32_t>(key.sample) << 24),
-                         key.block, key.step}};
-  return philox{}(c, k);
+  return key.generator == generator::philox4x32_10 ? detail::philox_words_rounds<10>(key, group)
+                                                   : detail::philox_words_rounds<8>(key, group);
 }
 
 namespace detail {
@@ -191,11 +237,15 @@ ZO_HOST_DEVICE constexpr std::uint64_t groups_for(std::uint64_t n) {
 
 namespace detail {
 
-// Philox4x32-10 on batch_groups consecutive counters at once, written lane-wise (structure of
-// arrays) so the multiplies become vector multiplies. Equal word for word to Random123's
-// philox4x32 (tests/test_random.cpp checks), which processes one counter per call.
-inline void philox_batch(const direction_key& key, std::uint64_t first_group,
-                         std::uint32_t (&words)[4][batch_groups]) {
+// Philox4x32-Rounds on batch_groups consecutive counters at once, written lane-wise (structure
+// of arrays) so the multiplies become vector multiplies. Equal word for word to Random123's
+// Philox4x32_R (tests/test_random.cpp checks), which processes one counter per call. Each round
+// runs over every register of lanes before the next round starts: the rounds of one register
+// are a chain of dependent multiplies, and interleaving the registers' chains keeps the
+// multiplier busy (1.6× on AVX2 against one register's ten rounds after another's).
+template <unsigned Rounds>
+inline void philox_batch_rounds(const direction_key& key, std::uint64_t first_group,
+                                std::uint32_t (&words)[4][batch_groups]) {
   std::uint32_t(&c0)[batch_groups] = words[0];
   std::uint32_t(&c1)[batch_groups] = words[1];
   std::uint32_t(&c2)[batch_groups] = words[2];
@@ -209,35 +259,46 @@ inline void philox_batch(const direction_key& key, std::uint64_t first_group,
     c2[l] = key.block;
     c3[l] = key.step;
   }
-  const std::uint32_t key0 = static_cast<std::uint32_t>(key.seed);
-  const std::uint32_t key1 = static_cast<std::uint32_t>(key.seed >> 32);
+  std::uint32_t k0 = static_cast<std::uint32_t>(key.seed);
+  std::uint32_t k1 = static_cast<std::uint32_t>(key.seed >> 32);
 #if defined(ZO_RANDOM_PHILOX_ISA)
   namespace isa = ZO_RANDOM_PHILOX_ISA;
   using lanes = isa::philox_lanes;
+  constexpr std::size_t sets = batch_groups / isa::philox_width;
+  static_assert(sets * isa::philox_width == batch_groups,
+                "zo: a batch must fill whole registers of Philox lanes");
   const lanes m0 = isa::philox_set(0xD2511F53u), m1 = isa::philox_set(0xCD9E8D57u);
-  for (std::size_t first = 0; first < batch_groups; first += isa::philox_width) {
-    lanes x0 = isa::philox_load(c0 + first), x1 = isa::philox_load(c1 + first);
-    lanes x2 = isa::philox_load(c2 + first), x3 = isa::philox_load(c3 + first);
-    std::uint32_t k0 = key0, k1 = key1;
-    for (int round = 0; round < 10; ++round) {
+  lanes x0[sets], x1[sets], x2[sets], x3[sets];
+  for (std::size_t s = 0; s < sets; ++s) {
+    const std::size_t first = s * isa::philox_width;
+    x0[s] = isa::philox_load(c0 + first);
+    x1[s] = isa::philox_load(c1 + first);
+    x2[s] = isa::philox_load(c2 + first);
+    x3[s] = isa::philox_load(c3 + first);
+  }
+  for (unsigned round = 0; round < Rounds; ++round) {
+    const lanes key0 = isa::philox_set(k0), key1 = isa::philox_set(k1);
+    for (std::size_t s = 0; s < sets; ++s) {
       lanes hi0, lo0, hi1, lo1;
-      isa::philox_mulhilo(m0, x0, hi0, lo0);
-      isa::philox_mulhilo(m1, x2, hi1, lo1);
-      x0 = isa::philox_xor(isa::philox_xor(hi1, x1), isa::philox_set(k0));
-      x1 = lo1;
-      x2 = isa::philox_xor(isa::philox_xor(hi0, x3), isa::philox_set(k1));
-      x3 = lo0;
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
+      isa::philox_mulhilo(m0, x0[s], hi0, lo0);
+      isa::philox_mulhilo(m1, x2[s], hi1, lo1);
+      x0[s] = isa::philox_xor(isa::philox_xor(hi1, x1[s]), key0);
+      x1[s] = lo1;
+      x2[s] = isa::philox_xor(isa::philox_xor(hi0, x3[s]), key1);
+      x3[s] = lo0;
     }
-    isa::philox_store(c0 + first, x0);
-    isa::philox_store(c1 + first, x1);
-    isa::philox_store(c2 + first, x2);
-    isa::philox_store(c3 + first, x3);
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  for (std::size_t s = 0; s < sets; ++s) {
+    const std::size_t first = s * isa::philox_width;
+    isa::philox_store(c0 + first, x0[s]);
+    isa::philox_store(c1 + first, x1[s]);
+    isa::philox_store(c2 + first, x2[s]);
+    isa::philox_store(c3 + first, x3[s]);
   }
 #else
-  std::uint32_t k0 = key0, k1 = key1;
-  for (int round = 0; round < 10; ++round) {
+  for (unsigned round = 0; round < Rounds; ++round) {
 #if defined(_OPENMP)
 #pragma omp simd
 #endif
@@ -255,6 +316,16 @@ inline void philox_batch(const direction_key& key, std::uint64_t first_group,
     k1 += 0xBB67AE85u;
   }
 #endif
+}
+
+// The words of batch_groups consecutive counters with the key's generator's rounds.
+inline void philox_batch(const direction_key& key, std::uint64_t first_group,
+                         std::uint32_t (&words)[4][batch_groups]) {
+  if (key.generator == generator::philox4x32_10) {
+    philox_batch_rounds<10>(key, first_group, words);
+  } else {
+    philox_batch_rounds<8>(key, first_group, words);
+  }
 }
 
 // x ← √x for Count floats, correctly rounded like sqrtf, with vector instructions where the
@@ -315,25 +386,55 @@ struct gaussian_distribution {
   }
 };
 
-// Rademacher ±1 entries (SPSA), one bit per element from the same call layout.
+// Rademacher ±1 entries (SPSA). A sign needs one bit, and how many a Philox call gives depends
+// on the generator: philox4x32-10 takes the low bit of each word, in the Gaussian layout, so four
+// signs cost a call; philox4x32-8 takes all 128 bits, so that generating costs little next to the
+// memory traffic of a pass. There element e is bit e mod 32 of word (e mod 128) / 32 of counter
+// e / 128: a batch of 64 elements is two words of one call.
 struct rademacher_distribution {
+  static constexpr std::size_t signs_per_call = 128;
+
   template <class T>
   ZO_HOST_DEVICE static void group(const direction_key& key, std::uint64_t g,
                                    T (&out)[group_width]) {
-    const auto w = philox_words(key, g);
+    if (key.generator == generator::philox4x32_10) {
+      const auto w = philox_words(key, g);
+      for (std::size_t lane = 0; lane < group_width; ++lane)
+        out[lane] = sign<T>(w[lane], 0);
+      return;
+    }
+    const auto w = philox_words(key, element_of(g, 0) / signs_per_call);
     for (std::size_t lane = 0; lane < group_width; ++lane) {
-      out[lane] = (w[lane] & 1u) ? T(1) : T(-1);
+      const std::uint64_t bit = element_of(g, lane) % signs_per_call;
+      out[lane] = sign<T>(w[bit / 32], static_cast<unsigned>(bit % 32));
     }
   }
 
   template <class T>
   static void batch(const direction_key& key, std::uint64_t first_group, T (&out)[batch_width]) {
-    std::uint32_t w[4][batch_groups];
-    detail::philox_batch(key, first_group, w);
-    for (std::size_t word = 0; word < group_width; ++word) {
-      for (std::size_t l = 0; l < batch_groups; ++l)
-        out[word * batch_groups + l] = (w[word][l] & 1u) ? T(1) : T(-1);
+    if (key.generator == generator::philox4x32_10) {
+      std::uint32_t w[4][batch_groups];
+      detail::philox_batch(key, first_group, w);
+      for (std::size_t word = 0; word < group_width; ++word) {
+        for (std::size_t l = 0; l < batch_groups; ++l)
+          out[word * batch_groups + l] = sign<T>(w[word][l], 0);
+      }
+      return;
     }
+    const std::uint64_t first = element_of(first_group, 0);
+    const auto w = philox_words(key, first / signs_per_call);
+    const std::size_t first_word = first % signs_per_call / 32;
+    for (std::size_t word = 0; word < batch_width / 32; ++word) {
+      const std::uint32_t bits = w[first_word + word];
+      for (unsigned bit = 0; bit < 32; ++bit)
+        out[word * 32 + bit] = sign<T>(bits, bit);
+    }
+  }
+
+ private:
+  template <class T>
+  ZO_HOST_DEVICE static T sign(std::uint32_t word, unsigned bit) {
+    return ((word >> bit) & 1u) ? T(1) : T(-1);
   }
 };
 

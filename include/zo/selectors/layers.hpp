@@ -176,8 +176,10 @@ class random_layer_subset {
   void select(std::uint64_t step, const Store& store, std::span<block_role> roles) const {
     const std::size_t layers = layer_count(store);
     detail::require_layers(per_step_, layers, "random_layer_subset");
-    // Each layer gets a keyed random score; the lowest scores are chosen.
-    const direction_key key{seed_, static_cast<std::uint32_t>(step), 0, stream::mask, 0};
+    // Each layer gets a keyed random score; the lowest scores are chosen. The scores are the
+    // selector's, not a direction's, so they keep the first generator whatever a run's is.
+    direction_key key{seed_, static_cast<std::uint32_t>(step), 0, stream::mask, 0};
+    key.generator = generator::philox4x32_10;
     std::vector<std::uint32_t> score(layers);
     for (std::size_t l = 0; l < layers; ++l) {
       score[l] = philox_words(key, l)[0];

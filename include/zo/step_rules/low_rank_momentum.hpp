@@ -155,7 +155,9 @@ class low_rank_momentum {
         accumulate(
             u.backend(), Backend::data(bs.momentum), block.size(), T(beta_), !bs.initialized,
             u.projected_gradients(), bs.initialized ? 1.0 - beta_ : 1.0, [&](std::size_t j) {
-              return direction_key{u.seed(), step, id, stream::dense, static_cast<std::uint8_t>(j)};
+              direction_key key{u.seed(), step, id, stream::dense, static_cast<std::uint8_t>(j)};
+              key.generator = u.generator();
+              return key;
             });
         change.add_dense(Backend::data(bs.momentum), -lr);
       }
@@ -207,11 +209,12 @@ class low_rank_momentum {
     T* gram = v_old + cols * r;
     T* projected = gram + r * r;
     const auto& backend = u.backend();
-    policy.fill_factor(backend, policy.v_key(u.seed(), step, id), T(1), cols, v_new, r, 1, 0);
+    policy.fill_factor(backend, policy.v_key(u.seed(), u.generator(), step, id), T(1), cols, v_new,
+                       r, 1, 0);
     double keep = beta_;
     if (bs.initialized && bs.factor_step != policy.factor_step(step)) {
-      policy.fill_factor(backend, policy.v_key(u.seed(), bs.factor_step, id), T(1), cols, v_old, r,
-                         1, 0);
+      policy.fill_factor(backend, policy.v_key(u.seed(), u.generator(), bs.factor_step, id), T(1),
+                         cols, v_old, r, 1, 0);
       backend.for_each_index(r * r, detail::gram_kernel<T>{v_old, v_new, cols, r, gram}, cols);
       backend.for_each_index(
           rows, detail::project_rows_kernel<T>{momentum, gram, r, T(beta_), projected}, r * r);
@@ -221,7 +224,8 @@ class low_rank_momentum {
     const double weight = bs.initialized ? 1.0 - beta_ : 1.0;
     accumulate(backend, momentum, rows * r, T(keep), !bs.initialized, u.projected_gradients(),
                weight * policy.u_scale(), [&](std::size_t j) {
-                 return policy.u_key(u.seed(), step, id, static_cast<std::uint8_t>(j));
+                 return policy.u_key(u.seed(), u.generator(), step, id,
+                                     static_cast<std::uint8_t>(j));
                });
     bs.factor_step = policy.factor_step(step);
     return v_new;
