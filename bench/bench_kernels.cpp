@@ -2,7 +2,8 @@
 // The kernels of every optimizer, each against a copy of the same bytes measured by the same
 // binary with the same threads just before it (docs/benchmarks.md: the ratio, not the absolute
 // time, is the figure to quote on a shared machine). The first argument of every benchmark is the
-// number of OpenMP threads.
+// number of OpenMP threads; the second, where there is one, the direction generator's code
+// (zo::generator: 1 philox4x32-10, 2 philox4x32-8).
 //
 //   copy                   one pass reading and writing the block (the bandwidth limit)
 //   generate               Gaussian directions alone, into an L1-resident buffer: no memory
@@ -33,6 +34,7 @@ namespace {
 using zo_bench::clock_type;
 using zo_bench::thread_scope;
 using zo_bench::threads_1_and_2;
+using zo_bench::threads_and_generators;
 
 constexpr std::size_t rows = 4096, cols = 4096;  // 64 MiB of float: far beyond the caches
 constexpr std::size_t elements = rows * cols;
@@ -71,7 +73,7 @@ void copy(benchmark::State& state) {
 
 void generate(benchmark::State& state) {
   thread_scope threads(state);
-  const zo::direction_key key{1, 0, 0, zo::stream::dense, 0};
+  const zo::direction_key key{1, 0, 0, zo::stream::dense, 0, zo_bench::generator_argument(state)};
   constexpr std::size_t batches = elements / zo::batch_width;
   timed(state, elements, [&] {
 #pragma omp parallel for schedule(static)
@@ -98,6 +100,7 @@ void run_pass(benchmark::State& state, const Perturbation& perturbation, Configu
   sweep.source = values.data();
   sweep.target = values.data();
   sweep.seed = 1;
+  sweep.generator = zo_bench::generator_argument(state);
   configure(sweep, snapshot.data());
   zo::scratch_arena<zo::backends::cpu, float> scratch;
   timed(state, elements,
@@ -127,7 +130,7 @@ void rademacher_perturb(benchmark::State& state) {
 }
 
 void low_rank_apply(benchmark::State& state) {
-  run_pass(state, zo::low_rank_perturbation(static_cast<std::size_t>(state.range(1)), 50),
+  run_pass(state, zo::low_rank_perturbation(static_cast<std::size_t>(state.range(2)), 50),
            [](auto& p, float*) { p.terms.add(0, 0, 1e-3f); });
 }
 
@@ -158,18 +161,18 @@ void adam(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(copy)->Apply(threads_1_and_2);
-BENCHMARK(generate)->Apply(threads_1_and_2);
-BENCHMARK(dense_perturb)->Apply(threads_1_and_2);
-BENCHMARK(fused_update_perturb)->Apply(threads_1_and_2);
-BENCHMARK(rademacher_perturb)->Apply(threads_1_and_2);
+BENCHMARK(generate)->Apply(threads_and_generators);
+BENCHMARK(dense_perturb)->Apply(threads_and_generators);
+BENCHMARK(fused_update_perturb)->Apply(threads_and_generators);
+BENCHMARK(rademacher_perturb)->Apply(threads_and_generators);
 BENCHMARK(low_rank_apply)
-    ->ArgNames({"threads", "rank"})
-    ->Args({1, 2})
-    ->Args({2, 2})
-    ->Args({2, 4})
+    ->ArgNames({"threads", "generator", "rank"})
+    ->Args({1, 2, 2})
+    ->Args({2, 2, 2})
+    ->Args({2, 2, 4})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(lozo_m_momentum_apply)->Apply(threads_1_and_2);
+BENCHMARK(lozo_m_momentum_apply)->Apply(threads_and_generators);
 BENCHMARK(adam)->Apply(threads_1_and_2);
 
 BENCHMARK_MAIN();

@@ -10,6 +10,7 @@
 //   state_bytes      bytes the optimizer still holds after three steps (snapshots, momentum,
 //                    moments, scratch), counted by replacing operator new
 //   peak_extra_bytes the most bytes it held at once during those steps
+//   ns_per_parameter step time / number of parameters
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -138,8 +139,11 @@ void step_overhead(benchmark::State& state, Optimizer optimizer, Objective objec
     optimizer.step(store, objective);
     total += std::chrono::duration<double>(clock_type::now() - start).count();
   }
-  state.counters["x_copy"] = total / static_cast<double>(state.iterations()) / copy;
+  const double step_seconds = total / static_cast<double>(state.iterations());
+  state.counters["x_copy"] = step_seconds / copy;
   state.counters["parameters"] = static_cast<double>(parameter_count(store));
+  state.counters["ns_per_parameter"] =
+      step_seconds * 1e9 / static_cast<double>(parameter_count(store));
 }
 
 constexpr double lr = 1e-9;  // keeps the parameters finite over many benchmark steps
@@ -163,6 +167,19 @@ void mezo_fused(benchmark::State& state) {
 void mezo_arithmetic_fused(benchmark::State& state) {
   step_overhead(state,
                 zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                         options(zo::restore_mode::arithmetic, true)),
+                free_loss{});
+}
+// SPSA: Rademacher directions, which cost a fraction of a Gaussian's to generate.
+void spsa(benchmark::State& state) {
+  step_overhead(state,
+                zo::spsa(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                         options(zo::restore_mode::exact, false)),
+                free_loss{});
+}
+void spsa_arithmetic_fused(benchmark::State& state) {
+  step_overhead(state,
+                zo::spsa(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
                          options(zo::restore_mode::arithmetic, true)),
                 free_loss{});
 }
@@ -194,6 +211,8 @@ void loho(benchmark::State& state) {
 BENCHMARK(mezo)->Apply(threads_1_and_2);
 BENCHMARK(mezo_fused)->Apply(threads_1_and_2);
 BENCHMARK(mezo_arithmetic_fused)->Apply(threads_1_and_2);
+BENCHMARK(spsa)->Apply(threads_1_and_2);
+BENCHMARK(spsa_arithmetic_fused)->Apply(threads_1_and_2);
 BENCHMARK(lozo)->Apply(threads_1_and_2);
 BENCHMARK(lozo_m)->Apply(threads_1_and_2);
 BENCHMARK(loho)->Apply(threads_1_and_2);

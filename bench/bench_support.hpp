@@ -60,4 +60,18 @@ inline void threads_1_and_2(benchmark::internal::Benchmark* b) {
   b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
+// The same with each direction generator (zo::generator's code: 1 philox4x32-10, 2 -8) as the
+// second argument, so that both are measured by one binary in one run.
+inline void threads_and_generators(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"threads", "generator"})->UseRealTime()->Unit(benchmark::kMillisecond);
+  for (const int threads : {1, 2}) {
+    for (const zo::generator g : {zo::generator::philox4x32_10, zo::generator::philox4x32_8})
+      b->Args({threads, static_cast<int>(g)});
+  }
+}
+
+inline zo::generator generator_argument(const benchmark::State& state) {
+  return static_cast<zo::generator>(state.range(1));
+}
+
 }  // namespace zo_bench

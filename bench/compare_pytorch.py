@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-"""Step overhead of zo's MeZO against the MeZO reference implementation's parameter loop.
+"""Step overhead of zo's MeZO and SPSA against the MeZO reference implementation's parameter loop.
 
 Optional: needs PyTorch (Debian: apt install python3-torch) and a Release build of zo's
 bench/bench_optimizers. Both sides use the same parameter shapes (two OPT-125m decoder layers,
@@ -13,6 +13,8 @@ where each perturb re-seeds the generator and, per tensor, draws z = torch.norma
 fresh tensor and assigns param.data = param.data + scale * z * eps, and the update draws z once
 more and assigns param.data = param.data - lr * (g * z + wd * param.data) (no decay for biases
 and layer norms). That is four passes that each generate the direction, with allocations.
+zo's SPSA step (Rademacher directions, zo::spsa) is listed against the same loop: it is the step a
+user who wants the cheapest central-difference estimate would take instead.
 
 Usage: bench/compare_pytorch.py --zo-bench build/bench/bench_optimizers [--threads 2]
 Prints the medians (over alternating rounds of both sides) and the ratio of step overheads,
@@ -110,7 +112,7 @@ def main():
     count = sum(p.numel() for _, p in params)
 
     # The two sides take turns, so that load from elsewhere on a shared machine falls on both.
-    zo_names = ["mezo", "mezo_fused", "mezo_arithmetic_fused"]
+    zo_names = ["mezo", "mezo_fused", "mezo_arithmetic_fused", "spsa", "spsa_arithmetic_fused"]
     rounds = [(reference_step_seconds(torch, params, args.steps),
                zo_step_seconds(args.zo_bench, args.threads, zo_names)) for _ in range(args.rounds)]
     reference = statistics.median(r for r, _ in rounds)
@@ -118,11 +120,13 @@ def main():
 
     print(f"parameters: {count:,} in {len(params)} tensors; threads: {args.threads}; "
           f"torch {torch.__version__}")
-    print(f"{'optimizer':32} {'median step overhead':>22} {'reference / zo':>16}")
-    print(f"{'MeZO reference loop (PyTorch)':32} {reference * 1e3:19.1f} ms {1.0:16.2f}")
+    print(f"{'optimizer':32} {'median step overhead':>22} {'ns/parameter':>13} "
+          f"{'reference / zo':>16}")
+    print(f"{'MeZO reference loop (PyTorch)':32} {reference * 1e3:19.1f} ms "
+          f"{reference * 1e9 / count:13.2f} {1.0:16.2f}")
     for name in zo_names:
         t = zo_times[name]
-        print(f"{'zo ' + name:32} {t * 1e3:19.1f} ms {reference / t:16.2f}")
+        print(f"{'zo ' + name:32} {t * 1e3:19.1f} ms {t * 1e9 / count:13.2f} {reference / t:16.2f}")
 
 
 if __name__ == "__main__":
