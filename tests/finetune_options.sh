@@ -93,6 +93,7 @@ good "pretrain" pretrain
 }
 good "finetune --method mezo, --lr=VALUE, --restore, --eps" finetune --lr=1e-3 \
   --restore exact --eps 1e-3
+good "finetune --generator philox4x32-10" finetune --generator philox4x32-10 --out first-generator
 good "finetune --method lozo --rank --interval" finetune --method lozo --rank 2 --interval 5 \
   --out lozo
 good "finetune --method lozo-m --beta" finetune --method lozo-m --beta 0.5 --rank 1 --out lozo-m
@@ -227,6 +228,10 @@ bad "finetune --method adam --eps 1e-3" \
   finetune --method adam --eps 1e-3
 bad "finetune --method adam --restore exact" '--restore is read only by --method mezo' \
   finetune --method adam --restore exact
+bad "finetune --generator mt19937" "--generator must be philox4x32-8 or philox4x32-10, got 'mt19937'" \
+  finetune --generator mt19937
+bad "finetune --method adam --generator philox4x32-8" '--generator is read only by --method mezo' \
+  finetune --method adam --generator philox4x32-8
 bad "finetune --method loho --loho-budget-mib 10 --loho-layers 1" \
   '--loho-layers is read only when --loho-budget-mib is 0' \
   finetune --method loho --loho-budget-mib 10 --loho-layers 1

@@ -618,6 +618,9 @@ std::vector<option_spec> finetune_options() {
           {"eval-interval", "0", "steps between held-out evaluations (0: 20 evaluations in all)"},
           {"data-seed", "7", "seed of the task's data"},
           {"seed", "0", "seed of the directions and batch order"},
+          {"generator", "philox4x32-8",
+           "generator of the directions: philox4x32-8 or philox4x32-10 (zo 0.1's)",
+           zeroth_order_methods()},
           {"threads", "0", "OpenMP threads (0: the OpenMP default)"},
           {"save-every", "0",
            "steps between saves of the resume state PREFIX.resume/ (weights, optimizer state, "
@@ -716,8 +719,13 @@ int finetune(const arguments& args) {
   zo_examples::require(restore_name == "exact" || restore_name == "arithmetic",
                        "--restore must be exact or arithmetic, got '" + restore_name + "'");
   const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
+  const auto generator = zo::generator_named(args.text("generator"));
+  zo_examples::require(generator.has_value(),
+                       "--generator must be philox4x32-8 or philox4x32-10, got '" +
+                           args.text("generator") + "'");
   const zo::zo_options zo_options{
       .seed = seed,
+      .generator = *generator,
       .restore = restore_name == "exact" ? zo::restore_mode::exact : zo::restore_mode::arithmetic};
   const auto eval_every = args.integer("eval-interval", std::uint64_t{0}, max_count);
   const std::uint64_t eval_interval =
