@@ -1318,8 +1318,12 @@ int report(const arguments& args) {
   // image there instead.
   FILE* gnuplot = popen("gnuplot > /dev/null", "w");
   zo_examples::require(gnuplot != nullptr, "cannot run gnuplot (Debian: gnuplot-nox)");
+  // Where gnuplot is missing, the shell exits before reading the script, and the write would end
+  // this process with SIGPIPE instead of the error below.
+  const auto previous_handler = std::signal(SIGPIPE, SIG_IGN);
   std::fputs(script.str().c_str(), gnuplot);
   const int status = pclose(gnuplot);
+  std::signal(SIGPIPE, previous_handler);
   std::string plot;
   try {
     zo_examples::require(status == 0, "gnuplot failed (exit status " + std::to_string(status) +
