@@ -6,6 +6,8 @@ set -euo pipefail
 
 zo_packages=(g++ cmake make libeigen3-dev libboost-test-dev librandom123-dev libbenchmark-dev
              libomp-dev libthrust-dev nlohmann-json3-dev libopenmpi-dev openmpi-bin)
+# The libtorch adapter's tests, which test.sh asks for: zo_install_missing "${zo_torch_packages[@]}".
+zo_torch_packages=(libtorch-dev python3-torch pybind11-dev python3-dev python3-pytest)
 
 zo_install_missing() {
   local missing=()
