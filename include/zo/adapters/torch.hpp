@@ -302,11 +302,17 @@ inline double scalar_loss(const at::Tensor& loss) {
 // the step index (to pick that step's mini-batch). Zeroth-order evaluations run under
 // NoGradGuard, so no graph is built; for the hybrid, loss_and_gradients runs the closure with
 // autograd on and backpropagates into zo's gradient buffers (detail::gradients_into_buffers).
-template <class Closure>
+// Backward runs the backpropagation; a caller that holds a lock autograd's threads may need
+// (Python's GIL) passes one that releases it around loss.backward().
+struct plain_backward {
+  void operator()(const at::Tensor& loss) const { loss.backward(); }
+};
+
+template <class Closure, class Backward = plain_backward>
 class torch_objective {
  public:
-  torch_objective(const torch_store& store, Closure closure)
-      : store_(&store), closure_(std::move(closure)) {}
+  torch_objective(const torch_store& store, Closure closure, Backward backward = {})
+      : store_(&store), closure_(std::move(closure)), backward_(std::move(backward)) {}
 
   double operator()() requires std::invocable<Closure&> { return loss(); }
   double operator()(std::uint64_t step) requires std::invocable<Closure&, std::uint64_t> {
@@ -344,13 +350,14 @@ class torch_objective {
     require(loss.requires_grad(),
             "the loss does not depend on any first-order parameter, so it has no gradient; "
             "check that the closure uses the module's parameters");
-    loss.backward();
+    backward_(loss);
     binding.require_written_in_place(gradients);
     return value;
   }
 
   const torch_store* store_;
   Closure closure_;
+  Backward backward_;
 };
 
 // A torch::optim-like optimizer: a store and a zo optimizer (zo::mezo, zo::lozo, zo::lozo_m,
@@ -364,9 +371,11 @@ class torch_optimizer {
       : store_(std::make_unique<torch_store>(std::move(store))), optimizer_(std::move(optimizer)) {}
 
   // One step; returns the loss zo reports for it (the estimator's), as a float64 scalar tensor.
-  template <class Closure>
-  at::Tensor step(Closure&& closure) {
-    torch_objective<std::remove_cvref_t<Closure>> f(*store_, std::forward<Closure>(closure));
+  // backward is torch_objective's.
+  template <class Closure, class Backward = plain_backward>
+  at::Tensor step(Closure&& closure, Backward backward = {}) {
+    torch_objective<std::remove_cvref_t<Closure>, Backward> f(
+        *store_, std::forward<Closure>(closure), std::move(backward));
     if (log_) {
       last_ = optimizer_.step(*store_, f, *log_);
     } else {
