@@ -42,7 +42,7 @@ namespace zo {
 
 // The layer index in a parameter's name: N in "<prefix>.N." where <prefix> is a whole component
 // of the name (at its start or after a dot), e.g. 3 in "model.decoder.layers.3.fc1.weight" with
-// the prefix "layers". The first prefix found in the name wins; none found: no layer.
+// the prefix "layers". Prefixes are tried in their order; a name none matches has no layer.
 inline std::optional<int> layer_from_name(std::string_view name,
                                           const std::vector<std::string>& prefixes) {
   for (const auto& prefix : prefixes) {
@@ -63,9 +63,9 @@ inline std::optional<int> layer_from_name(std::string_view name,
   return std::nullopt;
 }
 
-// Whether weight decay applies, from the name alone, as the MeZO and Hugging Face trainers decide
-// it: biases and normalisation weights (a module whose name contains "norm", or GPT-2's ln_1,
-// ln_f) are exempt.
+// Whether weight decay applies, from the name alone: biases and normalisation weights (a module
+// whose name contains "norm", or GPT-2's ln_1, ln_f) are exempt. Hugging Face's trainer, which
+// MeZO's reference runs in, makes the same split by module type; a store sees only names.
 inline bool decays_by_name(std::string_view name) {
   std::size_t start = 0;
   while (true) {
