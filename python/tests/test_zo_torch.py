@@ -152,3 +152,22 @@ def test_unsupported_parameters_are_refused():
     with pytest.raises(ValueError, match="one element"):
         model = Net()
         zo_torch.MeZO(model.named_parameters()).step(lambda: model(torch.zeros(2, 4)))
+
+
+def test_a_closure_that_raises_leaves_the_parameters_as_they_were():
+    model, x, y = reference_problem()
+    opt = zo_torch.LOZOM(model.named_parameters(), lr=LR, rank=2, interval=3, seed=1)
+    opt.step(closure_of(model, x, y))
+    before = parameter_bytes(model)
+    calls = []
+
+    def closure():
+        calls.append(None)
+        if len(calls) == 2:  # between the two evaluations of the step, mid-perturbation
+            raise KeyError("no batch")
+        return torch.nn.functional.mse_loss(model(x), y)
+
+    with pytest.raises(KeyError, match="no batch"):
+        opt.step(closure)
+    assert parameter_bytes(model) == before
+    assert opt.step_count == 1
