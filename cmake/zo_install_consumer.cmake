@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # Installs the zo build in BUILD_DIR into a scratch prefix, then configures, builds and runs the
 # consumer project in CONSUMER_SOURCE against it through find_package(zo), twice:
-#   full  with what this machine has: zo::eigen (and zo::mpi where installed) too, and OpenMP
-#         where the compiler has it;
-#   bare  as on a machine with neither Eigen nor OpenMP: finding them is disabled, and zo::zo
-#         must still be found, build without them and run.
+#   full  with what this machine has: zo::eigen (and zo::mpi and zo::torch where installed) too,
+#         and OpenMP where the compiler has it;
+#   bare  as on a machine with neither Eigen nor OpenMP (nor libtorch): finding them is disabled,
+#         and zo::zo must still be found, build without them and run.
 set(prefix ${WORK_DIR}/prefix)
 file(REMOVE_RECURSE ${WORK_DIR})
 
@@ -19,7 +19,7 @@ endfunction()
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 set(full_options)
 set(bare_options -DZO_CONSUMER_BARE=ON -DCMAKE_DISABLE_FIND_PACKAGE_Eigen3=ON
-                 -DCMAKE_DISABLE_FIND_PACKAGE_OpenMP=ON)
+                 -DCMAKE_DISABLE_FIND_PACKAGE_OpenMP=ON -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON)
 foreach(kind full bare)
   set(consumer_build ${WORK_DIR}/build-${kind})
   message(STATUS "zo install test: the ${kind} consumer")
@@ -29,5 +29,8 @@ foreach(kind full bare)
   run(${consumer_build}/zo_consumer)
   if(kind STREQUAL "full")
     run(${consumer_build}/zo_eigen_consumer)
+    if(EXISTS ${consumer_build}/zo_torch_consumer)
+      run(${consumer_build}/zo_torch_consumer)
+    endif()
   endif()
 endforeach()

@@ -6,6 +6,10 @@ set -euo pipefail
 
 zo_packages=(g++ cmake make libeigen3-dev libboost-test-dev librandom123-dev libbenchmark-dev
              libomp-dev libthrust-dev nlohmann-json3-dev libopenmpi-dev openmpi-bin)
+# The libtorch adapter's tests and the Python package (python/), which test.sh and python.sh ask
+# for: zo_install_missing "${zo_torch_packages[@]}". Debian's libtorch-dev and python3-torch are
+# one build, so the package's extension links the libtorch the C++ tests use.
+zo_torch_packages=(libtorch-dev python3-torch pybind11-dev python3-dev python3-pytest)
 
 zo_install_missing() {
   local missing=()

@@ -10,15 +10,16 @@ cd "$(dirname "$0")/.."
 bash scripts/check-files.sh
 bash scripts/check-structure.sh
 source scripts/setup.sh
-zo_install_missing
+zo_install_missing "${zo_torch_packages[@]}"
 jobs=$(nproc)
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$(zo_cuda_flags)"
 cmake --build build -j"$jobs"
 (cd build && ctest --output-on-failure -j"$jobs")
 
+# libtorch is not built with the sanitizers, so the adapter's tests run in the first build only.
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DZO_ENABLE_CUDA=OFF \
-  -DZO_BUILD_BENCHMARKS=OFF -DZO_BUILD_EXAMPLES=OFF \
+  -DZO_BUILD_BENCHMARKS=OFF -DZO_BUILD_EXAMPLES=OFF -DZO_USE_TORCH=OFF \
   "-DCMAKE_CXX_FLAGS=-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 cmake --build build-sanitize -j"$jobs"
 (cd build-sanitize && ctest --output-on-failure -j"$jobs" -R '^test_')

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # scripts/check-structure.sh on copies of include/: the real tree passes, and each kind of fault
-# planted in a copy fails it, naming the file: an include back up a layer, an include cycle inside
-# a folder, a header naming another folder's detail::, and a function over 60 lines.
+# planted in a copy fails it, naming the file: an include back up a layer (an adapter included from
+# below among them), an include cycle inside a folder, a header naming another folder's detail::,
+# and a function over 60 lines.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -34,6 +35,14 @@ fresh
 sed -i 's|#include "zo/core/roles.hpp"|#include "zo/core/roles.hpp"\n#include "zo/optimizers/mezo.hpp"|' \
   "$work/tree/include/zo/core/reports.hpp"
 expect fail "zo/core/reports.hpp includes zo/optimizers/mezo.hpp" "an include back up"
+
+# adapters is the top layer: the library below never depends on a framework's adapter.
+fresh
+mkdir -p "$work/tree/include/zo/adapters"
+printf '#pragma once\n#include "zo/io/trajectory.hpp"\n' > "$work/tree/include/zo/adapters/plain.hpp"
+sed -i 's|#include "zo/core/binary.hpp"|#include "zo/core/binary.hpp"\n#include "zo/adapters/plain.hpp"|' \
+  "$work/tree/include/zo/io/trajectory.hpp"
+expect fail "zo/io/trajectory.hpp includes zo/adapters/plain.hpp" "an include of an adapter from below"
 
 fresh
 printf '#pragma once\n#include "zo/core/cycle_b.hpp"\n' > "$work/tree/include/zo/core/cycle_a.hpp"
