@@ -28,8 +28,8 @@ zo::torch_store store_of(zo::torch_store::named_tensors parameters,
 template <class Optimizer>
 class python_optimizer {
  public:
-  python_optimizer(zo::torch_store store, Optimizer optimizer, std::uint64_t seed)
-      : optimizer_(std::move(store), std::move(optimizer)), seed_(seed) {}
+  python_optimizer(zo::torch_store store, Optimizer optimizer)
+      : optimizer_(std::move(store), std::move(optimizer)) {}
 
   // Autograd's engine refuses to start while the GIL is held (its threads may run Python
   // hooks), so LoHO's backward releases it; the closure itself runs with it held.
@@ -52,7 +52,7 @@ class python_optimizer {
   }
 
   void log_trajectory(const std::string& path, const std::string& description) {
-    optimizer_.log_trajectory(path, seed_, description);
+    optimizer_.log_trajectory(path, description);
   }
   void finish_trajectory() { optimizer_.finish_trajectory(); }
 
@@ -80,7 +80,6 @@ class python_optimizer {
 
  private:
   zo::torch_optimizer<Optimizer> optimizer_;
-  std::uint64_t seed_;
 };
 
 template <class Optimizer>
@@ -116,8 +115,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                   std::uint64_t seed) {
         return python_optimizer<zo::mezo>(
             store_of(std::move(params), std::move(layers)),
-            zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, weight_decay), options_of(seed)),
-            seed);
+            zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, weight_decay), options_of(seed)));
       }),
       py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
       py::arg("weight_decay"), py::arg("seed"));
@@ -128,8 +126,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         return python_optimizer<zo::lozo>(
             store_of(std::move(params), std::move(layers)),
             zo::lozo(zo::low_rank_perturbation(rank, interval), zo::central_difference(eps),
-                     zo::sgd<>(lr, weight_decay), {}, options_of(seed)),
-            seed);
+                     zo::sgd<>(lr, weight_decay), {}, options_of(seed)));
       }),
       py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"), py::arg("rank"),
       py::arg("interval"), py::arg("weight_decay"), py::arg("seed"));
@@ -140,8 +137,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
              return python_optimizer<zo::lozo_m>(
                  store_of(std::move(params), std::move(layers)),
                  zo::lozo_m(zo::low_rank_perturbation(rank, interval), zo::central_difference(eps),
-                            zo::low_rank_momentum<>(lr, beta, weight_decay), {}, options_of(seed)),
-                 seed);
+                            zo::low_rank_momentum<>(lr, beta, weight_decay), {}, options_of(seed)));
            }),
            py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
            py::arg("rank"), py::arg("interval"), py::arg("beta"), py::arg("weight_decay"),
@@ -158,8 +154,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
             zo::loho(zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, weight_decay),
                               options_of(seed)),
                      zo::adam<>(fo_lr, betas.first, betas.second, adam_eps, fo_weight_decay),
-                     zo::deepest_layers(first_order_layers), options),
-            seed);
+                     zo::deepest_layers(first_order_layers), options));
       }),
       py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
       py::arg("weight_decay"), py::arg("fo_lr"), py::arg("first_order_layers"), py::arg("betas"),

@@ -295,7 +295,7 @@ BOOST_AUTO_TEST_CASE(step_with_a_closure_lowers_the_loss_and_logs_the_trajectory
   zo::torch_optimizer opt(zo::torch_store(*model),
                           zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2), {.seed = 1}));
   const auto path = std::filesystem::temp_directory_path() / "zo_test_torch.zotraj";
-  opt.log_trajectory(path, 1, "test");
+  opt.log_trajectory(path, "test");
   auto closure = [&](std::uint64_t) { return torch::mse_loss(model->forward(data.x), data.y); };
   const double first = opt.step(closure).item<double>();
   for (int step = 1; step < 200; ++step)

@@ -63,6 +63,13 @@ struct problem {
   }
 };
 
+// The options of every optimizer here (the seed; the default generator, as the package's).
+zo::zo_options with_seed() {
+  zo::zo_options options;
+  options.seed = seed;
+  return options;
+}
+
 template <class Optimizer>
 void run(Optimizer optimizer, int steps, const std::string& out) {
   problem p;
@@ -76,7 +83,8 @@ void run(Optimizer optimizer, int steps, const std::string& out) {
     store.add(p.names[i], std::span<float>(p.params[i].data_ptr<float>(), n), rows, n / rows,
               options);
   }
-  zo::io::trajectory_writer log(out + ".zotraj", zo::io::run_header(store, seed, "reference"));
+  zo::io::trajectory_writer log(out + ".zotraj",
+                                zo::io::run_header(store, with_seed(), "reference"));
   for (int s = 0; s < steps; ++s) {
     if constexpr (requires { optimizer.first_order_blocks(); }) {
       optimizer.step(store, p, log);
@@ -89,12 +97,6 @@ void run(Optimizer optimizer, int steps, const std::string& out) {
   std::ofstream params(out + ".params", std::ios::binary);
   for (const auto& t : p.params)
     params.write(reinterpret_cast<const char*>(t.data_ptr<float>()), t.numel() * sizeof(float));
-}
-
-zo::zo_options with_seed() {
-  zo::zo_options options;
-  options.seed = seed;
-  return options;
 }
 
 }  // namespace

@@ -385,11 +385,11 @@ class torch_optimizer {
   }
 
   // Logs every following step to a trajectory file (zo/io/trajectory.hpp), whose header records
-  // the seed and a fingerprint of the parameters as they are now; finish_trajectory() ends it.
-  void log_trajectory(const std::filesystem::path& path, std::uint64_t seed,
-                      std::string description = {}) {
+  // the optimizer's seed and generator and a fingerprint of the parameters as they are now;
+  // finish_trajectory() ends it.
+  void log_trajectory(const std::filesystem::path& path, std::string description = {}) {
     log_ = std::make_unique<io::trajectory_writer>(
-        path, io::run_header(*store_, seed, std::move(description)));
+        path, io::run_header(*store_, zeroth_order_options(), std::move(description)));
   }
   void finish_trajectory() {
     require(log_ != nullptr, "no trajectory is being logged");
@@ -406,6 +406,15 @@ class torch_optimizer {
   const Optimizer& optimizer() const { return optimizer_; }
 
  private:
+  // The options that key the directions: a hybrid's are its zeroth-order part's.
+  const zo_options& zeroth_order_options() const {
+    if constexpr (requires { optimizer_.zeroth_order_part(); }) {
+      return optimizer_.zeroth_order_part().options();
+    } else {
+      return optimizer_.options();
+    }
+  }
+
   // Held by pointer so that moving the wrapper never moves the store an objective points at.
   std::unique_ptr<torch_store> store_;
   Optimizer optimizer_;
