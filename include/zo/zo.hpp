@@ -28,16 +28,21 @@
 #include "zo/estimators/estimators.hpp"
 
 #include "zo/step_rules/first_order.hpp"
+#include "zo/step_rules/fzoo.hpp"
 #include "zo/step_rules/low_rank_momentum.hpp"
 #include "zo/step_rules/schedules.hpp"
 #include "zo/step_rules/sgd.hpp"
 #include "zo/step_rules/sign_sgd.hpp"
+#include "zo/step_rules/zo_adam.hpp"
+#include "zo/step_rules/zo_momentum.hpp"
 
 #include "zo/selectors/all_blocks.hpp"
 #include "zo/selectors/intra_layer_mask.hpp"
 #include "zo/selectors/layers.hpp"
 
+#include "zo/optimizers/fzoo.hpp"
 #include "zo/optimizers/hybrid.hpp"
+#include "zo/optimizers/lezo.hpp"
 #include "zo/optimizers/lozo.hpp"
 #include "zo/optimizers/mezo.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
