@@ -103,7 +103,6 @@ BOOST_AUTO_TEST_CASE(subzero_lowers_a_least_squares_loss) {
 
 BOOST_AUTO_TEST_CASE(a_rank_above_the_smaller_side_is_refused) {
   matrix_block block;
-  zo::zo_optimizer<zo::subzero_perturbation, zo::central_difference, zo::sgd<>> optimizer(
-      zo::subzero_perturbation(8, 10), zo::central_difference(), zo::sgd<>(1e-3));
+  zo::subzero optimizer(zo::subzero_perturbation(8, 10), zo::central_difference(), zo::sgd<>(1e-3));
   BOOST_CHECK_THROW(optimizer.step(block.store, [] { return 1.0; }), zo::invalid_argument);
 }
