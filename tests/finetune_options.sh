@@ -106,6 +106,8 @@ good "finetune --method zo-momentum --beta" finetune --method zo-momentum --beta
 good "finetune --method zo-adam --restore exact" finetune --method zo-adam --restore exact \
   --out zo-adam
 good "finetune --method lezo --lezo-layers" finetune --method lezo --lezo-layers 2 --out lezo
+good "finetune --method subzero --rank --interval" finetune --method subzero --rank 2 \
+  --interval 5 --out subzero
 good "finetune --method fzoo --directions, --forward-budget" finetune --method fzoo \
   --directions 3 --steps 0 --forward-budget 32 --out fzoo
 good "finetune --steps 0 --forward-budget, --threads 0, the largest seed, --mpi-timeout" \
@@ -220,13 +222,17 @@ bad "memory --steps 1e3" '--steps must be an integer' memory --steps 1e3
 
 echo "-- options the chosen method never reads"
 for method in mezo adam loho; do
-  bad "finetune --method $method --rank -5" '--rank is read only by --method lozo or lozo-m' \
+  bad "finetune --method $method --rank -5" '--rank is read only by --method lozo, lozo-m or subzero' \
     finetune --method "$method" --rank -5
 done
-bad "finetune --method mezo --rank 4" '--rank is read only by --method lozo or lozo-m, not by mezo' \
+bad "finetune --method mezo --rank 4" \
+  '--rank is read only by --method lozo, lozo-m or subzero, not by mezo' \
   finetune --method mezo --rank 4
-bad "finetune --method mezo --interval 10" '--interval is read only by --method lozo or lozo-m' \
+bad "finetune --method mezo --interval 10" \
+  '--interval is read only by --method lozo, lozo-m or subzero' \
   finetune --method mezo --interval 10
+bad "finetune --method subzero --rank 100 (over the model's 16)" '--rank 100 exceeds 16' \
+  finetune --method subzero --rank 100
 for method in mezo lozo loho adam zo-adam lezo fzoo; do
   bad "finetune --method $method --beta 0.5" '--beta is read only by --method lozo-m or zo-momentum' \
     finetune --method "$method" --beta 0.5
@@ -246,7 +252,7 @@ for option in fo-lr clip loho-layers loho-budget-mib; do
   done
 done
 bad "finetune --method adam --eps 1e-3" \
-  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo or fzoo, not by adam' \
+  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo or subzero, not by adam' \
   finetune --method adam --eps 1e-3
 bad "finetune --method adam --restore exact" '--restore is read only by --method mezo' \
   finetune --method adam --restore exact

@@ -584,13 +584,13 @@ int pretrain(const arguments& args) {
 
 // The methods with a zeroth-order part, which read --eps and --restore (all but adam).
 std::vector<std::string> zeroth_order_methods() {
-  return {"mezo", "lozo", "lozo-m", "loho", "zo-momentum", "zo-adam", "lezo", "fzoo"};
+  return {"mezo", "lozo", "lozo-m", "loho", "zo-momentum", "zo-adam", "lezo", "fzoo", "subzero"};
 }
 
 std::vector<option_spec> finetune_options() {
   return {{"checkpoint", "", "pretrained checkpoint directory"},
           {"method", "mezo",
-           "mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo or adam (full "
+           "mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero or adam (full "
            "first-order baseline); docs/variants.md says what each composes"},
           {"out", "", "output prefix: PREFIX.csv (curves) and PREFIX.json (summary)"},
           {"steps", "0", "optimizer steps (0: derived from --forward-budget)"},
@@ -602,8 +602,11 @@ std::vector<option_spec> finetune_options() {
           {"lr", "", "learning rate (default: 1e-5 for adam, 1e-6 for the others)"},
           {"eps", "1e-3", "perturbation scale ε (MeZO, LOZO: 1e-3)", zeroth_order_methods()},
           {"weight-decay", "0", "weight decay"},
-          {"rank", "2", "LOZO rank r", {"lozo", "lozo-m"}},
-          {"interval", "50", "LOZO: steps V is kept for (ν)", {"lozo", "lozo-m"}},
+          {"rank", "2", "LOZO and SubZero rank r", {"lozo", "lozo-m", "subzero"}},
+          {"interval",
+           "50",
+           "LOZO: steps V is kept for (ν); SubZero: steps U and V are kept for",
+           {"lozo", "lozo-m", "subzero"}},
           {"beta", "0.9", "LOZO-M and ZO-SGD momentum, in [0, 1)", {"lozo-m", "zo-momentum"}},
           {"lezo-layers",
            "1",
@@ -678,7 +681,7 @@ int finetune(const arguments& args) {
       method == "adam" ||
           std::find(zo_methods.begin(), zo_methods.end(), method) != zo_methods.end(),
       "unknown --method '" + method +
-          "' (mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo or adam)");
+          "' (mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero or adam)");
   // An option this method never reads is a mistake, not something to ignore.
   args.refuse_unread(method);
   zo_examples::require(!args.text("checkpoint").empty(), "finetune needs --checkpoint DIR");
@@ -711,7 +714,7 @@ int finetune(const arguments& args) {
   // LOZO's rank (at most the smallest side of the model's matrices, checked once the
   // checkpoint's configuration is read) and interval.
   std::size_t rank = 0, interval = 0;
-  if (method == "lozo" || method == "lozo-m") {
+  if (method == "lozo" || method == "lozo-m" || method == "subzero") {
     rank = args.integer<std::size_t>("rank", 1, max_width);
     interval = args.integer<std::size_t>("interval", 1, max_count);
   }
@@ -998,6 +1001,14 @@ int finetune(const arguments& args) {
           });
         },
         lr, beta, decay, lezo_layers, seed);
+  } else if (method == "subzero") {
+    with_estimator([&]<class Estimator>(Estimator estimator) {
+      zo::zo_optimizer<zo::subzero_perturbation, Estimator, zo::sgd<>> optimizer(
+          zo::subzero_perturbation(rank, interval), estimator, zo::sgd<>(lr, decay), {},
+          zo_options);
+      run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
+      optimizer_state = state_bytes(optimizer);
+    });
   } else if (method == "fzoo") {
     group.with_estimator(
         zo::q_sample<zo::one_sided>(directions, zo::one_sided(eps)),
