@@ -219,6 +219,14 @@ void fzoo(benchmark::State& state) {
                 free_loss{});
 }
 
+void subzero(benchmark::State& state) {
+  step_overhead(
+      state,
+      zo::subzero(zo::subzero_perturbation(2, 50), zo::central_difference(1e-3),
+                  zo::sgd(zo::constant_schedule(lr)), {}, options(zo::restore_mode::exact, false)),
+      free_loss{});
+}
+
 }  // namespace
 
 BENCHMARK(mezo)->Apply(threads_1_and_2);
@@ -231,5 +239,6 @@ BENCHMARK(zo_sgd_momentum)->Apply(threads_1_and_2);
 BENCHMARK(zo_adam)->Apply(threads_1_and_2);
 BENCHMARK(lezo)->Apply(threads_1_and_2);
 BENCHMARK(fzoo)->Apply(threads_1_and_2);
+BENCHMARK(subzero)->Apply(threads_1_and_2);
 
 BENCHMARK_MAIN();
