@@ -24,6 +24,7 @@
 #include "zo/perturbations/dense.hpp"
 #include "zo/perturbations/directions.hpp"
 #include "zo/perturbations/low_rank.hpp"
+#include "zo/perturbations/small_magnitude.hpp"
 #include "zo/perturbations/subzero.hpp"
 
 #include "zo/estimators/estimators.hpp"
@@ -46,5 +47,6 @@
 #include "zo/optimizers/lezo.hpp"
 #include "zo/optimizers/lozo.hpp"
 #include "zo/optimizers/mezo.hpp"
+#include "zo/optimizers/sparse_mezo.hpp"
 #include "zo/optimizers/subzero.hpp"
 #include "zo/optimizers/zo_optimizer.hpp"
