@@ -206,6 +206,44 @@ void loho(benchmark::State& state) {
                 free_differentiable_loss{});
 }
 
+// The variants composed from the roles (docs/variants.md): their state_bytes against MeZO's.
+void zo_sgd_momentum(benchmark::State& state) {
+  using optimizer =
+      zo::zo_optimizer<zo::gaussian_perturbation, zo::central_difference, zo::zo_momentum<>>;
+  step_overhead(state,
+                optimizer(zo::central_difference(1e-3), zo::zo_momentum<>(lr, 0.9),
+                          options(zo::restore_mode::exact, false)),
+                free_loss{});
+}
+void zo_adam(benchmark::State& state) {
+  using optimizer =
+      zo::zo_optimizer<zo::gaussian_perturbation, zo::central_difference, zo::zo_adam<>>;
+  step_overhead(state,
+                optimizer(zo::central_difference(1e-3), zo::zo_adam<>(lr),
+                          options(zo::restore_mode::exact, false)),
+                free_loss{});
+}
+void lezo(benchmark::State& state) {
+  // One of the two layers a step; the blocks without a layer are none here.
+  step_overhead(state,
+                zo::make_lezo(1, zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                              options(zo::restore_mode::exact, false)),
+                free_loss{});
+}
+void fzoo(benchmark::State& state) {
+  step_overhead(state,
+                zo::make_fzoo(4, 1e-3, zo::fzoo_sgd<>(lr), options(zo::restore_mode::exact, false)),
+                free_loss{});
+}
+
+void subzero(benchmark::State& state) {
+  step_overhead(
+      state,
+      zo::subzero(zo::subzero_perturbation(2, 50), zo::central_difference(1e-3),
+                  zo::sgd(zo::constant_schedule(lr)), {}, options(zo::restore_mode::exact, false)),
+      free_loss{});
+}
+
 }  // namespace
 
 BENCHMARK(mezo)->Apply(threads_1_and_2);
@@ -216,5 +254,10 @@ BENCHMARK(spsa_arithmetic_fused)->Apply(threads_1_and_2);
 BENCHMARK(lozo)->Apply(threads_1_and_2);
 BENCHMARK(lozo_m)->Apply(threads_1_and_2);
 BENCHMARK(loho)->Apply(threads_1_and_2);
+BENCHMARK(zo_sgd_momentum)->Apply(threads_1_and_2);
+BENCHMARK(zo_adam)->Apply(threads_1_and_2);
+BENCHMARK(lezo)->Apply(threads_1_and_2);
+BENCHMARK(fzoo)->Apply(threads_1_and_2);
+BENCHMARK(subzero)->Apply(threads_1_and_2);
 
 BENCHMARK_MAIN();

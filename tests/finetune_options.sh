@@ -102,6 +102,15 @@ good "finetune --method loho --loho-layers --fo-lr --clip" finetune --method loh
 good "finetune --method loho --loho-budget-mib" finetune --method loho --loho-budget-mib 1 \
   --out loho-budget
 good "finetune --method adam --weight-decay" finetune --method adam --weight-decay 0 --out adam
+good "finetune --method zo-momentum --beta" finetune --method zo-momentum --beta 0.5 \
+  --out zo-momentum
+good "finetune --method zo-adam --restore exact" finetune --method zo-adam --restore exact \
+  --out zo-adam
+good "finetune --method lezo --lezo-layers" finetune --method lezo --lezo-layers 2 --out lezo
+good "finetune --method subzero --rank --interval" finetune --method subzero --rank 2 \
+  --interval 5 --out subzero
+good "finetune --method fzoo --directions, --forward-budget" finetune --method fzoo \
+  --directions 3 --steps 0 --forward-budget 32 --out fzoo
 good "finetune --steps 0 --forward-budget, --threads 0, the largest seed, --mpi-timeout" \
   finetune --steps 0 --forward-budget 16 --threads 0 --seed 18446744073709551615 \
   --data-seed 0 --eval-interval 1 --mpi-timeout 30
@@ -194,6 +203,14 @@ bad "finetune --method loho --loho-layers 0" '--loho-layers must be an integer f
   finetune --method loho --loho-layers 0
 bad "finetune --method loho --loho-layers 5 (over the model's 4)" '--loho-layers 5 exceeds' \
   finetune --method loho --loho-layers 5
+bad "finetune --method lezo --lezo-layers 0" '--lezo-layers must be an integer from 1' \
+  finetune --method lezo --lezo-layers 0
+bad "finetune --method lezo --lezo-layers 5 (over the model's 4)" '--lezo-layers 5 exceeds' \
+  finetune --method lezo --lezo-layers 5
+bad "finetune --method fzoo --directions 1" '--directions must be an integer from 2 to 256' \
+  finetune --method fzoo --directions 1
+bad "finetune --method fzoo --directions 257" '--directions must be an integer from 2 to 256' \
+  finetune --method fzoo --directions 257
 bad "memory --scale 0" '--scale must be an integer from 1 to 1024' memory --scale 0
 bad "memory --scale 4294967297" '--scale must be an integer from 1 to 1024' \
   memory --scale 4294967297
@@ -206,16 +223,28 @@ bad "memory --steps 1e3" '--steps must be an integer' memory --steps 1e3
 
 echo "-- options the chosen method never reads"
 for method in mezo adam loho; do
-  bad "finetune --method $method --rank -5" '--rank is read only by --method lozo or lozo-m' \
+  bad "finetune --method $method --rank -5" '--rank is read only by --method lozo, lozo-m or subzero' \
     finetune --method "$method" --rank -5
 done
-bad "finetune --method mezo --rank 4" '--rank is read only by --method lozo or lozo-m, not by mezo' \
+bad "finetune --method mezo --rank 4" \
+  '--rank is read only by --method lozo, lozo-m or subzero, not by mezo' \
   finetune --method mezo --rank 4
-bad "finetune --method mezo --interval 10" '--interval is read only by --method lozo or lozo-m' \
+bad "finetune --method mezo --interval 10" \
+  '--interval is read only by --method lozo, lozo-m or subzero' \
   finetune --method mezo --interval 10
-for method in mezo lozo loho adam; do
-  bad "finetune --method $method --beta 0.5" '--beta is read only by --method lozo-m' \
+bad "finetune --method subzero --rank 100 (over the model's 16)" '--rank 100 exceeds 16' \
+  finetune --method subzero --rank 100
+for method in mezo lozo loho adam zo-adam lezo fzoo; do
+  bad "finetune --method $method --beta 0.5" '--beta is read only by --method lozo-m or zo-momentum' \
     finetune --method "$method" --beta 0.5
+done
+for method in mezo lozo-m zo-momentum fzoo; do
+  bad "finetune --method $method --lezo-layers 1" '--lezo-layers is read only by --method lezo' \
+    finetune --method "$method" --lezo-layers 1
+done
+for method in mezo lozo-m zo-adam lezo; do
+  bad "finetune --method $method --directions 4" '--directions is read only by --method fzoo' \
+    finetune --method "$method" --directions 4
 done
 for option in fo-lr clip loho-layers loho-budget-mib; do
   for method in mezo lozo lozo-m adam; do
@@ -224,7 +253,7 @@ for option in fo-lr clip loho-layers loho-budget-mib; do
   done
 done
 bad "finetune --method adam --eps 1e-3" \
-  '--eps is read only by --method mezo, lozo, lozo-m or loho, not by adam' \
+  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo or subzero, not by adam' \
   finetune --method adam --eps 1e-3
 bad "finetune --method adam --restore exact" '--restore is read only by --method mezo' \
   finetune --method adam --restore exact

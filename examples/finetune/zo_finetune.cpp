@@ -584,24 +584,38 @@ int pretrain(const arguments& args) {
 
 // The methods with a zeroth-order part, which read --eps and --restore (all but adam).
 std::vector<std::string> zeroth_order_methods() {
-  return {"mezo", "lozo", "lozo-m", "loho"};
+  return {"mezo", "lozo", "lozo-m", "loho", "zo-momentum", "zo-adam", "lezo", "fzoo", "subzero"};
 }
 
 std::vector<option_spec> finetune_options() {
   return {{"checkpoint", "", "pretrained checkpoint directory"},
-          {"method", "mezo", "mezo, lozo, lozo-m, loho or adam (full first-order baseline)"},
+          {"method", "mezo",
+           "mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero or adam (full "
+           "first-order baseline); docs/variants.md says what each composes"},
           {"out", "", "output prefix: PREFIX.csv (curves) and PREFIX.json (summary)"},
           {"steps", "0", "optimizer steps (0: derived from --forward-budget)"},
           {"forward-budget", "0",
            "forward passes (examples through the model) to spend, counting 2 per example for a "
-           "zeroth-order step, 3 for LoHO (2 + its first-order pass) and 1 for Adam"},
+           "zeroth-order step, N + 1 for FZOO, 3 for LoHO (2 + its first-order pass) and 1 for "
+           "Adam"},
           {"batch", "16", "examples per step (MeZO: 16)"},
-          {"lr", "", "learning rate (default: 1e-6 for mezo, lozo, lozo-m; 1e-5 for adam)"},
+          {"lr", "", "learning rate (default: 1e-5 for adam, 1e-6 for the others)"},
           {"eps", "1e-3", "perturbation scale ε (MeZO, LOZO: 1e-3)", zeroth_order_methods()},
           {"weight-decay", "0", "weight decay"},
-          {"rank", "2", "LOZO rank r", {"lozo", "lozo-m"}},
-          {"interval", "50", "LOZO: steps V is kept for (ν)", {"lozo", "lozo-m"}},
-          {"beta", "0.9", "LOZO-M momentum, in [0, 1)", {"lozo-m"}},
+          {"rank", "2", "LOZO and SubZero rank r", {"lozo", "lozo-m", "subzero"}},
+          {"interval",
+           "50",
+           "LOZO: steps V is kept for (ν); SubZero: steps U and V are kept for",
+           {"lozo", "lozo-m", "subzero"}},
+          {"beta", "0.9", "LOZO-M and ZO-SGD momentum, in [0, 1)", {"lozo-m", "zo-momentum"}},
+          {"lezo-layers",
+           "1",
+           "LeZO: layers perturbed and updated at each step (the others get no pass)",
+           {"lezo"}},
+          {"directions",
+           "8",
+           "FZOO: directions N a step, measured one-sided around one base loss",
+           {"fzoo"}},
           {"loho-layers", "2", "LoHO: the deepest k layers are trained first-order", {"loho"}},
           {"loho-budget-mib",
            "0",
@@ -633,6 +647,20 @@ std::vector<option_spec> finetune_options() {
            "with an error"}};
 }
 
+// The variants on Gaussian directions that differ from MeZO in one role (docs/variants.md):
+// body(rule, selector) with ZO-SGD with momentum, ZO-Adam, or LeZO's random layer subset.
+template <class Body>
+void run_dense_variant(const std::string& method, Body&& body, double lr, double beta, double decay,
+                       std::size_t lezo_layers, std::uint64_t seed) {
+  if (method == "zo-momentum") {
+    body(zo::zo_momentum<>(lr, beta, decay), zo::all_blocks{});
+  } else if (method == "zo-adam") {
+    body(zo::zo_adam<>(lr, 0.9, 0.999, 1e-8, decay), zo::all_blocks{});
+  } else {
+    body(zo::sgd<>(lr, decay), zo::random_layer_subset(lezo_layers, seed));
+  }
+}
+
 // Bytes an optimizer needs to resume besides the parameters: the size of its saved state.
 template <class Optimizer>
 std::size_t state_bytes(const Optimizer& optimizer) {
@@ -651,13 +679,22 @@ int finetune(const arguments& args) {
   const std::string method = args.text("method");
   const fs::path prefix = args.text("out");
   zo_examples::require(!prefix.empty(), "finetune needs --out PREFIX");
-  const bool zeroth_order = method == "mezo" || method == "lozo" || method == "lozo-m";
-  zo_examples::require(zeroth_order || method == "loho" || method == "adam",
-                       "unknown --method '" + method + "' (mezo, lozo, lozo-m, loho or adam)");
+  const auto zo_methods = zeroth_order_methods();
+  zo_examples::require(
+      method == "adam" ||
+          std::find(zo_methods.begin(), zo_methods.end(), method) != zo_methods.end(),
+      "unknown --method '" + method +
+          "' (mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero or adam)");
   // An option this method never reads is a mistake, not something to ignore.
   args.refuse_unread(method);
   zo_examples::require(!args.text("checkpoint").empty(), "finetune needs --checkpoint DIR");
-  const std::uint64_t passes_per_example = zeroth_order ? 2 : method == "loho" ? 3 : 1;
+  // FZOO's N directions (at least 2: its step divides by the spread of their losses).
+  const std::size_t directions =
+      method == "fzoo" ? args.integer<std::size_t>("directions", 2, zo::max_samples_per_step) : 0;
+  const std::uint64_t passes_per_example = method == "fzoo"   ? directions + 1
+                                           : method == "loho" ? 3
+                                           : method == "adam" ? 1
+                                                              : 2;
   const auto batch_size = args.integer("batch", std::uint64_t{1}, max_count);
   std::uint64_t steps = args.integer("steps", std::uint64_t{0}, max_count);
   if (steps == 0) {
@@ -680,12 +717,12 @@ int finetune(const arguments& args) {
   // LOZO's rank (at most the smallest side of the model's matrices, checked once the
   // checkpoint's configuration is read) and interval.
   std::size_t rank = 0, interval = 0;
-  if (method == "lozo" || method == "lozo-m") {
+  if (method == "lozo" || method == "lozo-m" || method == "subzero") {
     rank = args.integer<std::size_t>("rank", 1, max_width);
     interval = args.integer<std::size_t>("interval", 1, max_count);
   }
   double beta = 0;
-  if (method == "lozo-m") {
+  if (method == "lozo-m" || method == "zo-momentum") {
     beta = args.number("beta");
     zo_examples::require(beta >= 0 && beta < 1,
                          "--beta must be at least 0 and below 1, got " + args.text("beta"));
@@ -694,6 +731,9 @@ int finetune(const arguments& args) {
   // (at most the model's layers, checked once its configuration is read) or a memory budget.
   double fo_lr = 0, clip = 0, budget_mib = 0;
   std::size_t loho_layers = 0;
+  // LeZO's layers a step (at most the model's, checked once its configuration is read).
+  const std::size_t lezo_layers =
+      method == "lezo" ? args.integer<std::size_t>("lezo-layers", 1, max_layers + 2) : 0;
   if (method == "loho") {
     fo_lr = non_negative(args, "fo-lr");
     clip = non_negative(args, "clip");
@@ -740,7 +780,7 @@ int finetune(const arguments& args) {
   mpi_timeout_seconds(args);  // checked in every run, read only under mpirun
   // The options the model bounds, from the checkpoint's configuration alone (the weights and
   // the data are loaded later).
-  if (rank > 0 || loho_layers > 0) {
+  if (rank > 0 || loho_layers > 0 || lezo_layers > 0) {
     const opt::opt_config shape = opt::read_config(args.text("checkpoint"));
     std::size_t smallest = max_u64;
     for (const auto& spec : opt::parameter_specs(shape)) {
@@ -756,6 +796,9 @@ int finetune(const arguments& args) {
                              std::to_string(layers) +
                              " layers of the checkpoint's model (its decoder layers, the "
                              "embeddings and the final norm)");
+    zo_examples::require(lezo_layers <= layers, "--lezo-layers " + std::to_string(lezo_layers) +
+                                                    " exceeds the " + std::to_string(layers) +
+                                                    " layers of the checkpoint's model");
   }
 
   // Under mpirun every rank draws the same batches and evaluates its own contiguous shard.
@@ -954,6 +997,35 @@ int finetune(const arguments& args) {
       run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
       optimizer_state = state_bytes(optimizer);
     });
+  } else if (method == "zo-momentum" || method == "zo-adam" || method == "lezo") {
+    run_dense_variant(
+        method,
+        [&]<class Rule, class Selector>(Rule rule, Selector selector) {
+          with_estimator([&]<class Estimator>(Estimator estimator) {
+            zo::zo_optimizer<zo::gaussian_perturbation, Estimator, Rule, Selector> optimizer(
+                {}, estimator, rule, selector, zo_options);
+            run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
+            optimizer_state = state_bytes(optimizer);
+          });
+        },
+        lr, beta, decay, lezo_layers, seed);
+  } else if (method == "subzero") {
+    with_estimator([&]<class Estimator>(Estimator estimator) {
+      zo::zo_optimizer<zo::subzero_perturbation, Estimator, zo::sgd<>> optimizer(
+          zo::subzero_perturbation(rank, interval), estimator, zo::sgd<>(lr, decay), {},
+          zo_options);
+      run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
+      optimizer_state = state_bytes(optimizer);
+    });
+  } else if (method == "fzoo") {
+    group.with_estimator(
+        zo::q_sample<zo::one_sided>(directions, zo::one_sided(eps)),
+        [&]<class Estimator>(Estimator estimator) {
+          zo::zo_optimizer<zo::rademacher_perturbation, Estimator, zo::fzoo_sgd<>> optimizer(
+              {}, estimator, zo::fzoo_sgd<>(lr), {}, zo_options);
+          run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
+          optimizer_state = state_bytes(optimizer);
+        });
   } else if (method == "lozo" || method == "lozo-m") {
     const zo::low_rank_perturbation low_rank(rank, interval);
     with_estimator([&]<class Estimator>(Estimator estimator) {

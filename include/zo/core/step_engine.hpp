@@ -149,6 +149,7 @@ class step_engine {
     }
     if (exact()) prepare_snapshots(store);
     step_ = static_cast<std::uint32_t>(step);
+    epsilon_ = limits.epsilon;
     applied_ = pending_;
     desired_.clear();
     next_.clear();
@@ -252,6 +253,9 @@ class step_engine {
     std::uint64_t step() const { return engine_.step_; }
     std::uint64_t seed() const { return engine_.options_.seed; }
     zo::generator generator() const { return engine_.options_.generator; }
+    // The estimator's ε, for rules that turn projected gradients back into loss differences
+    // (FZOO divides by the spread of the losses, ε·g_j apart from the base loss).
+    double epsilon() const { return engine_.epsilon_; }
     // The store's backend, for the rule's own kernels.
     backend_type backend() const { return backend_of(*engine_.store_); }
     const Perturbation& perturbation() const { return engine_.perturbation_; }
@@ -482,6 +486,7 @@ class step_engine {
   zo_options options_;
   const Store* store_ = nullptr;
   std::uint32_t step_ = 0;
+  double epsilon_ = 1;  // the estimator's, as begin() was given it
   std::vector<block_role> roles_, pending_roles_, requested_;
   element_mask mask_;
   std::vector<typename backend_type::template buffer<value_type>> snapshots_;
