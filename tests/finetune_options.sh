@@ -109,6 +109,8 @@ good "finetune --method zo-adam --restore exact" finetune --method zo-adam --res
 good "finetune --method lezo --lezo-layers" finetune --method lezo --lezo-layers 2 --out lezo
 good "finetune --method subzero --rank --interval" finetune --method subzero --rank 2 \
   --interval 5 --out subzero
+good "finetune --method sparse-mezo --sparse-fraction --restore exact" finetune \
+  --method sparse-mezo --sparse-fraction 0.25 --restore exact --out sparse-mezo
 good "finetune --method fzoo --directions, --forward-budget" finetune --method fzoo \
   --directions 3 --steps 0 --forward-budget 32 --out fzoo
 good "finetune --steps 0 --forward-budget, --threads 0, the largest seed, --mpi-timeout" \
@@ -207,6 +209,15 @@ bad "finetune --method lezo --lezo-layers 0" '--lezo-layers must be an integer f
   finetune --method lezo --lezo-layers 0
 bad "finetune --method lezo --lezo-layers 5 (over the model's 4)" '--lezo-layers 5 exceeds' \
   finetune --method lezo --lezo-layers 5
+bad "finetune --method sparse-mezo (arithmetic restore)" \
+  '--method sparse-mezo needs --restore exact' finetune --method sparse-mezo
+bad "finetune --method sparse-mezo --sparse-fraction 0" '--sparse-fraction must be above 0' \
+  finetune --method sparse-mezo --sparse-fraction 0 --restore exact
+bad "finetune --method sparse-mezo --sparse-fraction 1.5" '--sparse-fraction must be above 0' \
+  finetune --method sparse-mezo --sparse-fraction 1.5 --restore exact
+bad "finetune --method mezo --sparse-fraction 0.5" \
+  '--sparse-fraction is read only by --method sparse-mezo' \
+  finetune --method mezo --sparse-fraction 0.5
 bad "finetune --method fzoo --directions 1" '--directions must be an integer from 2 to 256' \
   finetune --method fzoo --directions 1
 bad "finetune --method fzoo --directions 257" '--directions must be an integer from 2 to 256' \
@@ -253,7 +264,7 @@ for option in fo-lr clip loho-layers loho-budget-mib; do
   done
 done
 bad "finetune --method adam --eps 1e-3" \
-  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo or subzero, not by adam' \
+  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero or sparse-mezo, not by adam' \
   finetune --method adam --eps 1e-3
 bad "finetune --method adam --restore exact" '--restore is read only by --method mezo' \
   finetune --method adam --restore exact

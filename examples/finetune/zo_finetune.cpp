@@ -584,14 +584,15 @@ int pretrain(const arguments& args) {
 
 // The methods with a zeroth-order part, which read --eps and --restore (all but adam).
 std::vector<std::string> zeroth_order_methods() {
-  return {"mezo", "lozo", "lozo-m", "loho", "zo-momentum", "zo-adam", "lezo", "fzoo", "subzero"};
+  return {"mezo",    "lozo", "lozo-m", "loho",    "zo-momentum",
+          "zo-adam", "lezo", "fzoo",   "subzero", "sparse-mezo"};
 }
 
 std::vector<option_spec> finetune_options() {
   return {{"checkpoint", "", "pretrained checkpoint directory"},
           {"method", "mezo",
-           "mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero or adam (full "
-           "first-order baseline); docs/variants.md says what each composes"},
+           "mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero, sparse-mezo or "
+           "adam (full first-order baseline); docs/variants.md says what each composes"},
           {"out", "", "output prefix: PREFIX.csv (curves) and PREFIX.json (summary)"},
           {"steps", "0", "optimizer steps (0: derived from --forward-budget)"},
           {"forward-budget", "0",
@@ -612,6 +613,11 @@ std::vector<option_spec> finetune_options() {
            "1",
            "LeZO: layers perturbed and updated at each step (the others get no pass)",
            {"lezo"}},
+          {"sparse-fraction",
+           "0.5",
+           "Sparse-MeZO: the fraction of each tensor's entries, those of smallest magnitude in the "
+           "checkpoint, that are perturbed and updated (needs --restore exact)",
+           {"sparse-mezo"}},
           {"directions",
            "8",
            "FZOO: directions N a step, measured one-sided around one base loss",
@@ -684,7 +690,8 @@ int finetune(const arguments& args) {
       method == "adam" ||
           std::find(zo_methods.begin(), zo_methods.end(), method) != zo_methods.end(),
       "unknown --method '" + method +
-          "' (mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero or adam)");
+          "' (mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero, sparse-mezo or "
+          "adam)");
   // An option this method never reads is a mistake, not something to ignore.
   args.refuse_unread(method);
   zo_examples::require(!args.text("checkpoint").empty(), "finetune needs --checkpoint DIR");
@@ -758,6 +765,15 @@ int finetune(const arguments& args) {
   const std::string restore_name = args.text("restore");
   zo_examples::require(restore_name == "exact" || restore_name == "arithmetic",
                        "--restore must be exact or arithmetic, got '" + restore_name + "'");
+  // Sparse-MeZO's mask is read from the base point, which only the exact restore keeps.
+  double sparse_fraction = 0;
+  if (method == "sparse-mezo") {
+    sparse_fraction = args.number("sparse-fraction");
+    zo_examples::require(
+        sparse_fraction > 0 && sparse_fraction <= 1,
+        "--sparse-fraction must be above 0 and at most 1, got " + args.text("sparse-fraction"));
+    zo_examples::require(restore_name == "exact", "--method sparse-mezo needs --restore exact");
+  }
   const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
   const auto generator = zo::generator_named(args.text("generator"));
   zo_examples::require(generator.has_value(),
@@ -1009,6 +1025,19 @@ int finetune(const arguments& args) {
           });
         },
         lr, beta, decay, lezo_layers, seed);
+  } else if (method == "sparse-mezo") {
+    // The thresholds come from the checkpoint's weights, also when resuming from others, so a
+    // resumed run masks as the uninterrupted one did.
+    zo::eigen_store<float> pretrained;
+    if (resumed) opt::load_checkpoint(checkpoint, pretrained);
+    const zo::small_magnitude_perturbation sparse(
+        zo::small_magnitude_thresholds(resumed ? pretrained : store, sparse_fraction));
+    with_estimator([&]<class Estimator>(Estimator estimator) {
+      zo::zo_optimizer<zo::small_magnitude_perturbation, Estimator, zo::sgd<>> optimizer(
+          sparse, estimator, zo::sgd<>(lr, decay), {}, zo_options);
+      run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
+      optimizer_state = state_bytes(optimizer);
+    });
   } else if (method == "subzero") {
     with_estimator([&]<class Estimator>(Estimator estimator) {
       zo::zo_optimizer<zo::subzero_perturbation, Estimator, zo::sgd<>> optimizer(
