@@ -27,9 +27,9 @@ struct matrix_block {
 };
 
 Eigen::MatrixXd direction(const zo::view_store<double>& store, std::uint32_t step,
-                          std::size_t sample) {
+                          std::size_t sample, zo::generator generator = zo::default_generator) {
   const auto z = zo::materialize_direction(zo::subzero_perturbation(rank, interval), store.block(0),
-                                           seed, step, sample);
+                                           seed, step, sample, generator);
   return Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
       z.data(), 12, 7);
 }
@@ -43,23 +43,28 @@ double outside_columns(const Eigen::MatrixXd& basis, const Eigen::MatrixXd& d) {
 
 }  // namespace
 
+// With each generator: the run's generator must reach the core's key too.
 BOOST_AUTO_TEST_CASE(a_direction_is_u_z_vt_with_orthonormal_factors_and_the_keyed_core) {
   matrix_block block;
-  for (std::uint32_t step : {0u, 5u}) {
-    for (std::size_t sample : {0u, 2u}) {
-      const Eigen::MatrixXd d = direction(block.store, step, sample);
-      // The core: r × r entries keyed by (step, sample) on the dense stream.
-      const zo::direction_key key{seed, step, 0, zo::stream::dense,
-                                  static_cast<std::uint8_t>(sample)};
-      Eigen::MatrixXd core(rank, rank);
-      for (std::size_t e = 0; e < rank * rank; ++e)
-        core(e / rank, e % rank) = zo::direction_element<zo::gaussian_distribution, double>(key, e);
-      const Eigen::VectorXd expected = core.jacobiSvd().singularValues();
-      const Eigen::VectorXd actual = d.jacobiSvd().singularValues();
-      BOOST_TEST_CONTEXT("step " << step << ", sample " << sample) {
-        // Orthonormal U and V keep Z's singular values, and add no others.
-        BOOST_TEST((actual.head(rank) - expected).norm() < 1e-12 * expected.norm());
-        BOOST_TEST(actual.tail(actual.size() - rank).norm() < 1e-12 * expected.norm());
+  for (const auto generator : {zo::generator::philox4x32_10, zo::generator::philox4x32_8}) {
+    for (std::uint32_t step : {0u, 5u}) {
+      for (std::size_t sample : {0u, 2u}) {
+        const Eigen::MatrixXd d = direction(block.store, step, sample, generator);
+        // The core: r × r entries keyed by (step, sample) on the dense stream.
+        const zo::direction_key key{
+            seed, step, 0, zo::stream::dense, static_cast<std::uint8_t>(sample), generator};
+        Eigen::MatrixXd core(rank, rank);
+        for (std::size_t e = 0; e < rank * rank; ++e)
+          core(e / rank, e % rank) =
+              zo::direction_element<zo::gaussian_distribution, double>(key, e);
+        const Eigen::VectorXd expected = core.jacobiSvd().singularValues();
+        const Eigen::VectorXd actual = d.jacobiSvd().singularValues();
+        BOOST_TEST_CONTEXT(zo::generator_name(generator)
+                           << ", step " << step << ", sample " << sample) {
+          // Orthonormal U and V keep Z's singular values, and add no others.
+          BOOST_TEST((actual.head(rank) - expected).norm() < 1e-12 * expected.norm());
+          BOOST_TEST(actual.tail(actual.size() - rank).norm() < 1e-12 * expected.norm());
+        }
       }
     }
   }

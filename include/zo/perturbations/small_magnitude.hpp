@@ -51,7 +51,8 @@ struct small_magnitude_kernel {
         p, first, lanes,
         [&](std::size_t t, T(&z)[group_width]) {
           gaussian_distribution::group(
-              {p.seed, p.terms[t].step, block, stream::dense, p.terms[t].sample}, g, z);
+              {p.seed, p.terms[t].step, block, stream::dense, p.terms[t].sample, p.generator}, g,
+              z);
         },
         [&](std::size_t k) {
           const T value = p.source[first + k * batch_groups];

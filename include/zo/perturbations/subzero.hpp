@@ -108,14 +108,15 @@ class subzero_perturbation {
     for (std::size_t t = 0; t < p.terms.size(); ++t) {
       const auto& term = p.terms[t];
       const std::uint32_t window = factors_.factor_step(term.step);
-      factors_.fill_factor(backend, {p.seed, window, id, stream::low_rank_u, 0}, T(1), m, u, r, 1,
-                           0);
+      factors_.fill_factor(backend, {p.seed, window, id, stream::low_rank_u, 0, p.generator}, T(1),
+                           m, u, r, 1, 0);
       backend.for_each_index(1, detail::orthonormalize_kernel<T>{u, m, r, r, 1, 0}, m * r * r);
-      factors_.fill_factor(backend, {p.seed, window, id, stream::low_rank_v, 0}, T(1), n, bt, 1, n,
-                           t * r);
+      factors_.fill_factor(backend, {p.seed, window, id, stream::low_rank_v, 0, p.generator}, T(1),
+                           n, bt, 1, n, t * r);
       backend.for_each_index(1, detail::orthonormalize_kernel<T>{bt, n, r, 1, n, t * r}, n * r * r);
-      factors_.fill_factor(backend, {p.seed, term.step, id, stream::dense, term.sample}, term.alpha,
-                           r, core, r, 1, 0);
+      factors_.fill_factor(backend,
+                           {p.seed, term.step, id, stream::dense, term.sample, p.generator},
+                           term.alpha, r, core, r, 1, 0);
       backend.for_each_index(m, detail::times_core_kernel<T>{u, core, r, total, t * r, a}, r * r);
     }
     backend.for_each_index(
