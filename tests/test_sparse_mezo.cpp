@@ -110,11 +110,18 @@ BOOST_AUTO_TEST_CASE(sparse_mezo_lowers_a_loss_whose_optimum_moves_only_small_en
     optimum[static_cast<Eigen::Index>(e)] = std::abs(v) < h ? 0.5 * h * std::sin(3.0 * e) : v;
   }
   problem.b = problem.a * optimum;
-  auto loss = problem.loss();
-  const double start = loss();
-  auto optimizer = zo::make_sparse_mezo(problem.store, 0.5, zo::central_difference(1e-3),
-                                        zo::sgd<>(2e-2), {.seed = 1});
-  optimizer.optimize(problem.store, loss, 400);
-  BOOST_TEST_MESSAGE("loss " << start << " -> " << loss());
-  BOOST_TEST(loss() < 0.1 * start);
+  const auto base = problem.values;
+  // With either generator's directions: the bound is about the method, not one draw of them
+  // (measured: 26-fold with philox4x32-10, 7.5-fold with philox4x32-8, where the step's noise
+  // floor stops it).
+  for (const auto generator : {zo::generator::philox4x32_10, zo::generator::philox4x32_8}) {
+    problem.values = base;
+    auto loss = problem.loss();
+    const double start = loss();
+    auto optimizer = zo::make_sparse_mezo(problem.store, 0.5, zo::central_difference(1e-3),
+                                          zo::sgd<>(2e-2), {.seed = 1, .generator = generator});
+    optimizer.optimize(problem.store, loss, 400);
+    BOOST_TEST_MESSAGE(zo::generator_name(generator) << ": loss " << start << " -> " << loss());
+    BOOST_TEST(loss() < 0.2 * start, zo::generator_name(generator));
+  }
 }
