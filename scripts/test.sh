@@ -10,17 +10,26 @@ cd "$(dirname "$0")/.."
 bash scripts/check-files.sh
 bash scripts/check-structure.sh
 source scripts/setup.sh
+# Seconds since the script started, before each stage: CI's budget is the whole run.
+stage() { echo "zo: ${SECONDS} s in, $*"; }
+stage "installing what is missing"
 zo_install_missing "${zo_torch_packages[@]}"
 jobs=$(nproc)
 
+stage "building (Release)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$(zo_cuda_flags)"
 cmake --build build -j"$jobs"
+stage "testing (Release)"
 (cd build && ctest --output-on-failure -j"$jobs")
 
 # libtorch is not built with the sanitizers, so the adapter's tests run in the first build only.
+stage "building with the sanitizers"
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Debug -DZO_ENABLE_CUDA=OFF \
   -DZO_BUILD_BENCHMARKS=OFF -DZO_BUILD_EXAMPLES=OFF -DZO_USE_TORCH=OFF \
   "-DCMAKE_CXX_FLAGS=-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 cmake --build build-sanitize -j"$jobs"
+stage "testing with the sanitizers"
 (cd build-sanitize && ctest --output-on-failure -j"$jobs" -R '^test_')
+stage "fuzzing"
 bash scripts/fuzz.sh
+stage "done"

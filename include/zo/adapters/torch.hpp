@@ -178,8 +178,11 @@ class torch_store {
   static void check_one_device(const named_tensors& parameters,
                                const std::vector<std::size_t>& trained) {
     for (std::size_t i : trained) {
-      const auto& [name, t] = parameters[i];
-      const auto& [first_name, first] = parameters[trained.front()];
+      // Named references, not structured bindings: Clang before 16 refuses to capture those.
+      const std::string& name = parameters[i].first;
+      const at::Tensor& t = parameters[i].second;
+      const std::string& first_name = parameters[trained.front()].first;
+      const at::Tensor& first = parameters[trained.front()].second;
       require(t.device() == first.device(), [&] {
         return "parameters '" + first_name + "' (" + first.device().str() + ") and '" + name +
                "' (" + t.device().str() +
@@ -447,7 +450,9 @@ inline std::vector<at::Tensor> matching_tensors(const c10::Dict<std::string, at:
            std::to_string(own.size());
   });
   std::vector<at::Tensor> out;
-  for (const auto& [name, t] : own) {
+  for (const auto& entry : own) {  // not a structured binding: the lambdas below capture it
+    const std::string& name = entry.first;
+    const at::Tensor& t = entry.second;
     const auto it = saved.find(name);
     require(it != saved.end(), [&] { return "the checkpoint has no tensor '" + name + "'"; });
     const at::Tensor& s = it->value();
