@@ -2,7 +2,9 @@
 // Writes the optimizer-state seed corpus: g++ -std=c++20 -fopenmp -Iinclude -I/usr/include/eigen3
 // fuzz/make_corpus_state.cpp -o /tmp/make_corpus_state && /tmp/make_corpus_state fuzz/corpus/state
 // The seeds are the unframed states zo 0.1.0 saved (tests/test_resume.cpp holds the same bytes),
-// each loaded and saved again in the framed format, plus a cut and a damaged one.
+// each loaded and saved again in the framed format, plus a cut and a damaged one. The
+// *_section_v1 seeds are framed states saved before the optimizer section named the direction
+// generator (its version 1); they keep the upgrade path fuzzed and are not written here.
 #include <fstream>
 #include <sstream>
 #include <string>
