@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "zo/config.hpp"
 #include "zo/core/concepts.hpp"
@@ -27,24 +28,35 @@ ZO_HOST_DEVICE inline bool masked(const Pass& p) {
 }
 
 // Computes one pass over the elements first + k·Stride, k < lanes, of a block whose directions
-// are given by generate(term, z) (z[k] belongs to element first + k·Stride). Shared by the
-// one-group device path (Stride = batch_groups) and the host batches (Stride = 1), so both run
-// the same arithmetic in the same order.
-template <std::size_t Width, std::size_t Stride, class Pass, class Generate, class Mask>
-ZO_HOST_DEVICE inline void dense_pass_span(const Pass& p, std::size_t first, std::size_t lanes,
-                                           const Generate& generate, const Mask& first_order) {
+// are added by add_term(t, alpha, value), value[k] += alpha·z_t[k] for the element first +
+// k·Stride, k < Width (entries from lanes on are zero and may take anything). Shared by the
+// one-group device path (Stride = batch_groups) and the host batches (Stride = 1), so both run the
+// same arithmetic in the same order. A whole host batch without a mask is computed in the target
+// itself, which saves copying it there.
+template <std::size_t Width, std::size_t Stride, class Pass, class Lanes, class AddTerm, class Mask>
+ZO_HOST_DEVICE inline void dense_pass_span(const Pass& p, std::size_t first, Lanes lanes,
+                                           const AddTerm& add_term, const Mask& first_order) {
   using T = typename Pass::value_type;
-  T value[Width];
-  T z[Width];
+  constexpr bool whole = std::is_same_v<Lanes, std::integral_constant<std::size_t, Width>>;
   const T* source = p.source + first;
+  // Before anything is written: the target may be the source.
+  if (p.save_to != nullptr) {
+    T* save_to = p.save_to + first;
+    for (std::size_t k = 0; k < lanes; ++k)
+      save_to[k * Stride] = source[k * Stride];
+  }
+  T local[Width];
+  T* value = local;
+  if constexpr (Stride == 1 && whole) {
+    if (!masked(p)) value = p.target + first;
+  }
   for (std::size_t k = 0; k < lanes; ++k)
     value[k] = p.scale * source[k * Stride];
+  for (std::size_t k = lanes; k < Width; ++k)
+    value[k] = T(0);
   const std::size_t base_terms = p.base_term_count();
-  for (std::size_t t = 0; t < base_terms; ++t) {
-    generate(t, z);
-    for (std::size_t k = 0; k < lanes; ++k)
-      value[k] += p.terms[t].alpha * z[k];
-  }
+  for (std::size_t t = 0; t < base_terms; ++t)
+    add_term(t, p.terms[t].alpha, value);
   if constexpr (pass_accepts_dense_addend<Pass>) {
     if (p.addend.values != nullptr) {
       const T* addend = p.addend.values + first;
@@ -62,24 +74,13 @@ ZO_HOST_DEVICE inline void dense_pass_span(const Pass& p, std::size_t first, std
         base_to[k * Stride] = value[k];
     }
   }
-  for (std::size_t t = base_terms; t < p.terms.size(); ++t) {
-    generate(t, z);
+  for (std::size_t t = base_terms; t < p.terms.size(); ++t)
+    add_term(t, p.terms[t].alpha, value);
+  if (value == local) {
+    T* target = p.target + first;
     for (std::size_t k = 0; k < lanes; ++k)
-      value[k] += p.terms[t].alpha * z[k];
+      target[k * Stride] = masked(p) && first_order(k) ? source[k * Stride] : value[k];
   }
-  if (masked(p)) {
-    for (std::size_t k = 0; k < lanes; ++k) {
-      if (first_order(k)) value[k] = source[k * Stride];
-    }
-  }
-  if (p.save_to != nullptr) {
-    T* save_to = p.save_to + first;
-    for (std::size_t k = 0; k < lanes; ++k)
-      save_to[k * Stride] = source[k * Stride];
-  }
-  T* target = p.target + first;
-  for (std::size_t k = 0; k < lanes; ++k)
-    target[k * Stride] = value[k];
 }
 
 // A pass over one block, indexed by Philox group (groups_for(size) of them). The values do not
@@ -112,13 +113,17 @@ struct dense_pass_kernel {
     }
     dense_pass_span<group_width, batch_groups>(
         p, first, lanes,
-        [&](std::size_t t, T(&z)[group_width]) { Distribution::group(key(t), g, z); },
+        [&](std::size_t t, T alpha, T* value) {
+          add_scaled_direction<Distribution>(key(t), g, alpha, value);
+        },
         [&](std::size_t k) { return first_order[k]; });
   }
 
-  // The CPU backend runs whole batches of batch_groups groups at a time, so that Philox and
-  // Box-Muller vectorise (backends::cpu, run_share).
-  static constexpr std::size_t batch = batch_groups;
+  // The CPU backend runs two batches of batch_groups groups at a time, so that Philox and
+  // Box-Muller vectorise (backends::cpu, run_share) and a distribution that draws more than a
+  // batch from one Philox call (philox4x32-8's Rademacher signs) draws it once.
+  static constexpr std::size_t batch = 2 * batch_groups;
+  static constexpr std::size_t run_width = 2 * batch_width;
 
   void run_batch(std::size_t g) const {
     const std::size_t first = element_of(g, 0);
@@ -126,22 +131,21 @@ struct dense_pass_kernel {
 #if defined(__GNUC__)
     // Generating a batch takes long enough that the hardware prefetcher alone leaves the cores
     // waiting for memory at each batch; asking for the batch a few ahead overlaps the two.
-    constexpr std::size_t ahead = 8 * batch_width;
-    if (first + ahead < size) {
-      for (std::size_t k = 0; k < batch_width; k += 64 / sizeof(T)) {
+    constexpr std::size_t ahead = 4 * run_width;
+    if (first + ahead + run_width <= size) {
+      const bool target_apart = p.target != p.source;
+      const bool base_apart = p.base_to != nullptr && p.base_to != p.source;
+      for (std::size_t k = 0; k < run_width; k += 64 / sizeof(T)) {
         __builtin_prefetch(p.source + first + ahead + k, 0);
-        if (p.target != p.source) __builtin_prefetch(p.target + first + ahead + k, 1);
-        if (p.base_to != nullptr && p.base_to != p.source) {
-          __builtin_prefetch(p.base_to + first + ahead + k, 1);
-        }
+        if (target_apart) __builtin_prefetch(p.target + first + ahead + k, 1);
+        if (base_apart) __builtin_prefetch(p.base_to + first + ahead + k, 1);
       }
     }
 #endif
-    const std::size_t lanes = size - first < batch_width ? size - first : batch_width;
-    bool first_order[batch_width] = {};
+    bool first_order[run_width] = {};
     if constexpr (pass_accepts_element_mask<Pass>) {
       if (p.mask.active) {
-        for (std::size_t k = 0; k < batch_width; k += group_width) {
+        for (std::size_t k = 0; k < run_width; k += group_width) {
           bool bits[group_width];
           p.mask.group(block, (first + k) / group_width, bits);
           for (std::size_t l = 0; l < group_width; ++l)
@@ -149,10 +153,18 @@ struct dense_pass_kernel {
         }
       }
     }
-    dense_pass_span<batch_width, 1>(
-        p, first, lanes,
-        [&](std::size_t t, T(&z)[batch_width]) { Distribution::batch(key(t), g, z); },
-        [&](std::size_t k) { return first_order[k]; });
+    const auto add_term = [&](std::size_t t, T alpha, T* value) {
+      add_scaled_direction_pair<Distribution>(key(t), g, alpha, value);
+    };
+    const auto mask = [&](std::size_t k) { return first_order[k]; };
+    // A whole run is the common case: its loops have constant trip counts, and it is computed in
+    // the target (see dense_pass_span).
+    if (size - first >= run_width) {
+      dense_pass_span<run_width, 1>(p, first, std::integral_constant<std::size_t, run_width>{},
+                                    add_term, mask);
+    } else {
+      dense_pass_span<run_width, 1>(p, first, size - first, add_term, mask);
+    }
   }
 };
 

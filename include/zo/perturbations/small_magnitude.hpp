@@ -49,10 +49,10 @@ struct small_magnitude_kernel {
     const std::size_t lanes = remaining < group_width ? remaining : group_width;
     dense_pass_span<group_width, batch_groups>(
         p, first, lanes,
-        [&](std::size_t t, T(&z)[group_width]) {
-          gaussian_distribution::group(
+        [&](std::size_t t, T alpha, T* value) {
+          add_scaled_direction<gaussian_distribution>(
               {p.seed, p.terms[t].step, block, stream::dense, p.terms[t].sample, p.generator}, g,
-              z);
+              alpha, value);
         },
         [&](std::size_t k) {
           const T value = p.source[first + k * batch_groups];

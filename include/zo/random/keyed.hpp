@@ -9,11 +9,13 @@
 #include <math.h>
 #include <Random123/uniform.hpp>
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 
 #include "zo/config.hpp"
 
@@ -386,6 +388,21 @@ struct gaussian_distribution {
   }
 };
 
+namespace detail {
+// value[k] += alpha·z[k] for the entries of the two batches from first_group on, generated with
+// batch().
+template <class Distribution, class T>
+inline void add_scaled_batches(const direction_key& key, std::uint64_t first_group, T alpha,
+                               T* value) {
+  for (std::size_t half = 0; half < 2; ++half) {
+    T z[batch_width];
+    Distribution::batch(key, first_group + half * batch_groups, z);
+    for (std::size_t k = 0; k < batch_width; ++k)
+      value[half * batch_width + k] += alpha * z[k];
+  }
+}
+}  // namespace detail
+
 // Rademacher ±1 entries (SPSA). A sign needs one bit, and how many a Philox call gives depends
 // on the generator: philox4x32-10 takes the low bit of each word, in the Gaussian layout, so four
 // signs cost a call; philox4x32-8 takes all 128 bits, so that generating costs little next to the
@@ -431,12 +448,61 @@ struct rademacher_distribution {
     }
   }
 
+  // value[k] += alpha·z[k], k < 2·batch_width, over two batches, first_group a multiple of
+  // 2·batch_groups. With
+  // philox4x32-8 the 128 signs are one call's bits, and each is added as alpha with its sign bit
+  // flipped where the sign is −1: the sum alpha·z[k] would round to, without storing the ±1s.
+  template <class T>
+  static void add_pair(const direction_key& key, std::uint64_t first_group, T alpha, T* value) {
+    if (key.generator == generator::philox4x32_10) {
+      detail::add_scaled_batches<rademacher_distribution>(key, first_group, alpha, value);
+      return;
+    }
+    static_assert(2 * batch_width == signs_per_call);
+    using bits_type = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    constexpr unsigned sign_bit = 8 * sizeof(T) - 1;
+    const auto alpha_bits = std::bit_cast<bits_type>(alpha);
+    const auto w = philox_words(key, element_of(first_group, 0) / signs_per_call);
+    for (std::size_t word = 0; word < 4; ++word) {
+      const std::uint32_t negative = ~w[word];
+      T* out = value + word * 32;
+      for (unsigned bit = 0; bit < 32; ++bit) {
+        const auto flip = static_cast<bits_type>((negative >> bit) & 1u) << sign_bit;
+        out[bit] += std::bit_cast<T>(static_cast<bits_type>(alpha_bits ^ flip));
+      }
+    }
+  }
+
  private:
   template <class T>
   ZO_HOST_DEVICE static T sign(std::uint32_t word, unsigned bit) {
     return ((word >> bit) & 1u) ? T(1) : T(-1);
   }
 };
+
+// value[l] += alpha·z[l] for the entries z of one group.
+template <class Distribution, class T>
+ZO_HOST_DEVICE inline void add_scaled_direction(const direction_key& key, std::uint64_t g, T alpha,
+                                                T* value) {
+  T z[group_width];
+  Distribution::group(key, g, z);
+  for (std::size_t l = 0; l < group_width; ++l)
+    value[l] += alpha * z[l];
+}
+
+// value[k] += alpha·z[k] for the entries of two consecutive batches, from group first_group (a
+// multiple of 2·batch_groups) on, in element order: with the values two batch() calls give, unless
+// the distribution adds both batches itself (add_pair: philox4x32-8's Rademacher signs, 128 from
+// one Philox call).
+template <class Distribution, class T>
+inline void add_scaled_direction_pair(const direction_key& key, std::uint64_t first_group, T alpha,
+                                      T* value) {
+  if constexpr (requires { Distribution::add_pair(key, first_group, alpha, value); }) {
+    Distribution::add_pair(key, first_group, alpha, value);
+  } else {
+    detail::add_scaled_batches<Distribution>(key, first_group, alpha, value);
+  }
+}
 
 // One element regenerated on its own; equal bit for bit to the same element of a whole pass.
 template <class Distribution, class T = float>
