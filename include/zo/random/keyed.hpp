@@ -449,9 +449,9 @@ struct rademacher_distribution {
   }
 
   // value[k] += alpha·z[k], k < 2·batch_width, over two batches, first_group a multiple of
-  // 2·batch_groups. With
-  // philox4x32-8 the 128 signs are one call's bits, and each is added as alpha with its sign bit
-  // flipped where the sign is −1: the sum alpha·z[k] would round to, without storing the ±1s.
+  // 2·batch_groups. With philox4x32-8 the 128 signs are one call's bits, and each is added as
+  // alpha with its sign bit flipped where the sign is −1: the sum alpha·z[k] would round to,
+  // without storing the ±1s.
   template <class T>
   static void add_pair(const direction_key& key, std::uint64_t first_group, T alpha, T* value) {
     if (key.generator == generator::philox4x32_10) {

@@ -44,6 +44,34 @@ struct adam_kernel {
   }
 };
 
+// Adam's hyperparameters, checked alike by every rule that keeps Adam's moments (`who` names it).
+inline void require_adam_hyperparameters(const std::string& who, double beta1, double beta2,
+                                         double epsilon, double weight_decay) {
+  require(beta1 >= 0 && beta1 < 1,
+          [&] { return who + ": beta1 must be in [0, 1), got " + std::to_string(beta1); });
+  require(beta2 >= 0 && beta2 < 1,
+          [&] { return who + ": beta2 must be in [0, 1), got " + std::to_string(beta2); });
+  require_positive_finite(epsilon, (who + ": epsilon").c_str());
+  require_non_negative_finite(weight_decay, (who + ": weight decay").c_str());
+}
+
+// One block's Adam state: the moments m and v and the block's step count (its bias
+// corrections), in the state format of adam and zo_adam.
+template <class Backend, class T>
+struct adam_record {
+  typename Backend::template buffer<T> m, v;
+  std::uint64_t steps = 0;
+
+  void encode(auto& out) const {
+    out.u64(steps);
+    out.buffers(m, v);
+  }
+  void decode(auto& in) {
+    steps = in.u64("a block's step count");
+    in.buffers(m, v);
+  }
+};
+
 template <class T>
 struct sgd_momentum_kernel {
   T* theta;
@@ -141,10 +169,7 @@ class adam {
         beta2_(beta2),
         epsilon_(epsilon),
         weight_decay_(weight_decay) {
-    require(beta1 >= 0 && beta1 < 1, "adam: beta1 must be in [0, 1), got " + std::to_string(beta1));
-    require(beta2 >= 0 && beta2 < 1, "adam: beta2 must be in [0, 1), got " + std::to_string(beta2));
-    require_positive_finite(epsilon, "adam: epsilon");
-    require_non_negative_finite(weight_decay, "adam: weight decay");
+    detail::require_adam_hyperparameters("adam", beta1, beta2, epsilon, weight_decay);
   }
   explicit adam(double learning_rate = 1e-5, double beta1 = 0.9, double beta2 = 0.999,
                 double epsilon = 1e-8,
@@ -184,24 +209,10 @@ class adam {
 
  private:
   static constexpr std::uint64_t state_tag = 0x6164'616d'0000'0000ull;  // "adam"
-  template <class Backend, class T>
-  struct record {
-    typename Backend::template buffer<T> m, v;
-    std::uint64_t steps = 0;
-
-    void encode(auto& out) const {
-      out.u64(steps);
-      out.buffers(m, v);
-    }
-    void decode(auto& in) {
-      steps = in.u64("a block's step count");
-      in.buffers(m, v);
-    }
-  };
 
   Schedule schedule_;
   double beta1_, beta2_, epsilon_, weight_decay_;
-  state_io::block_state<record> states_{"adam"};
+  state_io::block_state<detail::adam_record> states_{"adam"};
 };
 
 }  // namespace zo

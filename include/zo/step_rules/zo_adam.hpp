@@ -24,6 +24,7 @@
 #include "zo/core/block_state.hpp"
 #include "zo/core/errors.hpp"
 #include "zo/core/state_io.hpp"
+#include "zo/step_rules/first_order.hpp"
 #include "zo/step_rules/schedules.hpp"
 
 namespace zo {
@@ -38,12 +39,7 @@ class zo_adam {
         beta2_(beta2),
         epsilon_(epsilon),
         weight_decay_(weight_decay) {
-    require(beta1 >= 0 && beta1 < 1,
-            "zo_adam: beta1 must be in [0, 1), got " + std::to_string(beta1));
-    require(beta2 >= 0 && beta2 < 1,
-            "zo_adam: beta2 must be in [0, 1), got " + std::to_string(beta2));
-    require_positive_finite(epsilon, "zo_adam: epsilon");
-    require_non_negative_finite(weight_decay, "zo_adam: weight decay");
+    detail::require_adam_hyperparameters("zo_adam", beta1, beta2, epsilon, weight_decay);
   }
   explicit zo_adam(double learning_rate = 1e-5, double beta1 = 0.9, double beta2 = 0.999,
                    double epsilon = 1e-8,
@@ -88,19 +84,6 @@ class zo_adam {
   }
 
  private:
-  template <class Backend, class T>
-  struct record {
-    typename Backend::template buffer<T> m, v;
-    std::uint64_t steps = 0;
-    void encode(auto& out) const {
-      out.u64(steps);
-      out.buffers(m, v);
-    }
-    void decode(auto& in) {
-      steps = in.u64("a block's step count");
-      in.buffers(m, v);
-    }
-  };
   // Reads ĝ from `step`, advances m and v, and leaves m̂/(√v̂ + ε) in `step`.
   template <class T>
   struct moments {
@@ -118,7 +101,8 @@ class zo_adam {
   static constexpr std::uint64_t state_tag = 0x7a6f'2d61'6461'6d00ull;  // "zo-adam"
   Schedule schedule_;
   double beta1_, beta2_, epsilon_, weight_decay_;
-  state_io::block_state<record> states_{"zo_adam"};
+  // The same record as adam's: m, v and the block's step count.
+  state_io::block_state<detail::adam_record> states_{"zo_adam"};
 };
 
 }  // namespace zo
