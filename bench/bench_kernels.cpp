@@ -6,8 +6,9 @@
 // (zo::generator: 1 philox4x32-10, 2 philox4x32-8).
 //
 //   copy                   one pass reading and writing the block (the bandwidth limit)
-//   generate               Gaussian directions alone, into an L1-resident buffer: no memory
-//                          traffic
+//   generate               Gaussian directions alone, a run of batches at a time as passes draw
+//   them,
+//                          into an L1-resident buffer: no memory traffic
 //   dense_perturb          θ ← θ + ε·z, z generated in the pass (a MeZO perturbation)
 //   fused_update_perturb   θ ← s·θ + a·z_k + ε·z_{k+1}, base point also written to the snapshot
 //                          (the update pass of a fused step in exact mode)
@@ -74,12 +75,14 @@ void copy(benchmark::State& state) {
 void generate(benchmark::State& state) {
   thread_scope threads(state);
   const zo::direction_key key{1, 0, 0, zo::stream::dense, 0, zo_bench::generator_argument(state)};
-  constexpr std::size_t batches = elements / zo::batch_width;
+  // zo::run_batches batches at a time, as a host pass generates them.
+  constexpr std::size_t runs = elements / (zo::run_batches * zo::batch_width);
   timed(state, elements, [&] {
 #pragma omp parallel for schedule(static)
-    for (std::int64_t b = 0; b < static_cast<std::int64_t>(batches); ++b) {
-      float z[zo::batch_width];  // stays in L1: generation without memory traffic
-      zo::gaussian_distribution::batch(key, static_cast<std::uint64_t>(b) * zo::batch_groups, z);
+    for (std::int64_t r = 0; r < static_cast<std::int64_t>(runs); ++r) {
+      float z[zo::run_batches * zo::batch_width];  // stays in L1: no memory traffic
+      zo::gaussian_distribution::batches<zo::run_batches>(
+          key, static_cast<std::uint64_t>(r) * zo::run_batches * zo::batch_groups, z);
       benchmark::DoNotOptimize(z);
     }
   });

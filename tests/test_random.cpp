@@ -256,6 +256,50 @@ BOOST_AUTO_TEST_CASE(batches_equal_random123_and_the_one_group_path_bit_for_bit)
   }
 }
 
+// Host passes draw runs of zo::run_batches batches at a time (add_scaled_direction_run: one
+// Philox call over all their counters for Gaussian entries, 128 bits of one counter for two
+// batches of philox4x32-8's signs); the values must be the one-group path's, for runs of two (the
+// passes' zo::run_batches) and four batches, also for the run that ends at group 2^32 and the
+// one that starts there.
+template <std::size_t Batches>
+void check_runs_against_the_one_group_path() {
+  constexpr std::size_t width = Batches * zo::batch_width;
+  const std::uint64_t firsts[] = {0, 123456, (std::uint64_t{1} << 32) - 64, std::uint64_t{1} << 32,
+                                  std::uint64_t{3} << 40};
+  for (const auto generator : {zo::generator::philox4x32_10, zo::generator::philox4x32_8}) {
+    const zo::direction_key key{0xfedcba9876543210ull, 4000000000u, 77,
+                                zo::stream::dense,     255,         generator};
+    for (const std::uint64_t first : firsts) {
+      BOOST_REQUIRE_EQUAL(first % (Batches * zo::batch_groups), 0u);
+      std::uint32_t words[4][Batches * zo::batch_groups];
+      zo::detail::philox_batch(key, first, words);
+      float gauss[width] = {};
+      zo::add_scaled_direction_run<Batches, zo::gaussian_distribution>(key, first, 1.0f, gauss);
+      double gauss_d[width] = {};
+      zo::add_scaled_direction_run<Batches, zo::gaussian_distribution>(key, first, 1.0, gauss_d);
+      float signs[width] = {};
+      zo::add_scaled_direction_run<Batches, zo::rademacher_distribution>(key, first, 1.0f, signs);
+      for (std::size_t k = 0; k < width; ++k) {
+        const std::uint64_t element = zo::element_of(first, 0) + k;
+        const std::uint64_t group = zo::group_of(element);
+        const std::size_t word = zo::word_of(element);
+        BOOST_REQUIRE_EQUAL(words[word][group - first], random123_words(key, group)[word]);
+        const float expected = zo::direction_element<zo::gaussian_distribution>(key, element);
+        BOOST_REQUIRE(std::memcmp(&gauss[k], &expected, sizeof(float)) == 0);
+        BOOST_REQUIRE_EQUAL(
+            gauss_d[k], (zo::direction_element<zo::gaussian_distribution, double>(key, element)));
+        BOOST_REQUIRE_EQUAL(signs[k],
+                            zo::direction_element<zo::rademacher_distribution>(key, element));
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(runs_of_batches_equal_the_one_group_path_bit_for_bit) {
+  check_runs_against_the_one_group_path<zo::run_batches>();
+  check_runs_against_the_one_group_path<4>();
+}
+
 // The transform's own functions against libm in double: log to a relative 2 ulp over the u01
 // outputs, sin/cos of πa to 2e-7 absolute; the vectorised square root equals sqrtf exactly.
 BOOST_AUTO_TEST_CASE(transform_functions_are_accurate_to_float_precision) {

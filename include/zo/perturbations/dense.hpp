@@ -119,11 +119,12 @@ struct dense_pass_kernel {
         [&](std::size_t k) { return first_order[k]; });
   }
 
-  // The CPU backend runs two batches of batch_groups groups at a time, so that Philox and
-  // Box-Muller vectorise (backends::cpu, run_share) and a distribution that draws more than a
-  // batch from one Philox call (philox4x32-8's Rademacher signs) draws it once.
-  static constexpr std::size_t batch = 2 * batch_groups;
-  static constexpr std::size_t run_width = 2 * batch_width;
+  // The CPU backend runs run_batches batches of batch_groups groups at a time, so that Philox and
+  // Box-Muller vectorise over several registers (backends::cpu, run_share) and a distribution
+  // that draws more than a batch from one Philox call (philox4x32-8's Rademacher signs) draws it
+  // once.
+  static constexpr std::size_t batch = run_batches * batch_groups;
+  static constexpr std::size_t run_width = run_batches * batch_width;
 
   void run_batch(std::size_t g) const {
     const std::size_t first = element_of(g, 0);
@@ -154,7 +155,7 @@ struct dense_pass_kernel {
       }
     }
     const auto add_term = [&](std::size_t t, T alpha, T* value) {
-      add_scaled_direction_pair<Distribution>(key(t), g, alpha, value);
+      add_scaled_direction_run<run_batches, Distribution>(key(t), g, alpha, value);
     };
     const auto mask = [&](std::size_t k) { return first_order[k]; };
     // A whole run is the common case: its loops have constant trip counts, and it is computed in

@@ -218,6 +218,12 @@ ZO_HOST_DEVICE inline void box_muller(std::uint32_t u0, std::uint32_t u1, float&
 inline constexpr std::size_t batch_groups = 16;
 inline constexpr std::size_t batch_width = batch_groups * group_width;
 
+// Batches a host pass generates at a time (add_scaled_direction_run): their Philox counters run
+// side by side (two AVX-512 registers, four AVX2 ones), whose chains of dependent multiplies
+// interleave. Four generate faster still on their own, but made the exact-restore passes slower
+// (docs/benchmarks.md).
+inline constexpr std::size_t run_batches = 2;
+
 // Where each element's value comes from. Elements form batches of 64; element r of batch b is
 // word r / 16 of the Philox group 16·b + r mod 16. So a batch is the four words of 16
 // consecutive counters, word by word: generated side by side, they land in element order
@@ -239,25 +245,31 @@ ZO_HOST_DEVICE constexpr std::uint64_t groups_for(std::uint64_t n) {
 
 namespace detail {
 
-// Philox4x32-Rounds on batch_groups consecutive counters at once, written lane-wise (structure
-// of arrays) so the multiplies become vector multiplies. Equal word for word to Random123's
-// Philox4x32_R (tests/test_random.cpp checks), which processes one counter per call. Each round
-// runs over every register of lanes before the next round starts: the rounds of one register
-// are a chain of dependent multiplies, and interleaving the registers' chains keeps the
-// multiplier busy (1.6× on AVX2 against one register's ten rounds after another's).
-template <unsigned Rounds>
+// Philox4x32-Rounds on Groups consecutive counters at once (whole batches, from a multiple of
+// Groups on), written lane-wise (structure of arrays) so the multiplies become
+// vector multiplies. Equal word for word to Random123's Philox4x32_R (tests/test_random.cpp
+// checks), which processes one counter per call. Each round runs over every register of lanes
+// before the next round starts: the rounds of one register are a chain of dependent multiplies,
+// and interleaving the registers' chains keeps the multiplier busy (1.6× on AVX2 against one
+// register's ten rounds after another's).
+template <unsigned Rounds, std::size_t Groups>
 inline void philox_batch_rounds(const direction_key& key, std::uint64_t first_group,
-                                std::uint32_t (&words)[4][batch_groups]) {
-  std::uint32_t(&c0)[batch_groups] = words[0];
-  std::uint32_t(&c1)[batch_groups] = words[1];
-  std::uint32_t(&c2)[batch_groups] = words[2];
-  std::uint32_t(&c3)[batch_groups] = words[3];
-  const std::uint32_t high = (static_cast<std::uint32_t>(key.stream) << 16) |
+                                std::uint32_t (&words)[4][Groups]) {
+  static_assert(Groups % batch_groups == 0 && std::has_single_bit(Groups),
+                "zo: Philox batches cover whole batches, a power of two of groups");
+  std::uint32_t(&c0)[Groups] = words[0];
+  std::uint32_t(&c1)[Groups] = words[1];
+  std::uint32_t(&c2)[Groups] = words[2];
+  std::uint32_t(&c3)[Groups] = words[3];
+  // first_group is a multiple of Groups, a power of two, so the counters share their upper 32
+  // bits and their low words count up without a carry.
+  const auto first_low = static_cast<std::uint32_t>(first_group);
+  const std::uint32_t high = static_cast<std::uint32_t>((first_group >> 32) & 0xffffu) |
+                             (static_cast<std::uint32_t>(key.stream) << 16) |
                              (static_cast<std::uint32_t>(key.sample) << 24);
-  for (std::size_t l = 0; l < batch_groups; ++l) {
-    const std::uint64_t g = first_group + l;
-    c0[l] = static_cast<std::uint32_t>(g);
-    c1[l] = static_cast<std::uint32_t>((g >> 32) & 0xffffu) | high;
+  for (std::size_t l = 0; l < Groups; ++l) {
+    c0[l] = first_low + static_cast<std::uint32_t>(l);
+    c1[l] = high;
     c2[l] = key.block;
     c3[l] = key.step;
   }
@@ -266,8 +278,8 @@ inline void philox_batch_rounds(const direction_key& key, std::uint64_t first_gr
 #if defined(ZO_RANDOM_PHILOX_ISA)
   namespace isa = ZO_RANDOM_PHILOX_ISA;
   using lanes = isa::philox_lanes;
-  constexpr std::size_t sets = batch_groups / isa::philox_width;
-  static_assert(sets * isa::philox_width == batch_groups,
+  constexpr std::size_t sets = Groups / isa::philox_width;
+  static_assert(sets * isa::philox_width == Groups,
                 "zo: a batch must fill whole registers of Philox lanes");
   const lanes m0 = isa::philox_set(0xD2511F53u), m1 = isa::philox_set(0xCD9E8D57u);
   lanes x0[sets], x1[sets], x2[sets], x3[sets];
@@ -284,9 +296,9 @@ inline void philox_batch_rounds(const direction_key& key, std::uint64_t first_gr
       lanes hi0, lo0, hi1, lo1;
       isa::philox_mulhilo(m0, x0[s], hi0, lo0);
       isa::philox_mulhilo(m1, x2[s], hi1, lo1);
-      x0[s] = isa::philox_xor(isa::philox_xor(hi1, x1[s]), key0);
+      x0[s] = isa::philox_xor3(hi1, x1[s], key0);
       x1[s] = lo1;
-      x2[s] = isa::philox_xor(isa::philox_xor(hi0, x3[s]), key1);
+      x2[s] = isa::philox_xor3(hi0, x3[s], key1);
       x3[s] = lo0;
     }
     k0 += 0x9E3779B9u;
@@ -304,7 +316,7 @@ inline void philox_batch_rounds(const direction_key& key, std::uint64_t first_gr
 #if defined(_OPENMP)
 #pragma omp simd
 #endif
-    for (std::size_t l = 0; l < batch_groups; ++l) {
+    for (std::size_t l = 0; l < Groups; ++l) {
       const std::uint64_t p0 = std::uint64_t{0xD2511F53u} * c0[l];
       const std::uint64_t p1 = std::uint64_t{0xCD9E8D57u} * c2[l];
       const auto hi0 = static_cast<std::uint32_t>(p0 >> 32), lo0 = static_cast<std::uint32_t>(p0);
@@ -320,9 +332,10 @@ inline void philox_batch_rounds(const direction_key& key, std::uint64_t first_gr
 #endif
 }
 
-// The words of batch_groups consecutive counters with the key's generator's rounds.
+// The words of Groups consecutive counters with the key's generator's rounds.
+template <std::size_t Groups>
 inline void philox_batch(const direction_key& key, std::uint64_t first_group,
-                         std::uint32_t (&words)[4][batch_groups]) {
+                         std::uint32_t (&words)[4][Groups]) {
   if (key.generator == generator::philox4x32_10) {
     philox_batch_rounds<10>(key, first_group, words);
   } else {
@@ -368,37 +381,61 @@ struct gaussian_distribution {
   // element order: out[w·16 + l] is word w of group first_group + l. The same values as group().
   template <class T>
   static void batch(const direction_key& key, std::uint64_t first_group, T (&out)[batch_width]) {
-    std::uint32_t w[4][batch_groups];
+    batches<1>(key, first_group, out);
+  }
+
+  // value[k] += alpha·z[k], k < Batches·batch_width, over the batches from first_group (a
+  // multiple of Batches·batch_groups) on: their Philox counters run side by side, several
+  // registers of lanes whose chains of multiplies interleave.
+  template <std::size_t Batches, class T>
+  static void add_batches(const direction_key& key, std::uint64_t first_group, T alpha, T* value) {
+    T z[Batches * batch_width];
+    batches<Batches>(key, first_group, z);
+    for (std::size_t k = 0; k < Batches * batch_width; ++k)
+      value[k] += alpha * z[k];
+  }
+
+  // Batches consecutive batches at once (Batches a power of two, first_group a multiple of
+  // Batches·batch_groups), in element order.
+  template <std::size_t Batches, class T>
+  static void batches(const direction_key& key, std::uint64_t first_group,
+                      T (&out)[Batches * batch_width]) {
+    constexpr std::size_t groups = Batches * batch_groups;
+    std::uint32_t w[4][groups];
     detail::philox_batch(key, first_group, w);
-    float radius[2 * batch_groups];
-    for (std::size_t l = 0; l < batch_groups; ++l) {
+    float radius[2 * groups];
+    for (std::size_t l = 0; l < groups; ++l) {
       radius[l] = box_muller_radius_squared(w[1][l]);
-      radius[batch_groups + l] = box_muller_radius_squared(w[3][l]);
+      radius[groups + l] = box_muller_radius_squared(w[3][l]);
     }
     detail::sqrt_in_place(radius);
-    for (std::size_t l = 0; l < batch_groups; ++l) {
-      float s0, c0, s1, c1;
-      detail::sincos_pi(r123::uneg11<float>(w[0][l]), s0, c0);
-      detail::sincos_pi(r123::uneg11<float>(w[2][l]), s1, c1);
-      out[l] = static_cast<T>(s0 * radius[l]);
-      out[batch_groups + l] = static_cast<T>(c0 * radius[l]);
-      out[2 * batch_groups + l] = static_cast<T>(s1 * radius[batch_groups + l]);
-      out[3 * batch_groups + l] = static_cast<T>(c1 * radius[batch_groups + l]);
+    for (std::size_t b = 0; b < Batches; ++b) {
+      T* batch_out = out + b * batch_width;
+      for (std::size_t i = 0; i < batch_groups; ++i) {
+        const std::size_t l = b * batch_groups + i;
+        float s0, c0, s1, c1;
+        detail::sincos_pi(r123::uneg11<float>(w[0][l]), s0, c0);
+        detail::sincos_pi(r123::uneg11<float>(w[2][l]), s1, c1);
+        batch_out[i] = static_cast<T>(s0 * radius[l]);
+        batch_out[batch_groups + i] = static_cast<T>(c0 * radius[l]);
+        batch_out[2 * batch_groups + i] = static_cast<T>(s1 * radius[groups + l]);
+        batch_out[3 * batch_groups + i] = static_cast<T>(c1 * radius[groups + l]);
+      }
     }
   }
 };
 
 namespace detail {
-// value[k] += alpha·z[k] for the entries of the two batches from first_group on, generated with
-// batch().
-template <class Distribution, class T>
+// value[k] += alpha·z[k] for the entries of the Batches batches from first_group on, generated
+// with batch().
+template <std::size_t Batches, class Distribution, class T>
 inline void add_scaled_batches(const direction_key& key, std::uint64_t first_group, T alpha,
                                T* value) {
-  for (std::size_t half = 0; half < 2; ++half) {
+  for (std::size_t b = 0; b < Batches; ++b) {
     T z[batch_width];
-    Distribution::batch(key, first_group + half * batch_groups, z);
+    Distribution::batch(key, first_group + b * batch_groups, z);
     for (std::size_t k = 0; k < batch_width; ++k)
-      value[half * batch_width + k] += alpha * z[k];
+      value[b * batch_width + k] += alpha * z[k];
   }
 }
 }  // namespace detail
@@ -448,27 +485,31 @@ struct rademacher_distribution {
     }
   }
 
-  // value[k] += alpha·z[k], k < 2·batch_width, over two batches, first_group a multiple of
-  // 2·batch_groups. With philox4x32-8 the 128 signs are one call's bits, and each is added as
-  // alpha with its sign bit flipped where the sign is −1: the sum alpha·z[k] would round to,
-  // without storing the ±1s.
-  template <class T>
-  static void add_pair(const direction_key& key, std::uint64_t first_group, T alpha, T* value) {
+  // value[k] += alpha·z[k], k < Batches·batch_width, over the batches from first_group (a
+  // multiple of Batches·batch_groups) on, Batches even. With philox4x32-8 each two batches' 128
+  // signs are one call's bits, and each is added as alpha with its sign bit flipped where the
+  // sign is −1: the sum alpha·z[k] would round to, without storing the ±1s.
+  template <std::size_t Batches, class T>
+  static void add_batches(const direction_key& key, std::uint64_t first_group, T alpha, T* value) {
     if (key.generator == generator::philox4x32_10) {
-      detail::add_scaled_batches<rademacher_distribution>(key, first_group, alpha, value);
+      detail::add_scaled_batches<Batches, rademacher_distribution>(key, first_group, alpha, value);
       return;
     }
-    static_assert(2 * batch_width == signs_per_call);
+    static_assert(2 * batch_width == signs_per_call && Batches % 2 == 0,
+                  "zo: philox4x32-8's signs come 128 (two batches) per Philox call");
     using bits_type = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
     constexpr unsigned sign_bit = 8 * sizeof(T) - 1;
     const auto alpha_bits = std::bit_cast<bits_type>(alpha);
-    const auto w = philox_words(key, element_of(first_group, 0) / signs_per_call);
-    for (std::size_t word = 0; word < 4; ++word) {
-      const std::uint32_t negative = ~w[word];
-      T* out = value + word * 32;
-      for (unsigned bit = 0; bit < 32; ++bit) {
-        const auto flip = static_cast<bits_type>((negative >> bit) & 1u) << sign_bit;
-        out[bit] += std::bit_cast<T>(static_cast<bits_type>(alpha_bits ^ flip));
+    const std::uint64_t first_call = element_of(first_group, 0) / signs_per_call;
+    for (std::size_t call = 0; call < Batches / 2; ++call) {
+      const auto w = philox_words(key, first_call + call);
+      for (std::size_t word = 0; word < 4; ++word) {
+        const std::uint32_t negative = ~w[word];
+        T* out = value + call * signs_per_call + word * 32;
+        for (unsigned bit = 0; bit < 32; ++bit) {
+          const auto flip = static_cast<bits_type>((negative >> bit) & 1u) << sign_bit;
+          out[bit] += std::bit_cast<T>(static_cast<bits_type>(alpha_bits ^ flip));
+        }
       }
     }
   }
@@ -490,17 +531,20 @@ ZO_HOST_DEVICE inline void add_scaled_direction(const direction_key& key, std::u
     value[l] += alpha * z[l];
 }
 
-// value[k] += alpha·z[k] for the entries of two consecutive batches, from group first_group (a
-// multiple of 2·batch_groups) on, in element order: with the values two batch() calls give, unless
-// the distribution adds both batches itself (add_pair: philox4x32-8's Rademacher signs, 128 from
-// one Philox call).
-template <class Distribution, class T>
-inline void add_scaled_direction_pair(const direction_key& key, std::uint64_t first_group, T alpha,
-                                      T* value) {
-  if constexpr (requires { Distribution::add_pair(key, first_group, alpha, value); }) {
-    Distribution::add_pair(key, first_group, alpha, value);
+// value[k] += alpha·z[k] for the entries of Batches consecutive batches (a run of a host pass),
+// from group first_group (a multiple of Batches·batch_groups) on, in element order: with the
+// values batch() gives, batch by batch, unless the distribution adds the run itself
+// (add_batches: Gaussian batches whose Philox counters run side by side, philox4x32-8's
+// Rademacher signs, 128 from one Philox call).
+template <std::size_t Batches, class Distribution, class T>
+inline void add_scaled_direction_run(const direction_key& key, std::uint64_t first_group, T alpha,
+                                     T* value) {
+  if constexpr (requires {
+                  Distribution::template add_batches<Batches>(key, first_group, alpha, value);
+                }) {
+    Distribution::template add_batches<Batches>(key, first_group, alpha, value);
   } else {
-    detail::add_scaled_batches<Distribution>(key, first_group, alpha, value);
+    detail::add_scaled_batches<Batches, Distribution>(key, first_group, alpha, value);
   }
 }
 

@@ -23,8 +23,8 @@ inline philox_lanes philox_load(const std::uint32_t* p) {
 inline void philox_store(std::uint32_t* p, philox_lanes v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
 }
-inline philox_lanes philox_xor(philox_lanes a, philox_lanes b) {
-  return _mm256_xor_si256(a, b);
+inline philox_lanes philox_xor3(philox_lanes a, philox_lanes b, philox_lanes c) {
+  return _mm256_xor_si256(_mm256_xor_si256(a, b), c);
 }
 
 // The 32 × 32 → 64-bit products of Philox on every 32-bit lane: one multiply for the even lanes,
