@@ -107,6 +107,7 @@ good "finetune --method zo-momentum --beta" finetune --method zo-momentum --beta
 good "finetune --method zo-adam --restore exact" finetune --method zo-adam --restore exact \
   --out zo-adam
 good "finetune --method lezo --lezo-layers" finetune --method lezo --lezo-layers 2 --out lezo
+good "finetune --method sign-sgd" finetune --method sign-sgd --out sign-sgd
 good "finetune --method subzero --rank --interval" finetune --method subzero --rank 2 \
   --interval 5 --out subzero
 good "finetune --method sparse-mezo --sparse-fraction --restore exact" finetune \
@@ -252,6 +253,12 @@ for method in mezo lozo loho adam zo-adam lezo fzoo; do
   bad "finetune --method $method --beta 0.5" '--beta is read only by --method lozo-m or zo-momentum' \
     finetune --method "$method" --beta 0.5
 done
+# ZO-SignSGD's and FZOO's step rules have no weight decay.
+for method in sign-sgd fzoo; do
+  bad "finetune --method $method --weight-decay 0.1" \
+    "--weight-decay is read only by --method .*, not by $method" \
+    finetune --method "$method" --weight-decay 0.1
+done
 for method in mezo lozo-m zo-momentum fzoo; do
   bad "finetune --method $method --lezo-layers 1" '--lezo-layers is read only by --method lezo' \
     finetune --method "$method" --lezo-layers 1
@@ -267,7 +274,7 @@ for option in fo-lr clip loho-layers loho-budget-mib; do
   done
 done
 bad "finetune --method adam --eps 1e-3" \
-  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero or sparse-mezo, not by adam' \
+  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, sign-sgd, fzoo, subzero or sparse-mezo, not by adam' \
   finetune --method adam --eps 1e-3
 bad "finetune --method adam --restore exact" '--restore is read only by --method mezo' \
   finetune --method adam --restore exact

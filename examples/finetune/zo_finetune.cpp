@@ -584,15 +584,25 @@ int pretrain(const arguments& args) {
 
 // The methods with a zeroth-order part, which read --eps and --restore (all but adam).
 std::vector<std::string> zeroth_order_methods() {
-  return {"mezo",    "lozo", "lozo-m", "loho",    "zo-momentum",
-          "zo-adam", "lezo", "fzoo",   "subzero", "sparse-mezo"};
+  return {"mezo", "lozo",     "lozo-m", "loho",    "zo-momentum", "zo-adam",
+          "lezo", "sign-sgd", "fzoo",   "subzero", "sparse-mezo"};
+}
+
+// The methods whose step rule has a weight decay (all but ZO-SignSGD's and FZOO's).
+std::vector<std::string> weight_decay_methods() {
+  std::vector<std::string> methods = {"adam"};
+  for (const auto& m : zeroth_order_methods()) {
+    if (m != "sign-sgd" && m != "fzoo") methods.push_back(m);
+  }
+  return methods;
 }
 
 std::vector<option_spec> finetune_options() {
   return {{"checkpoint", "", "pretrained checkpoint directory"},
           {"method", "mezo",
-           "mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero, sparse-mezo or "
-           "adam (full first-order baseline); docs/variants.md says what each composes"},
+           "mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, sign-sgd, fzoo, subzero, "
+           "sparse-mezo or adam (full first-order baseline); docs/variants.md says what each "
+           "composes"},
           {"out", "", "output prefix: PREFIX.csv (curves) and PREFIX.json (summary)"},
           {"steps", "0", "optimizer steps (0: derived from --forward-budget)"},
           {"forward-budget", "0",
@@ -602,7 +612,7 @@ std::vector<option_spec> finetune_options() {
           {"batch", "16", "examples per step (MeZO: 16)"},
           {"lr", "", "learning rate (default: 1e-5 for adam, 1e-6 for the others)"},
           {"eps", "1e-3", "perturbation scale ε (MeZO, LOZO: 1e-3)", zeroth_order_methods()},
-          {"weight-decay", "0", "weight decay"},
+          {"weight-decay", "0", "weight decay", weight_decay_methods()},
           {"rank", "2", "LOZO and SubZero rank r", {"lozo", "lozo-m", "subzero"}},
           {"interval",
            "50",
@@ -654,7 +664,8 @@ std::vector<option_spec> finetune_options() {
 }
 
 // The variants on Gaussian directions that differ from MeZO in one role (docs/variants.md):
-// body(rule, selector) with ZO-SGD with momentum, ZO-Adam, or LeZO's random layer subset.
+// body(rule, selector) with ZO-SGD with momentum, ZO-Adam, ZO-SignSGD, or LeZO's random layer
+// subset.
 template <class Body>
 void run_dense_variant(const std::string& method, Body&& body, double lr, double beta, double decay,
                        std::size_t lezo_layers, std::uint64_t seed) {
@@ -662,6 +673,8 @@ void run_dense_variant(const std::string& method, Body&& body, double lr, double
     body(zo::zo_momentum<>(lr, beta, decay), zo::all_blocks{});
   } else if (method == "zo-adam") {
     body(zo::zo_adam<>(lr, 0.9, 0.999, 1e-8, decay), zo::all_blocks{});
+  } else if (method == "sign-sgd") {
+    body(zo::sign_sgd<>(lr), zo::all_blocks{});
   } else {
     body(zo::sgd<>(lr, decay), zo::random_layer_subset(lezo_layers, seed));
   }
@@ -776,9 +789,9 @@ int finetune(const arguments& args) {
   }
   const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
   const auto generator = zo::generator_named(args.text("generator"));
-  zo_examples::require(generator.has_value(),
-                       "--generator must be philox4x32-8 or philox4x32-10, got '" +
-                           args.text("generator") + "'");
+  zo_examples::require(
+      generator.has_value(),
+      "--generator must be philox4x32-8 or philox4x32-10, got '" + args.text("generator") + "'");
   const zo::zo_options zo_options{
       .seed = seed,
       .generator = *generator,
@@ -1013,7 +1026,8 @@ int finetune(const arguments& args) {
       run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
       optimizer_state = state_bytes(optimizer);
     });
-  } else if (method == "zo-momentum" || method == "zo-adam" || method == "lezo") {
+  } else if (method == "zo-momentum" || method == "zo-adam" || method == "lezo" ||
+             method == "sign-sgd") {
     run_dense_variant(
         method,
         [&]<class Rule, class Selector>(Rule rule, Selector selector) {
