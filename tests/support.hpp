@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 #include <zo/stores/eigen_store.hpp>
 #include <zo/zo.hpp>
@@ -229,5 +231,39 @@ struct chain {
     return 0.5 * (out - y).squaredNorm() / double(x.cols());
   }
 };
+
+// The dense-estimate rules' test problem (test_zo_adam, test_zo_momentum): a decayed 9 × 2 weight
+// and a 4-element bias without decay, under one least-squares loss.
+struct weight_and_bias {
+  std::vector<double> weight, bias;
+  zo::view_store<double> store;
+  Eigen::MatrixXd a;
+  Eigen::VectorXd b;
+
+  weight_and_bias() : weight(18), bias(4) {
+    for (std::size_t e = 0; e < weight.size(); ++e)
+      weight[e] = 0.1 * static_cast<double>(e % 5) - 0.2;
+    for (std::size_t e = 0; e < bias.size(); ++e)
+      bias[e] = 0.05 * static_cast<double>(e);
+    store.add("w", std::span<double>(weight), 9, 2);
+    store.add("b", std::span<double>(bias), {.decay = false});
+    std::tie(a, b) = random_problem(40, 22, 3);
+  }
+  least_squares<zo::view_store<double>> loss() { return {&store, a, b}; }
+};
+
+// ĝ of block i at `step`: (1/q) Σ_j g_j·z_j from directions materialised element by element.
+inline std::vector<double> dense_estimate(const zo::view_store<double>& store, std::size_t i,
+                                          std::uint64_t seed, std::uint64_t step,
+                                          std::span<const double> g) {
+  std::vector<double> estimate(store.block(i).size(), 0.0);
+  for (std::size_t j = 0; j < g.size(); ++j) {
+    const auto z =
+        zo::materialize_direction(zo::gaussian_perturbation{}, store.block(i), seed, step, j);
+    for (std::size_t e = 0; e < z.size(); ++e)
+      estimate[e] += (g[j] / static_cast<double>(g.size())) * z[e];
+  }
+  return estimate;
+}
 
 }  // namespace zo_test

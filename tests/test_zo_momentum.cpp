@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <sstream>
 #include <vector>
-#include <zo/perturbations/directions.hpp>
 #include <zo/step_rules/zo_momentum.hpp>
 #include <zo/zo.hpp>
 
@@ -19,43 +18,10 @@ namespace {
 using momentum_optimizer =
     zo::zo_optimizer<zo::gaussian_perturbation, zo::q_sample<>, zo::zo_momentum<>>;
 
-// A decayed 9 × 2 weight and a 4-element bias without decay, under one least-squares loss.
-struct weight_and_bias {
-  std::vector<double> weight, bias;
-  zo::view_store<double> store;
-  Eigen::MatrixXd a;
-  Eigen::VectorXd b;
-
-  weight_and_bias() : weight(18), bias(4) {
-    for (std::size_t e = 0; e < weight.size(); ++e)
-      weight[e] = 0.1 * static_cast<double>(e % 5) - 0.2;
-    for (std::size_t e = 0; e < bias.size(); ++e)
-      bias[e] = 0.05 * static_cast<double>(e);
-    store.add("w", std::span<double>(weight), 9, 2);
-    store.add("b", std::span<double>(bias), {.decay = false});
-    std::tie(a, b) = zo_test::random_problem(40, 22, 3);
-  }
-  zo_test::least_squares<zo::view_store<double>> loss() { return {&store, a, b}; }
-};
-
-// ĝ of block i at `step`: (1/q) Σ_j g_j·z_j from directions materialised element by element.
-std::vector<double> dense_estimate(const zo::view_store<double>& store, std::size_t i,
-                                   std::uint64_t seed, std::uint64_t step,
-                                   std::span<const double> g) {
-  std::vector<double> estimate(store.block(i).size(), 0.0);
-  for (std::size_t j = 0; j < g.size(); ++j) {
-    const auto z =
-        zo::materialize_direction(zo::gaussian_perturbation{}, store.block(i), seed, step, j);
-    for (std::size_t e = 0; e < z.size(); ++e)
-      estimate[e] += (g[j] / static_cast<double>(g.size())) * z[e];
-  }
-  return estimate;
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(two_steps_follow_heavy_ball_momentum_on_the_dense_estimate) {
-  weight_and_bias problem;
+  zo_test::weight_and_bias problem;
   auto loss = problem.loss();
   constexpr double lr = 1e-2, mu = 0.8, decay = 0.1;
   constexpr std::uint64_t seed = 5;
@@ -68,7 +34,7 @@ BOOST_AUTO_TEST_CASE(two_steps_follow_heavy_ball_momentum_on_the_dense_estimate)
     BOOST_REQUIRE(!report.skipped());
     for (std::size_t i = 0; i < 2; ++i) {
       const auto estimate =
-          dense_estimate(problem.store, i, seed, step, report.projected_gradients);
+          zo_test::dense_estimate(problem.store, i, seed, step, report.projected_gradients);
       if (step == 0) m[i].assign(estimate.size(), 0.0);
       const double keep = problem.store.block(i).decay() ? 1 - lr * decay : 1.0;
       without_momentum[i] = theta[i];
@@ -92,7 +58,7 @@ BOOST_AUTO_TEST_CASE(two_steps_follow_heavy_ball_momentum_on_the_dense_estimate)
 }
 
 BOOST_AUTO_TEST_CASE(a_resumed_run_matches_the_uninterrupted_one_bit_for_bit) {
-  weight_and_bias straight, resumed;
+  zo_test::weight_and_bias straight, resumed;
   auto straight_loss = straight.loss();
   auto resumed_loss = resumed.loss();
   auto make = [] {
