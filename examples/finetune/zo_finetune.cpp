@@ -1412,6 +1412,10 @@ int report(const arguments& args) {
   const fs::path png_temporary =
       zo_examples::unique_sibling(zo_examples::resolved_output(out) / "comparison.png", "tmp");
   std::ostringstream script;
+  // gnuplot's default colours repeat after eight lines; the comparison of every method has twelve.
+  script << "set linetype 9 lc rgb '#000080'\nset linetype 10 lc rgb '#8b4513'\n"
+         << "set linetype 11 lc rgb '#ff1493'\nset linetype 12 lc rgb '#556b2f'\n"
+         << "set linetype cycle 12\n";
   script << "set datafile separator ','\nset terminal pngcairo size 1200,500 font ',10'\n"
          << "set output '" << png_temporary.string() << "'\nset multiplot layout 1,2\n"
          << "set xlabel 'forward passes (examples)'\nset key bottom right\n"
