@@ -6,9 +6,8 @@
 // (zo::generator: 1 philox4x32-10, 2 philox4x32-8).
 //
 //   copy                   one pass reading and writing the block (the bandwidth limit)
-//   generate               Gaussian directions alone, a run of batches at a time as passes draw
-//   them,
-//                          into an L1-resident buffer: no memory traffic
+//   generate               Gaussian directions alone, a run of batches at a time as passes
+//                          draw them, into an L1-resident buffer: no memory traffic
 //   dense_perturb          θ ← θ + ε·z, z generated in the pass (a MeZO perturbation)
 //   fused_update_perturb   θ ← s·θ + a·z_k + ε·z_{k+1}, base point also written to the snapshot
 //                          (the update pass of a fused step in exact mode)

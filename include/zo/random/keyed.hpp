@@ -246,9 +246,9 @@ ZO_HOST_DEVICE constexpr std::uint64_t groups_for(std::uint64_t n) {
 namespace detail {
 
 // Philox4x32-Rounds on Groups consecutive counters at once (whole batches, from a multiple of
-// Groups on), written lane-wise (structure of arrays) so the multiplies become
-// vector multiplies. Equal word for word to Random123's Philox4x32_R (tests/test_random.cpp
-// checks), which processes one counter per call. Each round runs over every register of lanes
+// Groups on), written lane-wise (structure of arrays) so the multiplies become vector multiplies.
+// Equal word for word to Random123's Philox4x32_R (tests/test_random.cpp checks), which
+// processes one counter per call. Each round runs over every register of lanes
 // before the next round starts: the rounds of one register are a chain of dependent multiplies,
 // and interleaving the registers' chains keeps the multiplier busy (1.6× on AVX2 against one
 // register's ten rounds after another's).
