@@ -56,6 +56,20 @@ inline std::pair<Eigen::MatrixXd, Eigen::VectorXd> random_problem(Eigen::Index m
   return {a, b};
 }
 
+// The loss a variant leaves of the shared 30-parameter least-squares problem (a 6 × 5 float
+// weight from zeros) after `steps` steps, as a fraction of the starting loss.
+template <class Optimizer>
+double least_squares_left(Optimizer&& optimizer, std::uint64_t steps) {
+  auto [a, b] = random_problem(60, 30, 11);
+  std::vector<float> values(30, 0.0f);
+  zo::view_store<float> store;
+  store.add("w", std::span<float>(values), 6, 5);
+  least_squares<zo::view_store<float>> loss{&store, a, b};
+  const double start = loss();
+  optimizer.optimize(store, loss, steps);
+  return loss() / start;
+}
+
 // Copies every block's elements out, for bitwise comparisons.
 template <class Store>
 std::vector<typename Store::value_type> snapshot(const Store& store) {
