@@ -177,6 +177,19 @@ concept estimator = std::copy_constructible<E> &&
   { e.estimate(probe, g) } -> std::convertible_to<double>;
 };
 
+// An estimator may also measure curvature along its directions: second_differences() says how
+// many values it writes after the q projected gradients (HiZOO's (L+ + L− − 2·L0) / ε²), which the
+// step rule reads as u.second_differences(). measured_values(e) is the length of the span
+// estimate() fills: the projected gradients and those second differences.
+template <class E>
+std::size_t measured_values(const E& e) {
+  if constexpr (requires { e.second_differences(); }) {
+    return e.samples() + e.second_differences();
+  } else {
+    return e.samples();
+  }
+}
+
 // An estimator that measures one direction at a time, which q_sample and the MPI estimators
 // repeat over directions: baseline(probe) evaluates what the directions share (one-sided's L(θ),
 // or NaN when nothing is), measure(probe, j, baseline, g) measures direction j, writes its
@@ -407,6 +420,19 @@ constexpr bool check_step_rule_pairing() {
     static_assert(std::same_as<typename R::required_perturbation, P>,
                   "zo: this step rule needs the perturbation policy named by its "
                   "required_perturbation (low_rank_momentum: zo::low_rank_perturbation)");
+  }
+  return true;
+}
+
+// A step rule that reads second differences (u.second_differences()) says so with
+// needs_second_differences; the estimator must measure them.
+template <class R, class E>
+constexpr bool check_estimator_pairing() {
+  if constexpr (requires { R::needs_second_differences; }) {
+    static_assert(
+        !R::needs_second_differences || requires(const E& e) { e.second_differences(); },
+        "zo: this step rule reads second differences (L+ + L- - 2 L0), which the "
+        "estimator does not measure; pair it with zo::curvature_difference");
   }
   return true;
 }

@@ -35,8 +35,9 @@ struct step_report {
   step_status status = step_status::completed;
   double loss = 0;  // the estimator's loss for the step (the non-finite value when skipped)
   double learning_rate = 0;
-  // One projected gradient per direction; empty when skipped for a non-finite loss. Points into
-  // the optimizer and stays valid until its next step.
+  // One projected gradient per direction, followed by one second difference per direction when
+  // the estimator measures curvature (zo::curvature_difference); empty when skipped for a
+  // non-finite loss. Points into the optimizer and stays valid until its next step.
   std::span<const double> projected_gradients;
   std::size_t evaluations = 0;
   // The role each block had in this step (the selector's decision), and the seed the directions

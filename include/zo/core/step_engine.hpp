@@ -150,6 +150,7 @@ class step_engine {
     if (exact()) prepare_snapshots(store);
     step_ = static_cast<std::uint32_t>(step);
     epsilon_ = limits.epsilon;
+    samples_ = limits.samples;
     applied_ = pending_;
     desired_.clear();
     next_.clear();
@@ -180,7 +181,7 @@ class step_engine {
   template <class Estimator>
   offset first_point(const Estimator& estimator, std::uint64_t step) {
     first_point_probe<value_type> recorder(static_cast<std::uint32_t>(step));
-    dry_run_gradients_.assign(estimator.samples(), 0.0);
+    dry_run_gradients_.assign(measured_values(estimator), 0.0);
     estimator.estimate(recorder, std::span<double>(dry_run_gradients_));
     return recorder.offset();
   }
@@ -249,7 +250,9 @@ class step_engine {
     using value_type = typename step_engine::value_type;
     using backend_type = typename step_engine::backend_type;
 
-    update_context(step_engine& engine, std::span<const double> g) : engine_(engine), g_(g) {}
+    // g: the estimator's measured values, the q projected gradients first (begin()'s samples).
+    update_context(step_engine& engine, std::span<const double> g)
+        : engine_(engine), g_(g.first(engine.samples_)), second_(g.subspan(engine.samples_)) {}
     std::uint64_t step() const { return engine_.step_; }
     std::uint64_t seed() const { return engine_.options_.seed; }
     zo::generator generator() const { return engine_.options_.generator; }
@@ -260,6 +263,9 @@ class step_engine {
     backend_type backend() const { return backend_of(*engine_.store_); }
     const Perturbation& perturbation() const { return engine_.perturbation_; }
     std::span<const double> projected_gradients() const { return g_; }
+    // What the estimator measured after them, when it measures curvature (empty otherwise):
+    // (L+ + L− − 2·L0) / ε² per direction (zo::curvature_difference).
+    std::span<const double> second_differences() const { return second_; }
     // f(block, change) for every zeroth-order block; each block is moved as soon as its change
     // is known. A change that usable_update refuses ends the loop before its block is touched.
     template <class F>
@@ -276,7 +282,7 @@ class step_engine {
 
    private:
     step_engine& engine_;
-    std::span<const double> g_;
+    std::span<const double> g_, second_;
   };
 
   class block_change {
@@ -486,7 +492,8 @@ class step_engine {
   zo_options options_;
   const Store* store_ = nullptr;
   std::uint32_t step_ = 0;
-  double epsilon_ = 1;  // the estimator's, as begin() was given it
+  double epsilon_ = 1;       // the estimator's, as begin() was given it
+  std::size_t samples_ = 1;  // its directions per step, as begin() was given them
   std::vector<block_role> roles_, pending_roles_, requested_;
   element_mask mask_;
   std::vector<typename backend_type::template buffer<value_type>> snapshots_;

@@ -87,6 +87,37 @@ class one_sided {
   double epsilon_;
 };
 
+// The central difference with the base loss beside it, three evaluations per step (HiZOO's):
+// g = (L+ − L−) / (2ε) and the second difference (L+ + L− − 2·L0) / ε², the curvature along the
+// direction, written after g. Reports L0, the loss at the parameters themselves.
+class curvature_difference {
+ public:
+  explicit curvature_difference(double epsilon = 1e-3) : epsilon_(epsilon) {
+    require_positive_finite(epsilon, "curvature_difference: epsilon");
+  }
+
+  double epsilon() const { return epsilon_; }
+  std::size_t samples() const { return 1; }
+  std::size_t second_differences() const { return 1; }
+
+  // measured: g, then the second difference.
+  template <class Probe>
+  double estimate(Probe& probe, std::span<double> measured) const {
+    const double base = probe.evaluate();
+    probe.shift(0, epsilon_);
+    const double plus = probe.evaluate();
+    probe.shift(0, -2 * epsilon_);
+    const double minus = probe.evaluate();
+    probe.reset();
+    measured[0] = (plus - minus) / (2 * epsilon_);
+    measured[1] = (plus + minus - 2 * base) / (epsilon_ * epsilon_);
+    return base;
+  }
+
+ private:
+  double epsilon_;
+};
+
 // n-SPSA: q independent directions per step measured with the base scheme; the step rule
 // averages g_j·z_j over them. The base scheme's baseline (one-sided's L(θ)) is taken once.
 template <class Base = central_difference>

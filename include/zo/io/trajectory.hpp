@@ -13,7 +13,8 @@
 //            payload: u64 step · u64 seed · f64 learning rate · u8 status (0 completed,
 //            1 skipped for a non-finite loss, 2 update refused: zo::step_status; a refused
 //            step's gradients are recorded and its replay refuses it again) ·
-//            u32 evaluations · u32 q · q × f64 projected gradients ·
+//            u32 evaluations · u32 q · q × f64 projected gradients (and after them the
+//            estimator's second differences, when it measures them: HiZOO's) ·
 //            u32 b · b × u8 block roles (zo::block_role)
 //   end:     framed as a record; payload (16 bytes, shorter than any step record's 37):
 //            "zo-end\n" and a zero byte · u64 number of step records in the log
@@ -418,8 +419,8 @@ inline trajectory read_trajectory(std::span<const std::byte> bytes,
   log.header.generator = generator::philox4x32_10;
   if (version >= 3) {
     const std::uint8_t code = header.u8();
-    require(known_generator(code), "trajectory " + source + " header: unknown generator " +
-                                       std::to_string(code));
+    require(known_generator(code),
+            "trajectory " + source + " header: unknown generator " + std::to_string(code));
     log.header.generator = static_cast<zo::generator>(code);
   }
   header.finish();
@@ -644,8 +645,7 @@ class block_values_writer {
 namespace detail {
 
 // A log replays only on a store of its block count with an optimizer of its seed and generator.
-inline void require_same_run(const trajectory& log, std::size_t blocks,
-                             const zo_options& options) {
+inline void require_same_run(const trajectory& log, std::size_t blocks, const zo_options& options) {
   zo::require(log.header.block_count == blocks,
               "the trajectory was recorded on " + std::to_string(log.header.block_count) +
                   " blocks, the store has " + std::to_string(blocks));
@@ -704,14 +704,14 @@ void require_replayable(const ZoPart& zo_part, const trajectory_record& r) {
     return "the log's step " + std::to_string(r.step) + " is not the optimizer's next step " +
            std::to_string(zo_part.step_count());
   });
-  zo::require(r.status == step_status::skipped_nonfinite_loss ||
-                  r.projected_gradients.size() == zo_part.estimator().samples(),
-              [&] {
-                return "step " + std::to_string(r.step) + " logged " +
-                       std::to_string(r.projected_gradients.size()) +
-                       " projected gradients; the estimator makes " +
-                       std::to_string(zo_part.estimator().samples());
-              });
+  const std::size_t measured = measured_values(zo_part.estimator());
+  zo::require(
+      r.status == step_status::skipped_nonfinite_loss || r.projected_gradients.size() == measured,
+      [&] {
+        return "step " + std::to_string(r.step) + " logged " +
+               std::to_string(r.projected_gradients.size()) +
+               " measured values; the estimator makes " + std::to_string(measured);
+      });
 }
 
 // A logged step, through the step engine's phases as the live step went through them: the probe

@@ -29,6 +29,7 @@ class zo_optimizer {
   static_assert(check_estimator<Estimator>());
   static_assert(check_zo_step_rule<StepRule>());
   static_assert(check_step_rule_pairing<StepRule, Perturbation>());
+  static_assert(check_estimator_pairing<StepRule, Estimator>());
 
  public:
   using perturbation_type = Perturbation;
@@ -48,6 +49,11 @@ class zo_optimizer {
         selector_(std::move(selector)),
         options_(options) {
     require_known_generator(static_cast<std::uint32_t>(options_.generator), "zo_options");
+    if constexpr (requires { Perturbation::needs_exact_restore; }) {
+      require(!Perturbation::needs_exact_restore || options_.restore == restore_mode::exact,
+              "this perturbation's directions change at every update (HiZOO's scaling), so a step "
+              "cannot be undone by subtracting it: use restore_mode::exact");
+    }
   }
 
   // The common case: default-constructed perturbation and selector.
@@ -99,7 +105,7 @@ class zo_optimizer {
     auto& engine = engine_for(store);
     engine.begin(store, step_, roles, mask,
                  {rule_.learning_rate(step_), estimator_.samples(), estimator_.epsilon()});
-    gradients_.assign(estimator_.samples(), 0.0);
+    gradients_.assign(measured_values(estimator_), 0.0);
     if (!fuse || step_ + 1 >= (std::uint64_t{1} << 32)) return offset_type<Store>();
     select_roles(store, step_ + 1, next_roles_);
     if (!std::ranges::equal(engine.roles(), next_roles_)) return offset_type<Store>();
@@ -148,8 +154,8 @@ class zo_optimizer {
     report.roles = engine_for(store).roles();
     return report;
   }
-  // The step's projected gradients as the estimator wrote them; a replay writes the logged ones
-  // here before commit_step.
+  // The step's measured values as the estimator wrote them (the projected gradients, then any
+  // second differences); a replay writes the logged ones here before commit_step.
   std::span<double> projected_gradients() { return gradients_; }
   // The selector's roles at `step`; a zeroth-order optimizer refuses first-order ones.
   template <class Store>
