@@ -236,6 +236,14 @@ void fzoo(benchmark::State& state) {
                 free_loss{});
 }
 
+void hizoo(benchmark::State& state) {
+  // Three evaluations a step and h, one element per parameter, beside the snapshot.
+  step_overhead(
+      state,
+      zo::make_hizoo(1e-3, zo::hizoo_sgd<>(lr, 1e-3), options(zo::restore_mode::exact, false)),
+      free_loss{});
+}
+
 void subzero(benchmark::State& state) {
   step_overhead(
       state,
@@ -259,5 +267,6 @@ BENCHMARK(zo_adam)->Apply(threads_1_and_2);
 BENCHMARK(lezo)->Apply(threads_1_and_2);
 BENCHMARK(fzoo)->Apply(threads_1_and_2);
 BENCHMARK(subzero)->Apply(threads_1_and_2);
+BENCHMARK(hizoo)->Apply(threads_1_and_2);
 
 BENCHMARK_MAIN();

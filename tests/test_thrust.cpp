@@ -196,6 +196,12 @@ BOOST_AUTO_TEST_CASE(lozo_and_lozo_m_match_across_backends) {
   });
 }
 
+// HiZOO's h lives on the store's backend: its kernels and the scaled passes run there.
+BOOST_AUTO_TEST_CASE(hizoo_matches_across_backends) {
+  compare_backends(
+      [] { return wrap(zo::make_hizoo(1e-3, zo::hizoo_sgd<>(1e-2, 0.1, 0.1), {.seed = 7})); });
+}
+
 BOOST_AUTO_TEST_CASE(loho_matches_across_backends) {
   compare_backends([] {
     return zo::loho(zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-2), {.seed = 7}),

@@ -23,6 +23,7 @@
 
 #include "zo/perturbations/dense.hpp"
 #include "zo/perturbations/directions.hpp"
+#include "zo/perturbations/hessian_scaled.hpp"
 #include "zo/perturbations/low_rank.hpp"
 #include "zo/perturbations/small_magnitude.hpp"
 #include "zo/perturbations/subzero.hpp"
@@ -31,6 +32,7 @@
 
 #include "zo/step_rules/first_order.hpp"
 #include "zo/step_rules/fzoo.hpp"
+#include "zo/step_rules/hizoo.hpp"
 #include "zo/step_rules/low_rank_momentum.hpp"
 #include "zo/step_rules/schedules.hpp"
 #include "zo/step_rules/sgd.hpp"
@@ -43,6 +45,7 @@
 #include "zo/selectors/layers.hpp"
 
 #include "zo/optimizers/fzoo.hpp"
+#include "zo/optimizers/hizoo.hpp"
 #include "zo/optimizers/hybrid.hpp"
 #include "zo/optimizers/lezo.hpp"
 #include "zo/optimizers/lozo.hpp"

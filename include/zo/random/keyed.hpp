@@ -344,7 +344,8 @@ inline void philox_batch(const direction_key& key, std::uint64_t first_group,
 }
 
 // x ← √x for Count floats, correctly rounded like sqrtf, with vector instructions where the
-// target has them (a loop calling sqrtf does not vectorise: it may set errno).
+// target has them (a loop calling sqrtf does not vectorise: it may set errno). Box-Muller's
+// radii here, HiZOO's Σ^{1/2} in zo/perturbations/hessian_scaled.hpp (as zo::sqrt_in_place).
 template <std::size_t Count>
 inline void sqrt_in_place(float (&x)[Count]) {
 #if defined(ZO_RANDOM_SQRT_ISA)
@@ -362,6 +363,8 @@ inline void sqrt_in_place(float (&x)[Count]) {
 }
 
 }  // namespace detail
+
+using detail::sqrt_in_place;
 
 // Standard normal N(0, 1) entries. The transform runs in float for every element type so that
 // float and double stores see the same direction (rounded to their own precision).
