@@ -7,7 +7,8 @@
 # on 2 cores with the build and the pretraining, 4 without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-methods=(mezo lozo lozo-m loho zo-momentum zo-adam lezo sign-sgd fzoo subzero sparse-mezo adam)
+methods=(mezo lozo lozo-m loho zo-momentum zo-adam lezo sign-sgd fzoo subzero sparse-mezo hizoo
+         adam)
 export ZO_DEMO_METHODS="${methods[*]}"
 export ZO_DEMO_PRETRAINED=${ZO_DEMO_PRETRAINED:-${ZO_DEMO_OUT:-demo-output}/pretrained}
 export ZO_DEMO_OUT=${ZO_COMPARE_OUT:-compare-output}

@@ -53,6 +53,7 @@ for method in "${methods[@]}"; do
     adam) options=(--lr 3e-4) ;;
     zo-momentum | fzoo) options=(--lr 1e-5) ;;
     sparse-mezo) options=(--lr 1e-4 --restore exact) ;;  # its mask needs the snapshot
+    hizoo) options=(--lr 1e-4 --restore exact) ;;        # its directions change with each update
     *) options=(--lr 1e-4) ;;
   esac
   "$zo" finetune "${common[@]}" --method "$method" "${options[@]}" --out "$out/$method"

@@ -112,6 +112,8 @@ good "finetune --method subzero --rank --interval" finetune --method subzero --r
   --interval 5 --out subzero
 good "finetune --method sparse-mezo --sparse-fraction --restore exact" finetune \
   --method sparse-mezo --sparse-fraction 0.25 --restore exact --out sparse-mezo
+good "finetune --method hizoo --hessian-smoothing --restore exact" finetune --method hizoo \
+  --hessian-smoothing 1e-3 --restore exact --out hizoo
 good "finetune --method fzoo --directions, --forward-budget" finetune --method fzoo \
   --directions 3 --steps 0 --forward-budget 32 --out fzoo
 good "finetune --steps 0 --forward-budget, --threads 0, the largest seed, --mpi-timeout" \
@@ -222,6 +224,13 @@ bad "finetune --method sparse-mezo --sparse-fraction 1.5" '--sparse-fraction mus
 bad "finetune --method mezo --sparse-fraction 0.5" \
   '--sparse-fraction is read only by --method sparse-mezo' \
   finetune --method mezo --sparse-fraction 0.5
+bad "finetune --method hizoo (arithmetic restore)" '--method hizoo needs --restore exact' \
+  finetune --method hizoo
+bad "finetune --method hizoo --hessian-smoothing 0" '--hessian-smoothing must be above 0' \
+  finetune --method hizoo --hessian-smoothing 0 --restore exact
+bad "finetune --method mezo --hessian-smoothing 1e-3" \
+  '--hessian-smoothing is read only by --method hizoo' \
+  finetune --method mezo --hessian-smoothing 1e-3
 bad "finetune --method fzoo --directions 1" '--directions must be an integer from 2 to 256' \
   finetune --method fzoo --directions 1
 bad "finetune --method fzoo --directions 257" '--directions must be an integer from 2 to 256' \
@@ -274,7 +283,7 @@ for option in fo-lr clip loho-layers loho-budget-mib; do
   done
 done
 bad "finetune --method adam --eps 1e-3" \
-  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, sign-sgd, fzoo, subzero or sparse-mezo, not by adam' \
+  '--eps is read only by --method mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, sign-sgd, fzoo, subzero, sparse-mezo or hizoo, not by adam' \
   finetune --method adam --eps 1e-3
 bad "finetune --method adam --restore exact" '--restore is read only by --method mezo' \
   finetune --method adam --restore exact

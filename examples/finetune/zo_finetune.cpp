@@ -483,6 +483,14 @@ double positive_number(const arguments& args, const std::string& name) {
   if (x <= 0) throw zo::invalid_argument("--" + name + " must be positive, got " + args.text(name));
   return x;
 }
+double unit_fraction(const arguments& args, const std::string& name) {
+  const double x = args.number(name);
+  if (x <= 0 || x > 1) {
+    throw zo::invalid_argument("--" + name + " must be above 0 and at most 1, got " +
+                               args.text(name));
+  }
+  return x;
+}
 
 // ---------------------------------------------------------------------------------------------
 // pretrain
@@ -585,7 +593,7 @@ int pretrain(const arguments& args) {
 // The methods with a zeroth-order part, which read --eps and --restore (all but adam).
 std::vector<std::string> zeroth_order_methods() {
   return {"mezo", "lozo",     "lozo-m", "loho",    "zo-momentum", "zo-adam",
-          "lezo", "sign-sgd", "fzoo",   "subzero", "sparse-mezo"};
+          "lezo", "sign-sgd", "fzoo",   "subzero", "sparse-mezo", "hizoo"};
 }
 
 // The methods whose step rule has a weight decay (all but ZO-SignSGD's and FZOO's).
@@ -601,14 +609,14 @@ std::vector<option_spec> finetune_options() {
   return {{"checkpoint", "", "pretrained checkpoint directory"},
           {"method", "mezo",
            "mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, sign-sgd, fzoo, subzero, "
-           "sparse-mezo or adam (full first-order baseline); docs/variants.md says what each "
-           "composes"},
+           "sparse-mezo, hizoo or adam (full first-order baseline); docs/variants.md says what "
+           "each composes"},
           {"out", "", "output prefix: PREFIX.csv (curves) and PREFIX.json (summary)"},
           {"steps", "0", "optimizer steps (0: derived from --forward-budget)"},
           {"forward-budget", "0",
            "forward passes (examples through the model) to spend, counting 2 per example for a "
-           "zeroth-order step, N + 1 for FZOO, 3 for LoHO (2 + its first-order pass) and 1 for "
-           "Adam"},
+           "zeroth-order step, N + 1 for FZOO, 3 for HiZOO (L0, L+, L-), 3 for LoHO (2 + its "
+           "first-order pass) and 1 for Adam"},
           {"batch", "16", "examples per step (MeZO: 16)"},
           {"lr", "", "learning rate (default: 1e-5 for adam, 1e-6 for the others)"},
           {"eps", "1e-3", "perturbation scale ε (MeZO, LOZO: 1e-3)", zeroth_order_methods()},
@@ -632,6 +640,11 @@ std::vector<option_spec> finetune_options() {
            "8",
            "FZOO: directions N a step, measured one-sided around one base loss",
            {"fzoo"}},
+          {"hessian-smoothing",
+           "1e-6",
+           "HiZOO: weight α of each step's curvature samples in the Hessian diagonal estimate "
+           "(above 0, at most 1; 1e-3 and more stalled on the example, docs/variants.md)",
+           {"hizoo"}},
           {"loho-layers", "2", "LoHO: the deepest k layers are trained first-order", {"loho"}},
           {"loho-budget-mib",
            "0",
@@ -703,18 +716,18 @@ int finetune(const arguments& args) {
       method == "adam" ||
           std::find(zo_methods.begin(), zo_methods.end(), method) != zo_methods.end(),
       "unknown --method '" + method +
-          "' (mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, fzoo, subzero, sparse-mezo or "
-          "adam)");
+          "' (mezo, lozo, lozo-m, loho, zo-momentum, zo-adam, lezo, sign-sgd, fzoo, subzero, "
+          "sparse-mezo, hizoo or adam)");
   // An option this method never reads is a mistake, not something to ignore.
   args.refuse_unread(method);
   zo_examples::require(!args.text("checkpoint").empty(), "finetune needs --checkpoint DIR");
   // FZOO's N directions (at least 2: its step divides by the spread of their losses).
   const std::size_t directions =
       method == "fzoo" ? args.integer<std::size_t>("directions", 2, zo::max_samples_per_step) : 0;
-  const std::uint64_t passes_per_example = method == "fzoo"   ? directions + 1
-                                           : method == "loho" ? 3
-                                           : method == "adam" ? 1
-                                                              : 2;
+  const std::uint64_t passes_per_example = method == "fzoo"                        ? directions + 1
+                                           : method == "loho" || method == "hizoo" ? 3
+                                           : method == "adam"                      ? 1
+                                                                                   : 2;
   const auto batch_size = args.integer("batch", std::uint64_t{1}, max_count);
   std::uint64_t steps = args.integer("steps", std::uint64_t{0}, max_count);
   if (steps == 0) {
@@ -778,15 +791,13 @@ int finetune(const arguments& args) {
   const std::string restore_name = args.text("restore");
   zo_examples::require(restore_name == "exact" || restore_name == "arithmetic",
                        "--restore must be exact or arithmetic, got '" + restore_name + "'");
-  // Sparse-MeZO's mask is read from the base point, which only the exact restore keeps.
-  double sparse_fraction = 0;
-  if (method == "sparse-mezo") {
-    sparse_fraction = args.number("sparse-fraction");
-    zo_examples::require(
-        sparse_fraction > 0 && sparse_fraction <= 1,
-        "--sparse-fraction must be above 0 and at most 1, got " + args.text("sparse-fraction"));
-    zo_examples::require(restore_name == "exact", "--method sparse-mezo needs --restore exact");
-  }
+  // Sparse-MeZO's mask is read from the base point, and HiZOO's directions change with every
+  // update: only the exact restore's snapshot serves either.
+  const double sparse_fraction =
+      method == "sparse-mezo" ? unit_fraction(args, "sparse-fraction") : 0;
+  const double hessian_smoothing = method == "hizoo" ? unit_fraction(args, "hessian-smoothing") : 0;
+  zo_examples::require(restore_name == "exact" || (method != "sparse-mezo" && method != "hizoo"),
+                       "--method " + method + " needs --restore exact");
   const auto seed = args.integer("seed", std::uint64_t{0}, max_u64);
   const auto generator = zo::generator_named(args.text("generator"));
   zo_examples::require(
@@ -1069,6 +1080,15 @@ int finetune(const arguments& args) {
           run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
           optimizer_state = state_bytes(optimizer);
         });
+  } else if (method == "hizoo") {
+    // Not data-parallel: zo::mpi's estimators repeat a central or one-sided difference, and
+    // HiZOO's three evaluations are neither.
+    zo_examples::require(group.size == 1, "--method hizoo does not run under mpirun");
+    const zo::hizoo_sgd<> rule(lr, hessian_smoothing, decay);
+    zo::hizoo optimizer(zo::hessian_scaled_perturbation(rule.diagonal()),
+                        zo::curvature_difference(eps), rule, {}, zo_options);
+    run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
+    optimizer_state = state_bytes(optimizer);
   } else if (method == "lozo" || method == "lozo-m") {
     const zo::low_rank_perturbation low_rank(rank, interval);
     with_estimator([&]<class Estimator>(Estimator estimator) {
@@ -1412,10 +1432,11 @@ int report(const arguments& args) {
   const fs::path png_temporary =
       zo_examples::unique_sibling(zo_examples::resolved_output(out) / "comparison.png", "tmp");
   std::ostringstream script;
-  // gnuplot's default colours repeat after eight lines; the comparison of every method has twelve.
+  // gnuplot's default colours repeat after eight lines; the comparison of every method has
+  // thirteen.
   script << "set linetype 9 lc rgb '#000080'\nset linetype 10 lc rgb '#8b4513'\n"
          << "set linetype 11 lc rgb '#ff1493'\nset linetype 12 lc rgb '#556b2f'\n"
-         << "set linetype cycle 12\n";
+         << "set linetype 13 lc rgb '#7f7f7f'\nset linetype cycle 13\n";
   script << "set datafile separator ','\nset terminal pngcairo size 1200,500 font ',10'\n"
          << "set output '" << png_temporary.string() << "'\nset multiplot layout 1,2\n"
          << "set xlabel 'forward passes (examples)'\nset key bottom right\n"
