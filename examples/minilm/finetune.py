@@ -445,13 +445,20 @@ def report(args):
     zero_shot = next(iter(runs.values()))["zero_shot_accuracy"]
     plots = ", ".join(f"'{csv}' using 2:(strcol(1) eq '{n}' ? $3 : 1/0) with linespoints "
                       f"title '{n}'" for n in names)
+    losses = ", ".join(f"'{csv}' using 2:(strcol(1) eq '{n}' ? $4 : 1/0) with linespoints "
+                       f"title '{n}'" for n in names)
+    # As the demo's plot (zo-finetune report): held-out accuracy and training loss side by side.
     script = (
-        "set datafile separator ','\nset terminal pngcairo size 900,500 font ',10'\n"
-        f"set output '{out / 'accuracy.png'}'\nset key bottom right\n"
-        "set xlabel 'forward passes (examples)'\nset ylabel 'held-out accuracy'\n"
-        "set title 'all-MiniLM-L6-v2 on fortune categories (6 classes)'\n"
+        "set datafile separator ','\nset terminal pngcairo size 1200,500 font ',10'\n"
+        f"set output '{out / 'accuracy.png'}'\nset multiplot layout 1,2\n"
+        "set key bottom right\nset xlabel 'forward passes (examples)'\n"
+        "set ylabel 'held-out accuracy'\n"
+        "set title 'all-MiniLM-L6-v2 on fortune categories, held-out accuracy'\n"
         f"plot {plots}, {zero_shot} with lines dashtype 2 lc rgb 'gray' "
-        "title 'nearest centroid (zero-shot)'\n")
+        "title 'nearest centroid (zero-shot)'\n"
+        "set key top right\nset ylabel 'training loss (cross-entropy)'\n"
+        "set title 'Training loss, mean over each evaluation interval'\n"
+        f"plot {losses}\nunset multiplot\n")
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
     # The checks: a first-order method lowers the loss on a fixed probe batch, every run is
