@@ -8,8 +8,9 @@
 # in one process. Each method runs in a process of its own, so that its peak RSS is its own.
 # Ends in ZO_MINILM_OUT (default minilm-output/, ignored by git): results.md and accuracy.png.
 #
-#   bash scripts/minilm.sh            the full run: about 20 min on 2 cores (docs/minilm.md)
-#   bash scripts/minilm.sh --short    CI's: a few steps on a slice of the data, about 2-3 min,
+#   bash scripts/minilm.sh            the full run: 12 min on 2 cores (698 s measured, one thread),
+#                                     about 14 with the installs and the build (docs/minilm.md)
+#   bash scripts/minilm.sh --short    CI's: a few steps on a slice of the data, 92 s measured,
 #                                     exits non-zero when a check fails (see the report step)
 #
 # Run as root on a fresh Debian 12: installs what is missing (Debian packages through apt; the
