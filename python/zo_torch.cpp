@@ -97,9 +97,20 @@ py::class_<python_optimizer<Optimizer>> bind(py::module_& m, const char* name) {
       .def("left_out", &type::left_out);
 }
 
-zo::zo_options options_of(std::uint64_t seed) {
+// restore: "exact" (zo's default: a snapshot of the zeroth-order parameters, one extra copy of
+// them, and no rounding residue) or "arithmetic" (no memory beyond the parameters; a
+// perturbation is undone by adding its negative, as the MeZO reference does).
+zo::zo_options options_of(std::uint64_t seed, const std::string& restore) {
   zo::zo_options options;
   options.seed = seed;
+  if (restore == "exact") {
+    options.restore = zo::restore_mode::exact;
+  } else if (restore == "arithmetic") {
+    options.restore = zo::restore_mode::arithmetic;
+  } else {
+    throw py::value_error("zo_torch: restore is \"exact\" or \"arithmetic\", not \"" + restore +
+                          "\"");
+  }
   return options;
 }
 
@@ -112,51 +123,57 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   bind<zo::mezo>(m, "MeZO").def(
       py::init([](named params, prefixes layers, double lr, double eps, double weight_decay,
-                  std::uint64_t seed) {
+                  std::uint64_t seed, const std::string& restore) {
         return python_optimizer<zo::mezo>(
             store_of(std::move(params), std::move(layers)),
-            zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, weight_decay), options_of(seed)));
+            zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, weight_decay),
+                     options_of(seed, restore)));
       }),
       py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
-      py::arg("weight_decay"), py::arg("seed"));
+      py::arg("weight_decay"), py::arg("seed"), py::arg("restore"));
 
   bind<zo::lozo>(m, "LOZO").def(
       py::init([](named params, prefixes layers, double lr, double eps, std::size_t rank,
-                  std::size_t interval, double weight_decay, std::uint64_t seed) {
+                  std::size_t interval, double weight_decay, std::uint64_t seed,
+                  const std::string& restore) {
         return python_optimizer<zo::lozo>(
             store_of(std::move(params), std::move(layers)),
             zo::lozo(zo::low_rank_perturbation(rank, interval), zo::central_difference(eps),
-                     zo::sgd<>(lr, weight_decay), {}, options_of(seed)));
+                     zo::sgd<>(lr, weight_decay), {}, options_of(seed, restore)));
       }),
       py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"), py::arg("rank"),
-      py::arg("interval"), py::arg("weight_decay"), py::arg("seed"));
+      py::arg("interval"), py::arg("weight_decay"), py::arg("seed"), py::arg("restore"));
 
   bind<zo::lozo_m>(m, "LOZOM")
       .def(py::init([](named params, prefixes layers, double lr, double eps, std::size_t rank,
-                       std::size_t interval, double beta, double weight_decay, std::uint64_t seed) {
+                       std::size_t interval, double beta, double weight_decay, std::uint64_t seed,
+                       const std::string& restore) {
              return python_optimizer<zo::lozo_m>(
                  store_of(std::move(params), std::move(layers)),
                  zo::lozo_m(zo::low_rank_perturbation(rank, interval), zo::central_difference(eps),
-                            zo::low_rank_momentum<>(lr, beta, weight_decay), {}, options_of(seed)));
+                            zo::low_rank_momentum<>(lr, beta, weight_decay), {},
+                            options_of(seed, restore)));
            }),
            py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
            py::arg("rank"), py::arg("interval"), py::arg("beta"), py::arg("weight_decay"),
-           py::arg("seed"));
+           py::arg("seed"), py::arg("restore"));
 
   bind<zo::loho>(m, "LoHO").def(
       py::init([](named params, prefixes layers, double lr, double eps, double weight_decay,
                   double fo_lr, std::size_t first_order_layers, std::pair<double, double> betas,
-                  double adam_eps, double fo_weight_decay, double clip_norm, std::uint64_t seed) {
+                  double adam_eps, double fo_weight_decay, double clip_norm, std::uint64_t seed,
+                  const std::string& restore) {
         zo::hybrid_options options;
         options.clip_norm = clip_norm;
         return python_optimizer<zo::loho>(
             store_of(std::move(params), std::move(layers)),
             zo::loho(zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, weight_decay),
-                              options_of(seed)),
+                              options_of(seed, restore)),
                      zo::adam<>(fo_lr, betas.first, betas.second, adam_eps, fo_weight_decay),
                      zo::deepest_layers(first_order_layers), options));
       }),
       py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
       py::arg("weight_decay"), py::arg("fo_lr"), py::arg("first_order_layers"), py::arg("betas"),
-      py::arg("adam_eps"), py::arg("fo_weight_decay"), py::arg("clip_norm"), py::arg("seed"));
+      py::arg("adam_eps"), py::arg("fo_weight_decay"), py::arg("clip_norm"), py::arg("seed"),
+      py::arg("restore"));
 }

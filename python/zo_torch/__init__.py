@@ -8,6 +8,11 @@ The parameters are perturbed and updated in place, in their own memory (CPU floa
 parameter with requires_grad=False is left out). The closure returns the loss tensor and is run
 under torch.no_grad() for the zeroth-order evaluations; LoHO also runs it once with autograd for
 its first-order layers. A run is the C++ optimizer's run bit for bit (docs/torch.md).
+
+Every class takes restore="exact" (zo's default: a snapshot of the zeroth-order parameters, one
+extra copy of them in memory, so perturbations leave no rounding residue) or "arithmetic" (no
+memory beyond the parameters: a perturbation is undone by adding its negative, as the MeZO
+reference does).
 """
 
 import torch  # noqa: F401  (libtorch and the Tensor type first: the extension links them)
@@ -78,29 +83,32 @@ class _Optimizer:
 
 class MeZO(_Optimizer):
     def __init__(self, params, lr=1e-6, eps=1e-3, weight_decay=0.0, seed=0,
-                 layer_prefixes=DEFAULT_LAYER_PREFIXES, trajectory=None):
-        core = _zo_torch.MeZO(_named(params), list(layer_prefixes), lr, eps, weight_decay, seed)
-        super().__init__(core, dict(lr=lr, eps=eps, weight_decay=weight_decay, seed=seed),
-                         trajectory)
+                 layer_prefixes=DEFAULT_LAYER_PREFIXES, trajectory=None, restore="exact"):
+        core = _zo_torch.MeZO(_named(params), list(layer_prefixes), lr, eps, weight_decay, seed,
+                              restore)
+        super().__init__(core, dict(lr=lr, eps=eps, weight_decay=weight_decay, seed=seed,
+                                    restore=restore), trajectory)
 
 
 class LOZO(_Optimizer):
     def __init__(self, params, lr=1e-6, eps=1e-3, rank=2, interval=50, weight_decay=0.0, seed=0,
-                 layer_prefixes=DEFAULT_LAYER_PREFIXES, trajectory=None):
+                 layer_prefixes=DEFAULT_LAYER_PREFIXES, trajectory=None, restore="exact"):
         core = _zo_torch.LOZO(_named(params), list(layer_prefixes), lr, eps, rank, interval,
-                              weight_decay, seed)
+                              weight_decay, seed, restore)
         super().__init__(core, dict(lr=lr, eps=eps, rank=rank, interval=interval,
-                                    weight_decay=weight_decay, seed=seed), trajectory)
+                                    weight_decay=weight_decay, seed=seed, restore=restore),
+                         trajectory)
 
 
 class LOZOM(_Optimizer):
     def __init__(self, params, lr=1e-6, eps=1e-3, rank=2, interval=50, beta=0.9,
                  weight_decay=0.0, seed=0, layer_prefixes=DEFAULT_LAYER_PREFIXES,
-                 trajectory=None):
+                 trajectory=None, restore="exact"):
         core = _zo_torch.LOZOM(_named(params), list(layer_prefixes), lr, eps, rank, interval,
-                               beta, weight_decay, seed)
+                               beta, weight_decay, seed, restore)
         super().__init__(core, dict(lr=lr, eps=eps, rank=rank, interval=interval, beta=beta,
-                                    weight_decay=weight_decay, seed=seed), trajectory)
+                                    weight_decay=weight_decay, seed=seed, restore=restore),
+                         trajectory)
 
 
 LOZO_M = LOZOM
@@ -112,11 +120,13 @@ class LoHO(_Optimizer):
 
     def __init__(self, params, lr=1e-6, eps=1e-3, weight_decay=0.0, fo_lr=1e-5,
                  first_order_layers=1, betas=(0.9, 0.999), adam_eps=1e-8, fo_weight_decay=0.0,
-                 clip_norm=1.0, seed=0, layer_prefixes=DEFAULT_LAYER_PREFIXES, trajectory=None):
+                 clip_norm=1.0, seed=0, layer_prefixes=DEFAULT_LAYER_PREFIXES, trajectory=None,
+                 restore="exact"):
         core = _zo_torch.LoHO(_named(params), list(layer_prefixes), lr, eps, weight_decay, fo_lr,
                               first_order_layers, tuple(betas), adam_eps, fo_weight_decay,
-                              clip_norm, seed)
+                              clip_norm, seed, restore)
         super().__init__(core, dict(lr=lr, eps=eps, weight_decay=weight_decay, fo_lr=fo_lr,
                                     first_order_layers=first_order_layers, betas=tuple(betas),
                                     adam_eps=adam_eps, fo_weight_decay=fo_weight_decay,
-                                    clip_norm=clip_norm, seed=seed), trajectory)
+                                    clip_norm=clip_norm, seed=seed, restore=restore),
+                         trajectory)
