@@ -102,8 +102,7 @@ struct dense_pass_kernel {
     const std::size_t first = element_of(g, 0);
     if (first >= size) return;
     // Words are batch_groups elements apart; those past the end of the block are skipped.
-    const std::size_t remaining = (size - first + batch_groups - 1) / batch_groups;
-    const std::size_t lanes = remaining < group_width ? remaining : group_width;
+    const std::size_t lanes = words_inside(first, size);
     bool first_order[group_width] = {};
     if constexpr (pass_accepts_element_mask<Pass>) {
       if (p.mask.active) {

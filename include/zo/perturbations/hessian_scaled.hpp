@@ -72,8 +72,7 @@ struct hessian_scaled_kernel {
   ZO_HOST_DEVICE void operator()(std::size_t g) const {
     const std::size_t first = element_of(g, 0);
     if (first >= size) return;
-    const std::size_t remaining = (size - first + batch_groups - 1) / batch_groups;
-    const std::size_t lanes = remaining < group_width ? remaining : group_width;
+    const std::size_t lanes = words_inside(first, size);
     T scale[group_width];
     root_sigma<group_width, batch_groups>(first, lanes, scale);
     dense_pass_span<group_width, batch_groups>(

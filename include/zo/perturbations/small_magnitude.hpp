@@ -45,8 +45,7 @@ struct small_magnitude_kernel {
   ZO_HOST_DEVICE void operator()(std::size_t g) const {
     const std::size_t first = element_of(g, 0);
     if (first >= size) return;
-    const std::size_t remaining = (size - first + batch_groups - 1) / batch_groups;
-    const std::size_t lanes = remaining < group_width ? remaining : group_width;
+    const std::size_t lanes = words_inside(first, size);
     dense_pass_span<group_width, batch_groups>(
         p, first, lanes,
         [&](std::size_t t, T alpha, T* value) {

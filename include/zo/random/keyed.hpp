@@ -238,6 +238,12 @@ ZO_HOST_DEVICE constexpr std::size_t word_of(std::uint64_t element) {
 ZO_HOST_DEVICE constexpr std::uint64_t element_of(std::uint64_t group, std::size_t word) {
   return group / batch_groups * batch_width + word * batch_groups + group % batch_groups;
 }
+// How many of a group's four words lie inside a block of n elements, the group's first word
+// being element first < n (the others follow batch_groups apart).
+ZO_HOST_DEVICE constexpr std::size_t words_inside(std::uint64_t first, std::uint64_t n) {
+  const std::uint64_t remaining = (n - first + batch_groups - 1) / batch_groups;
+  return static_cast<std::size_t>(remaining < group_width ? remaining : group_width);
+}
 // Groups that cover elements [0, n): whole batches, so every group maps inside a batch.
 ZO_HOST_DEVICE constexpr std::uint64_t groups_for(std::uint64_t n) {
   return (n + batch_width - 1) / batch_width * batch_groups;

@@ -117,12 +117,9 @@ class hizoo_sgd {
     const double lr = learning_rate(u.step());
     u.for_each_block([&](const auto& block, auto& change) {
       const std::size_t n = block.size();
+      // The perturbation's passes have checked a non-empty h's size.
       auto& h = diagonal_->template at<Backend, T>(block.id()).h;
       if (h.size() == 0) h.resize(n, T(1));
-      require(h.size() == n, [&] {
-        return "hizoo_sgd: the Hessian diagonal of block '" + std::string(block.name()) +
-               "' holds " + std::to_string(h.size()) + " values for " + std::to_string(n);
-      });
       if (!std::isfinite(d[0])) {
         change.scale_by(std::numeric_limits<double>::quiet_NaN());  // the engine refuses it
         return;

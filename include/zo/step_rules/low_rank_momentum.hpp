@@ -50,8 +50,7 @@ struct momentum_accumulate_kernel {
   ZO_HOST_DEVICE void operator()(std::size_t g) const {
     const std::size_t first = element_of(g, 0);
     if (first >= size) return;
-    const std::size_t remaining = (size - first + batch_groups - 1) / batch_groups;
-    const std::size_t lanes = remaining < group_width ? remaining : group_width;
+    const std::size_t lanes = words_inside(first, size);
     T value[group_width];
     for (std::size_t w = 0; w < lanes; ++w)
       value[w] = fresh ? T(0) : keep * out[first + w * batch_groups];
