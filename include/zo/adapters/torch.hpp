@@ -4,9 +4,9 @@
 // autograd for the hybrid's first-order part), a torch::optim-like step(closure), and checkpoints
 // that hold a module's tensors and an optimizer's state together. docs/torch.md shows its use.
 //
-// Only CPU float32 tensors are served for now: a 16-bit store and a CUDA store on the Thrust
-// backend are not written yet, so such tensors are refused with a message saying so, before any
-// parameter changes.
+// CPU tensors of float32 (zo::torch_store), bfloat16 (zo::torch_store_bf16) or float16
+// (zo::torch_store_f16) are served; a CUDA store on the Thrust backend is not written yet, so
+// CUDA tensors are refused with a message saying so, before any parameter changes.
 #pragma once
 
 #include <torch/torch.h>
@@ -27,11 +27,13 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "zo/backends/cpu.hpp"
 #include "zo/core/errors.hpp"
+#include "zo/core/float16.hpp"
 #include "zo/core/gradient_view.hpp"
 #include "zo/core/reports.hpp"
 #include "zo/io/trajectory.hpp"
@@ -95,20 +97,42 @@ struct torch_store_options {
   std::function<bool(std::string_view)> decay_of;
 };
 
-// The blocks of a torch_store: the tensors' own memory, in the order named_parameters() gives.
+namespace detail {
+// The torch dtype of each element type zo serves; at::BFloat16 and at::Half are the bits of
+// zo::bfloat16 and zo::float16, so their memory is wrapped as it is.
+template <class T>
+constexpr at::ScalarType torch_dtype() {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    static_assert(sizeof(at::BFloat16) == sizeof(bfloat16) &&
+                  alignof(at::BFloat16) == alignof(bfloat16));
+    return at::kBFloat16;
+  } else if constexpr (std::is_same_v<T, float16>) {
+    static_assert(sizeof(at::Half) == sizeof(float16) && alignof(at::Half) == alignof(float16));
+    return at::kHalf;
+  } else {
+    static_assert(std::is_same_v<T, float>,
+                  "zo: a torch store holds float, zo::bfloat16 or zo::float16 parameters");
+    return at::kFloat;
+  }
+}
+}  // namespace detail
+
+// The blocks of a torch store: the tensors' own memory, in the order named_parameters() gives.
 // A parameter with requires_grad == false is left out (left_out() names it), so it is never
 // perturbed. The store holds a reference to each tensor, which keeps its memory alive; the
 // tensors must not be resized or given new storage (set_, a load that replaces .data) while the
 // store is used, since the store reads their data pointers once. load_checkpoint copies in place.
-class torch_store {
+// T is the parameters' element type: every trained tensor must have its dtype.
+template <class T>
+class basic_torch_store {
  public:
-  using value_type = float;
+  using value_type = T;
   using backend_type = backends::cpu;
-  using block_type = block_view<float>;
+  using block_type = block_view<T>;
   using named_tensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-  explicit torch_store(named_tensors parameters, torch_store_options options = {},
-                       backends::cpu backend = {})
+  explicit basic_torch_store(named_tensors parameters, torch_store_options options = {},
+                             backends::cpu backend = {})
       : view_(backend) {
     std::vector<std::size_t> trained;
     for (std::size_t i = 0; i < parameters.size(); ++i) {
@@ -126,13 +150,13 @@ class torch_store {
       add(std::move(parameters[i].first), std::move(parameters[i].second), options);
   }
 
-  explicit torch_store(const torch::OrderedDict<std::string, at::Tensor>& parameters,
-                       torch_store_options options = {}, backends::cpu backend = {})
-      : torch_store(pairs_of(parameters), std::move(options), backend) {}
+  explicit basic_torch_store(const torch::OrderedDict<std::string, at::Tensor>& parameters,
+                             torch_store_options options = {}, backends::cpu backend = {})
+      : basic_torch_store(pairs_of(parameters), std::move(options), backend) {}
 
-  explicit torch_store(const torch::nn::Module& module, torch_store_options options = {},
-                       backends::cpu backend = {})
-      : torch_store(module.named_parameters(), std::move(options), backend) {}
+  explicit basic_torch_store(const torch::nn::Module& module, torch_store_options options = {},
+                             backends::cpu backend = {})
+      : basic_torch_store(module.named_parameters(), std::move(options), backend) {}
 
   std::size_t size() const { return view_.size(); }
   block_type block(std::size_t i) const { return view_.block(i); }
@@ -163,10 +187,12 @@ class torch_store {
              "; zo::torch_store serves CPU tensors only (a CUDA store on the Thrust backend is "
              "not built yet): move the module to the CPU";
     });
-    require(t.scalar_type() == at::kFloat, [&] {
+    require(t.scalar_type() == detail::torch_dtype<T>(), [&] {
       return "parameter '" + name + "' has dtype " + std::string(c10::toString(t.scalar_type())) +
-             "; zo::torch_store serves float32 only (16-bit stores are not written yet): "
-             "convert the module with .to(torch::kFloat32)";
+             "; this store holds " + std::string(c10::toString(detail::torch_dtype<T>())) +
+             " parameters only (zo::torch_store: float32; zo::torch_store_bf16, "
+             "zo::torch_store_f16: bfloat16, float16): use the store of the module's dtype, or "
+             "convert the module";
     });
     require(t.is_contiguous(), [&] {
       return "parameter '" + name +
@@ -203,7 +229,7 @@ class torch_store {
               [&](std::size_t a, std::size_t b) { return begin(a) < begin(b); });
     for (std::size_t k = 1; k < order.size(); ++k) {
       const std::size_t a = order[k - 1], b = order[k];
-      const auto end_of_a = begin(a) + parameters[a].second.numel() * sizeof(float);
+      const auto end_of_a = begin(a) + parameters[a].second.numel() * sizeof(T);
       require(begin(b) >= end_of_a, [&] {
         return "parameters '" + parameters[a].first + "' and '" + parameters[b].first +
                "' share memory (tied weights?); list the shared tensor once";
@@ -221,14 +247,18 @@ class torch_store {
     block.layer =
         options.layer_of ? options.layer_of(name) : layer_from_name(name, options.layer_prefixes);
     block.decay = options.decay_of ? options.decay_of(name) : decays_by_name(name);
-    view_.add(std::move(name), std::span<float>(t.data_ptr<float>(), n), rows, cols, block);
+    view_.add(std::move(name), std::span<T>(static_cast<T*>(t.data_ptr()), n), rows, cols, block);
     tensors_.push_back(std::move(t));
   }
 
-  view_store<float> view_;
+  view_store<T> view_;
   std::vector<at::Tensor> tensors_;
   std::vector<std::string> left_out_;
 };
+
+using torch_store = basic_torch_store<float>;
+using torch_store_bf16 = basic_torch_store<bfloat16>;
+using torch_store_f16 = basic_torch_store<float16>;
 
 namespace detail {
 
@@ -311,10 +341,11 @@ struct plain_backward {
   void operator()(const at::Tensor& loss) const { loss.backward(); }
 };
 
-template <class Closure, class Backward = plain_backward>
+// Store is the torch store the parameters are in; gradients (the hybrid) need a float one.
+template <class Closure, class Backward = plain_backward, class Store = torch_store>
 class torch_objective {
  public:
-  torch_objective(const torch_store& store, Closure closure, Backward backward = {})
+  torch_objective(const Store& store, Closure closure, Backward backward = {})
       : store_(&store), closure_(std::move(closure)), backward_(std::move(backward)) {}
 
   double operator()() requires std::invocable<Closure&> { return loss(); }
@@ -358,26 +389,29 @@ class torch_objective {
     return value;
   }
 
-  const torch_store* store_;
+  const Store* store_;
   Closure closure_;
   Backward backward_;
 };
 
 // A torch::optim-like optimizer: a store and a zo optimizer (zo::mezo, zo::lozo, zo::lozo_m,
-// zo::loho, or any composition), stepped with a closure that returns the loss tensor:
+// zo::loho, or any composition; LoHO over float parameters only), stepped with a closure that
+// returns the loss tensor:
 //   zo::torch_optimizer opt(zo::torch_store(*model), zo::mezo(...));
 //   auto loss = opt.step([&] { return torch::mse_loss(model->forward(x), y); });
-template <class Optimizer>
+template <class Optimizer, class T = float>
 class torch_optimizer {
  public:
-  torch_optimizer(torch_store store, Optimizer optimizer)
-      : store_(std::make_unique<torch_store>(std::move(store))), optimizer_(std::move(optimizer)) {}
+  using store_type = basic_torch_store<T>;
+
+  torch_optimizer(store_type store, Optimizer optimizer)
+      : store_(std::make_unique<store_type>(std::move(store))), optimizer_(std::move(optimizer)) {}
 
   // One step; returns the loss zo reports for it (the estimator's), as a float64 scalar tensor.
   // backward is torch_objective's.
   template <class Closure, class Backward = plain_backward>
   at::Tensor step(Closure&& closure, Backward backward = {}) {
-    torch_objective<std::remove_cvref_t<Closure>, Backward> f(
+    torch_objective<std::remove_cvref_t<Closure>, Backward, store_type> f(
         *store_, std::forward<Closure>(closure), std::move(backward));
     if (log_) {
       last_ = optimizer_.step(*store_, f, *log_);
@@ -404,7 +438,7 @@ class torch_optimizer {
   void load(std::istream& in) { optimizer_.load(in); }
 
   const step_report& last_report() const { return last_; }
-  const torch_store& store() const { return *store_; }
+  const store_type& store() const { return *store_; }
   Optimizer& optimizer() { return optimizer_; }
   const Optimizer& optimizer() const { return optimizer_; }
 
@@ -419,7 +453,7 @@ class torch_optimizer {
   }
 
   // Held by pointer so that moving the wrapper never moves the store an objective points at.
-  std::unique_ptr<torch_store> store_;
+  std::unique_ptr<store_type> store_;
   Optimizer optimizer_;
   std::unique_ptr<io::trajectory_writer> log_;
   step_report last_;
