@@ -195,8 +195,9 @@ using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>
 // The parameters of a model of 16-bit elements (zo::bfloat16, zo::float16): a zo::view_store,
 // which zo's optimizers step in 16 bits, over memory this store owns, one allocation a tensor.
 template <class T>
-requires zo::is_16bit<T>
 class sixteen_bit_store : public zo::view_store<T> {
+  static_assert(zo::is_16bit<T>, "sixteen_bit_store holds zo::bfloat16 or zo::float16");
+
  public:
   sixteen_bit_store() = default;
   // The view's blocks point into memory_: a copy would share it.
