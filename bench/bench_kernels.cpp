@@ -3,7 +3,10 @@
 // binary with the same threads just before it (docs/benchmarks.md: the ratio, not the absolute
 // time, is the figure to quote on a shared machine). The first argument of every benchmark is the
 // number of OpenMP threads; the second, where there is one, the direction generator's code
-// (zo::generator: 1 philox4x32-10, 2 philox4x32-8).
+// (zo::generator: 1 philox4x32-10, 2 philox4x32-8). The copy and the dense, fused and Rademacher
+// passes also run on zo::bfloat16 blocks (<zo::bfloat16>: 16 bits loaded, float computed, 16
+// bits stored; the fused step's base point rounded stochastically), whose x_copy is against a
+// copy of the same number of bfloat16 elements.
 //
 //   copy                   one pass reading and writing the block (the bandwidth limit)
 //   generate               Gaussian directions alone, a run of batches at a time as passes
@@ -39,17 +42,18 @@ using zo_bench::threads_and_generators;
 constexpr std::size_t rows = 4096, cols = 4096;  // 64 MiB of float: far beyond the caches
 constexpr std::size_t elements = rows * cols;
 
-// Median time of a copy of `count` floats with the current threads.
+// Median time of a copy of `count` elements of T with the current threads.
+template <class T>
 double copy_seconds(std::size_t count) {
-  std::vector<float> source(count, 1.0f), target(count, 0.0f);
+  std::vector<T> source(count, zo::round_nearest<T>(1.0f)), target(count);
   return zo_bench::median_seconds(
       [&] { zo_bench::parallel_copy(source.data(), target.data(), count); });
 }
 
-// Runs `body` as the timed loop and reports its ratio to a copy of `copy_elements` floats.
-template <class Body>
+// Runs `body` as the timed loop and reports its ratio to a copy of `copy_elements` elements of T.
+template <class T = float, class Body>
 void timed(benchmark::State& state, std::size_t copy_elements, Body&& body) {
-  const double copy = copy_seconds(copy_elements);
+  const double copy = copy_seconds<T>(copy_elements);
   double total = 0;
   for (auto _ : state) {
     const auto start = clock_type::now();
@@ -64,11 +68,13 @@ void set_bytes(benchmark::State& state, std::size_t bytes_per_iteration) {
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes_per_iteration));
 }
 
+template <class T>
 void copy(benchmark::State& state) {
   thread_scope threads(state);
-  std::vector<float> source(elements, 1.0f), target(elements);
-  timed(state, elements, [&] { zo_bench::parallel_copy(source.data(), target.data(), elements); });
-  set_bytes(state, 2 * elements * sizeof(float));
+  std::vector<T> source(elements, zo::round_nearest<T>(1.0f)), target(elements);
+  timed<T>(state, elements,
+           [&] { zo_bench::parallel_copy(source.data(), target.data(), elements); });
+  set_bytes(state, 2 * elements * sizeof(T));
 }
 
 void generate(benchmark::State& state) {
@@ -90,45 +96,49 @@ void generate(benchmark::State& state) {
       benchmark::Counter::kIsRate);
 }
 
-// One pass of `perturbation` over the block with the given pass settings, in the pass type the
+// One pass of `perturbation` over a block of T with the given pass settings, in the pass type the
 // step engine gives that perturbation.
-template <class Perturbation, class Configure>
+template <class T = float, class Perturbation, class Configure>
 void run_pass(benchmark::State& state, const Perturbation& perturbation, Configure&& configure) {
   thread_scope threads(state);
-  std::vector<float> values(elements, 0.5f), snapshot(elements, 0.5f);
-  zo::view_store<float> store;
-  store.add("w", std::span<float>(values), rows, cols);
-  zo::pass_type_t<Perturbation, float> sweep;
+  std::vector<T> values(elements, zo::round_nearest<T>(0.5f)), snapshot(values);
+  zo::view_store<T> store;
+  store.add("w", std::span<T>(values), rows, cols);
+  zo::pass_type_t<Perturbation, T> sweep;
   sweep.source = values.data();
   sweep.target = values.data();
   sweep.seed = 1;
   sweep.generator = zo_bench::generator_argument(state);
   configure(sweep, snapshot.data());
   zo::scratch_arena<zo::backends::cpu, float> scratch;
-  timed(state, elements,
-        [&] { perturbation.apply(zo::backends::cpu{}, store.block(0), sweep, scratch); });
-  set_bytes(state, (sweep.base_to != nullptr ? 3 : 2) * elements * sizeof(float));
+  timed<T>(state, elements,
+           [&] { perturbation.apply(zo::backends::cpu{}, store.block(0), sweep, scratch); });
+  set_bytes(state, (sweep.base_to != nullptr ? 3 : 2) * elements * sizeof(T));
 }
 
+template <class T>
 void dense_perturb(benchmark::State& state) {
-  run_pass(state, zo::gaussian_perturbation{}, [](auto& p, float*) { p.terms.add(0, 0, 1e-3f); });
+  run_pass<T>(state, zo::gaussian_perturbation{}, [](auto& p, T*) { p.terms.add(0, 0, 1e-3f); });
 }
 
+template <class T>
 void fused_update_perturb(benchmark::State& state) {
-  // Exact mode: read the snapshot, write the new base point back to it and the perturbed point
-  // to the block.
-  run_pass(state, zo::gaussian_perturbation{}, [](auto& p, float* snapshot) {
+  // Exact mode: read the snapshot, write the new base point back to it (rounded stochastically
+  // in 16 bits, as a step's update is) and the perturbed point to the block.
+  run_pass<T>(state, zo::gaussian_perturbation{}, [](auto& p, T* snapshot) {
     p.source = snapshot;
     p.base_to = snapshot;
     p.scale = 0.99999f;
     p.terms.add(0, 0, -1e-5f);
     p.base_terms = 1;
     p.terms.add(1, 0, 1e-3f);
+    p.rounding = zo::rounding::stochastic;
   });
 }
 
+template <class T>
 void rademacher_perturb(benchmark::State& state) {
-  run_pass(state, zo::rademacher_perturbation{}, [](auto& p, float*) { p.terms.add(0, 0, 1e-3f); });
+  run_pass<T>(state, zo::rademacher_perturbation{}, [](auto& p, T*) { p.terms.add(0, 0, 1e-3f); });
 }
 
 void low_rank_apply(benchmark::State& state) {
@@ -162,11 +172,15 @@ void adam(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(copy)->Apply(threads_1_and_2);
+BENCHMARK_TEMPLATE(copy, float)->Apply(threads_1_and_2);
+BENCHMARK_TEMPLATE(copy, zo::bfloat16)->Apply(threads_1_and_2);
 BENCHMARK(generate)->Apply(threads_and_generators);
-BENCHMARK(dense_perturb)->Apply(threads_and_generators);
-BENCHMARK(fused_update_perturb)->Apply(threads_and_generators);
-BENCHMARK(rademacher_perturb)->Apply(threads_and_generators);
+BENCHMARK_TEMPLATE(dense_perturb, float)->Apply(threads_and_generators);
+BENCHMARK_TEMPLATE(dense_perturb, zo::bfloat16)->Apply(threads_and_generators);
+BENCHMARK_TEMPLATE(fused_update_perturb, float)->Apply(threads_and_generators);
+BENCHMARK_TEMPLATE(fused_update_perturb, zo::bfloat16)->Apply(threads_and_generators);
+BENCHMARK_TEMPLATE(rademacher_perturb, float)->Apply(threads_and_generators);
+BENCHMARK_TEMPLATE(rademacher_perturb, zo::bfloat16)->Apply(threads_and_generators);
 BENCHMARK(low_rank_apply)
     ->ArgNames({"threads", "generator", "rank"})
     ->Args({1, 2, 2})

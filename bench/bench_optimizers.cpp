@@ -3,7 +3,8 @@
 // step overhead), its ratio to one copy of all parameters, and the memory it holds or allocates
 // beyond the parameters. The parameters have the shapes of two OPT-125m decoder layers
 // (14.2 million floats; bench/compare_pytorch.py runs the MeZO reference loop on the same
-// shapes). The first argument is the number of OpenMP threads.
+// shapes), and for mezo_bf16 the same in bfloat16. The first argument is the number of OpenMP
+// threads.
 //
 // Counters:
 //   x_copy           step time / time of a copy of every parameter (same threads, same binary)
@@ -20,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 #include <zo/stores/eigen_store.hpp>
@@ -90,7 +92,26 @@ store_t opt_layers(int layers) {
   return store;
 }
 
-std::size_t parameter_count(const store_t& store) {
+// The same layers in bfloat16 (rounded to nearest), in vectors a view_store wraps.
+struct bf16_layers {
+  std::vector<std::vector<zo::bfloat16>> values;
+  zo::view_store<zo::bfloat16> store;
+
+  explicit bf16_layers(const store_t& from) {
+    values.reserve(from.size());
+    for (std::size_t i = 0; i < from.size(); ++i) {
+      const auto b = from.block(i);
+      auto& v = values.emplace_back(b.size());
+      for (std::size_t e = 0; e < b.size(); ++e)
+        v[e] = zo::round_nearest<zo::bfloat16>(b.data()[e]);
+      store.add(std::string(b.name()), std::span<zo::bfloat16>(v), b.rows(), b.cols(),
+                {.layer = b.layer(), .decay = b.decay()});
+    }
+  }
+};
+
+template <class Store>
+std::size_t parameter_count(const Store& store) {
   std::size_t n = 0;
   for (std::size_t i = 0; i < store.size(); ++i)
     n += store.block(i).size();
@@ -98,8 +119,9 @@ std::size_t parameter_count(const store_t& store) {
 }
 
 // Median time of copying every parameter once (block by block, over the backend's threads).
-double copy_seconds(const store_t& store) {
-  std::vector<std::vector<float>> targets;
+template <class Store>
+double copy_seconds(const Store& store) {
+  std::vector<std::vector<typename Store::value_type>> targets;
   for (std::size_t i = 0; i < store.size(); ++i)
     targets.emplace_back(store.block(i).size());
   return zo_bench::median_seconds([&] {
@@ -122,10 +144,22 @@ struct free_differentiable_loss {
   double loss_and_gradients(zo::gradient_view<float>&) { return 1.0; }
 };
 
-template <class Optimizer, class Objective>
+// The layers as floats, or (Sixteen) as bfloat16, whose x_copy is against a copy of the 16-bit
+// parameters.
+template <bool Sixteen = false, class Optimizer, class Objective>
 void step_overhead(benchmark::State& state, Optimizer optimizer, Objective objective) {
   thread_scope threads(state);
-  store_t store = opt_layers(2);
+  store_t floats = opt_layers(2);
+  std::optional<bf16_layers> narrow;
+  if constexpr (Sixteen) narrow.emplace(floats);
+  auto& store = [&]() -> auto& {
+    if constexpr (Sixteen) {
+      return narrow->store;
+    } else {
+      return floats;
+    }
+  }
+  ();
   const double copy = copy_seconds(store);
   const std::int64_t before = live_bytes.load();
   peak_bytes.store(before);
@@ -157,6 +191,20 @@ void mezo(benchmark::State& state) {
                 zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
                          options(zo::restore_mode::exact, false)),
                 free_loss{});
+}
+// MeZO on the layers in bfloat16: exact restore (a 16-bit snapshot), updates rounded
+// stochastically.
+void mezo_bf16(benchmark::State& state) {
+  step_overhead<true>(state,
+                      zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                               options(zo::restore_mode::exact, false)),
+                      free_loss{});
+}
+void mezo_bf16_fused(benchmark::State& state) {
+  step_overhead<true>(state,
+                      zo::mezo(zo::central_difference(1e-3), zo::sgd(zo::constant_schedule(lr)),
+                               options(zo::restore_mode::exact, true)),
+                      free_loss{});
 }
 void mezo_fused(benchmark::State& state) {
   step_overhead(state,
@@ -256,6 +304,8 @@ void subzero(benchmark::State& state) {
 
 BENCHMARK(mezo)->Apply(threads_1_and_2);
 BENCHMARK(mezo_fused)->Apply(threads_1_and_2);
+BENCHMARK(mezo_bf16)->Apply(threads_1_and_2);
+BENCHMARK(mezo_bf16_fused)->Apply(threads_1_and_2);
 BENCHMARK(mezo_arithmetic_fused)->Apply(threads_1_and_2);
 BENCHMARK(spsa)->Apply(threads_1_and_2);
 BENCHMARK(spsa_arithmetic_fused)->Apply(threads_1_and_2);

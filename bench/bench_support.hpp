@@ -31,13 +31,14 @@ class thread_scope {
 };
 
 // A copy of `count` floats split over the backend's threads, as every pass is.
-inline void parallel_copy(const float* source, float* target, std::size_t count) {
+template <class T>
+void parallel_copy(const T* source, T* target, std::size_t count) {
   constexpr std::size_t chunk = 1 << 14;
   zo::backends::cpu{}.for_each_index((count + chunk - 1) / chunk,
                                      [=](std::size_t c) {
                                        const std::size_t first = c * chunk;
                                        std::memcpy(target + first, source + first,
-                                                   std::min(chunk, count - first) * 4);
+                                                   std::min(chunk, count - first) * sizeof(T));
                                      },
                                      chunk);
 }

@@ -11,8 +11,8 @@
 #     previous outputs untouched;
 #   - two runs on one prefix: while one holds the prefix the other is refused;
 #   - random command lines (the tool's option names with random values: empty, huge, negative,
-#     non-numeric, ...): each exits 0 or 1 (with an error message), never by a signal, never
-#     hangs.
+#     non-numeric, ...): each exits 0 or 1 (with an error message; memory also 3, its verdict),
+#     never by a signal, never hangs.
 # ROUNDS (default 2) scales every part: ROUNDS kill chains per method, ROUNDS pretrain kills,
 # 20 * ROUNDS random command lines. CTest (finetune_faults) runs the short version; the long one:
 #
@@ -251,6 +251,10 @@ for ((i = 0; i < lines; i++)); do
   if [ "$status" = 124 ]; then
     fail "random line hung (60 s): zo-finetune ${args[*]}"
     crashes=$((crashes + 1))
+  elif [ "$command" = memory ] && [ "$status" = 3 ]; then
+    # memory's verdict that the step's peak is over 10% above inference's: on the tiny model
+    # its tenth of a MiB is noise either way.
+    :
   elif [ "$status" -gt 1 ]; then
     fail "random line exited $status: zo-finetune ${args[*]}: $(tail -3 rand.err)"
     crashes=$((crashes + 1))

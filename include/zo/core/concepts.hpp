@@ -25,11 +25,16 @@
 namespace zo {
 
 // ---------------------------------------------------------------------------------------------
+// What a block may store: float or double, computed in as stored, or a 16-bit type
+// (zo::bfloat16, zo::float16) computed in float.
+template <class T>
+concept element_type = std::floating_point<T> || is_16bit<T>;
+
 // Block: one tensor of the model.
 template <class B>
 concept parameter_block = requires(const B& b) {
   typename B::value_type;
-  requires std::floating_point<typename B::value_type>;
+  requires element_type<typename B::value_type>;
   { b.id() } -> std::convertible_to<std::size_t>;
   { b.name() } -> std::convertible_to<std::string_view>;
   { b.layer() } -> std::convertible_to<std::optional<int>>;
@@ -269,7 +274,8 @@ template <class S>
 constexpr bool check_parameter_store() {
   static_assert(
       requires { typename S::value_type; },
-      "zo: the parameter store needs a member type value_type (float or double)");
+      "zo: the parameter store needs a member type value_type (float, double, zo::bfloat16 or "
+      "zo::float16)");
   static_assert(
       requires { typename S::backend_type; },
       "zo: the parameter store needs a member type backend_type (e.g. "
@@ -314,6 +320,14 @@ constexpr bool check_parameter_store() {
     static_assert(
         requires(const B& b) { b.data(); },
         "zo: a block needs data() returning a pointer to its elements");
+    static_assert(
+        requires {
+          typename B::value_type;
+          requires element_type<typename B::value_type>;
+        },
+        "zo: a block needs a value_type naming its elements: float, double, zo::bfloat16 or "
+        "zo::float16 (zo/core/float16.hpp; at::BFloat16 and at::Half memory is wrapped as the "
+        "latter two)");
     static_assert(parameter_block<B>, "zo: the store's block type does not model parameter_block");
   }
   static_assert(parameter_store<S>, "zo: the type does not model zo::parameter_store");

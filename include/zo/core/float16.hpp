@@ -78,42 +78,40 @@ ZO_HOST_DEVICE inline float widen(float16 x) {
   const std::uint32_t sign = std::uint32_t{x.bits & 0x8000u} << 16;
   const std::uint32_t exponent = (x.bits >> 10) & 0x1fu;
   const std::uint32_t mantissa = x.bits & 0x3ffu;
-  if (exponent == 0x1f) return detail::bits_float(sign | 0x7f800000u | (mantissa << 13));
-  if (exponent == 0) {
-    // Zero or subnormal: mantissa · 2^−24, exact in float.
-    const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
-    return detail::bits_float(sign | detail::float_bits(magnitude));
-  }
-  return detail::bits_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  // Every case is computed and one is selected, so that a loop of these vectorises.
+  const std::uint32_t normal = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  const std::uint32_t special = sign | 0x7f800000u | (mantissa << 13);  // infinity or NaN
+  // Zero or subnormal: mantissa · 2^−24, exact in float.
+  const std::uint32_t small =
+      sign | detail::float_bits(static_cast<float>(mantissa) * 5.9604644775390625e-8f);
+  return detail::bits_float(exponent == 0x1f ? special : exponent == 0 ? small : normal);
 }
 
 // ---- Narrowing to the nearest value, ties to even -----------------------------------------------
+// Branch-free like widen: the cases are computed side by side and selected.
 template <class T>
 ZO_HOST_DEVICE inline T round_nearest(compute_t<T> x) {
   if constexpr (std::is_same_v<T, bfloat16>) {
     const std::uint32_t bits = detail::float_bits(x);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) {
-      return {static_cast<std::uint16_t>((bits >> 16) | 0x40u)};  // NaN stays a (quiet) NaN
-    }
-    const std::uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
-    return {static_cast<std::uint16_t>(rounded >> 16)};
+    const std::uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    const std::uint32_t quiet_nan = (bits >> 16) | 0x40u;  // a NaN stays a (quiet) NaN
+    const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+    return {static_cast<std::uint16_t>(nan ? quiet_nan : rounded)};
   } else if constexpr (std::is_same_v<T, float16>) {
-    std::uint32_t bits = detail::float_bits(x);
-    const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
-    bits &= 0x7fffffffu;
-    if (bits >= 0x7f800000u) {
-      return {static_cast<std::uint16_t>(sign | (bits > 0x7f800000u ? 0x7e00u : 0x7c00u))};
-    }
-    if (bits >= 0x477ff000u) return {static_cast<std::uint16_t>(sign | 0x7c00u)};  // ≥ 65520
-    if (bits < 0x38800000u) {
-      // Below 2^−14 the result is subnormal: adding ½ aligns the 2^−24 steps with the float's
-      // last mantissa bit, and the float addition rounds to nearest even.
-      const float aligned = detail::bits_float(bits) + 0.5f;
-      return {static_cast<std::uint16_t>(sign | (detail::float_bits(aligned) - 0x3f000000u))};
-    }
-    const std::uint32_t odd = (bits >> 13) & 1u;
-    bits += 0xc8000fffu + odd;  // rebias the exponent (−112 · 2^23) and round half to even
-    return {static_cast<std::uint16_t>(sign | (bits >> 13))};
+    const std::uint32_t all = detail::float_bits(x);
+    const std::uint32_t sign = (all >> 16) & 0x8000u;
+    const std::uint32_t bits = all & 0x7fffffffu;
+    const std::uint32_t special = bits > 0x7f800000u ? 0x7e00u : 0x7c00u;  // NaN, infinity
+    // Below 2^−14 the result is subnormal: adding ½ aligns the 2^−24 steps with the float's
+    // last mantissa bit, and the float addition rounds to nearest even.
+    const std::uint32_t small = detail::float_bits(detail::bits_float(bits) + 0.5f) - 0x3f000000u;
+    // Rebias the exponent (−112 · 2^23) and round half to even.
+    const std::uint32_t normal = (bits + 0xc8000fffu + ((bits >> 13) & 1u)) >> 13;
+    const std::uint32_t magnitude = bits >= 0x7f800000u   ? special
+                                    : bits >= 0x477ff000u ? 0x7c00u  // ≥ 65520: infinity
+                                    : bits < 0x38800000u  ? small
+                                                          : normal;
+    return {static_cast<std::uint16_t>(sign | magnitude)};
   } else {
     return x;
   }
@@ -122,35 +120,34 @@ ZO_HOST_DEVICE inline T round_nearest(compute_t<T> x) {
 // ---- Narrowing stochastically ------------------------------------------------------------------
 // x rounds to one of the two values of T around it, the upper one with probability equal to its
 // distance from the lower one over their spacing; `random` (a uniform 32-bit word) decides. Its
-// expectation is x exactly, wherever T has a finite value on each side. Infinities and NaNs
-// narrow as round_nearest narrows them.
+// expectation is x exactly, wherever T has a finite value on each side (in float16's subnormal
+// range, to within 2^−24 of a step). Infinities and NaNs narrow as round_nearest narrows them.
 template <class T>
 ZO_HOST_DEVICE inline T round_stochastic(compute_t<T> x, std::uint32_t random) {
   if constexpr (std::is_same_v<T, bfloat16>) {
     const std::uint32_t bits = detail::float_bits(x);
-    if ((bits & 0x7f800000u) == 0x7f800000u) return round_nearest<bfloat16>(x);
     // Adding 16 random bits below the kept ones carries into them with the probability the
     // dropped bits stand for (sign and magnitude: the magnitude rounds, the sign is kept).
-    return {static_cast<std::uint16_t>((bits + (random >> 16)) >> 16)};
+    const std::uint32_t rounded = (bits + (random >> 16)) >> 16;
+    const bool finite = (bits & 0x7f800000u) != 0x7f800000u;
+    return finite ? bfloat16{static_cast<std::uint16_t>(rounded)} : round_nearest<bfloat16>(x);
   } else if constexpr (std::is_same_v<T, float16>) {
     const std::uint32_t bits = detail::float_bits(x);
     const std::uint32_t magnitude = bits & 0x7fffffffu;
-    if (magnitude >= 0x7f800000u) return round_nearest<float16>(x);
-    const std::uint32_t sign = bits & 0x80000000u;
-    float rounded;
-    if (magnitude < 0x38800000u) {
-      // Subnormal results are steps of 2^−24: |x|·2^24 = whole + fraction, both exact in float.
-      const float steps = detail::bits_float(magnitude) * 16777216.0f;
-      const float whole = static_cast<float>(static_cast<std::uint32_t>(steps));
-      const float fraction = steps - whole;
-      const bool up = static_cast<float>(random >> 8) < fraction * 16777216.0f;
-      rounded = (whole + (up ? 1.0f : 0.0f)) * 5.9604644775390625e-8f;
-    } else {
-      // Normal results keep 10 of the float's 23 mantissa bits: 13 random bits are added below.
-      rounded = detail::bits_float((magnitude + (random >> 19)) & ~0x1fffu);
-    }
+    // Subnormal results are steps of 2^−24: |x|·2^24 = whole + fraction, both exact in float
+    // (clamped where the result is not subnormal, so that the conversion stays defined).
+    const float steps = detail::bits_float(magnitude) * 16777216.0f;
+    const float clamped = steps < 2048.0f ? steps : 2048.0f;
+    const float whole = static_cast<float>(static_cast<std::int32_t>(clamped));
+    const bool up = static_cast<float>(random >> 8) < (clamped - whole) * 16777216.0f;
+    const float small = (whole + (up ? 1.0f : 0.0f)) * 5.9604644775390625e-8f;
+    // Normal results keep 10 of the float's 23 mantissa bits: 13 random bits are added below.
+    const std::uint32_t normal = (magnitude + (random >> 19)) & ~0x1fffu;
+    const std::uint32_t rounded = magnitude < 0x38800000u ? detail::float_bits(small) : normal;
     // Exactly representable, or at least 2^16 (infinity), which round_nearest gives too.
-    return round_nearest<float16>(detail::bits_float(sign | detail::float_bits(rounded)));
+    const float16 narrowed =
+        round_nearest<float16>(detail::bits_float((bits & 0x80000000u) | rounded));
+    return magnitude < 0x7f800000u ? narrowed : round_nearest<float16>(x);
   } else {
     (void)random;
     return x;

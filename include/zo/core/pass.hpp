@@ -11,6 +11,7 @@
 
 #include "zo/config.hpp"
 #include "zo/core/errors.hpp"
+#include "zo/core/float16.hpp"
 #include "zo/random/keyed.hpp"
 
 namespace zo {
@@ -87,18 +88,29 @@ struct element_mask {
 //
 // This is what every kernel honours. What only some methods need is an opt-in contribution
 // below, which a perturbation policy accepts by naming a pass type that carries it.
+//
+// T is the element type the block stores; a pass computes in real_type (compute_t<T>: float for
+// the 16-bit types). Over 16-bit elements the base point is narrowed once, as `rounding` says, and
+// the next perturbation continues from the narrowed value, so that a fused step stores what the
+// update pass and the perturbation pass store one after the other.
 template <class T>
 struct pass {
   using value_type = T;
-  const T* source = nullptr;  // read from: the block itself or its snapshot
-  T* target = nullptr;        // written to: the block
-  T* save_to = nullptr;       // when set, receives source before anything changes
-  T* base_to = nullptr;       // when set, receives the base point (see above)
-  T scale = T(1);             // multiplies source (weight decay folds in here)
+  using real_type = compute_t<T>;
+  const T* source = nullptr;       // read from: the block itself or its snapshot
+  T* target = nullptr;             // written to: the block
+  T* save_to = nullptr;            // when set, receives source before anything changes
+  T* base_to = nullptr;            // when set, receives the base point (see above)
+  real_type scale = real_type(1);  // multiplies source (weight decay folds in here)
   std::uint64_t seed = 0;
   zo::generator generator = default_generator;  // the run's: every key of the pass uses it
-  term_list<T> terms;
+  term_list<real_type> terms;
   std::size_t base_terms = max_terms_per_pass;  // terms beyond it are the next perturbation
+  // 16-bit elements only: how the base point is narrowed, and for stochastic rounding the key's
+  // step and sample (the engine numbers the passes of one update), stream `rounding`.
+  zo::rounding rounding = zo::rounding::nearest;
+  std::uint32_t rounding_step = 0;
+  std::uint8_t rounding_sample = 0;
 
   ZO_HOST_DEVICE std::size_t base_term_count() const {
     return base_terms < terms.size() ? base_terms : terms.size();

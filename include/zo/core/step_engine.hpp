@@ -50,6 +50,11 @@ struct zo_options {
   // like the seed: states and trajectory logs record it, and loading either sets it back.
   zo::generator generator = default_generator;
   restore_mode restore = restore_mode::exact;
+  // How an update is stored in 16-bit blocks (zo/core/float16.hpp; docs/precision.md): keyed
+  // stochastic rounding, whose expected stored value is the float update, or round to nearest,
+  // which loses every update below half a unit in the last place of a weight. Float and double
+  // blocks store updates as computed.
+  zo::rounding rounding = zo::rounding::stochastic;
   // Fused steps (docs/mezo.md, "Fused steps"): each step's update pass also applies the next
   // step's first perturbation, so a central-difference step makes two passes over the parameters
   // instead of three. Between step() calls the parameters then hold that pending perturbation; call
@@ -81,15 +86,20 @@ inline void require_sample(std::size_t sample) {
   });
 }
 
+template <class T>
+struct zero_fill_kernel {
+  T* out;
+  ZO_HOST_DEVICE void operator()(std::size_t i) const { out[i] = T(0); }
+};
+
 // Whether an update of scale·x + Σ alpha·direction + contributions can be applied without making
 // a finite weight non-finite through its coefficients: every coefficient finite in the element
 // type, and the keyed terms' largest possible change (a Gaussian entry is below 6.7, a Rademacher
-// one ±1; 8 is used) below a quarter of the type's largest value. A scale or a contribution's
-// coefficient is only required to be finite: what it multiplies is not known here.
+// one ±1; 8 is used) below a quarter of the element type's largest value. A scale or a
+// contribution's coefficient is only required to be finite: what it multiplies is not known here.
 template <class Pass>
 bool usable_update(const Pass& change,
-                   const std::vector<direction_term<typename Pass::value_type>>& terms) {
-  using T = typename Pass::value_type;
+                   const std::vector<direction_term<typename Pass::real_type>>& terms) {
   using std::isfinite;
   if (!isfinite(change.scale)) return false;
   if constexpr (pass_accepts_dense_addend<Pass>) {
@@ -98,7 +108,7 @@ bool usable_update(const Pass& change,
   if constexpr (pass_accepts_low_rank_addend<Pass>) {
     if (!isfinite(change.low_rank.scale)) return false;
   }
-  const double limit = static_cast<double>(std::numeric_limits<T>::max()) / 4;
+  const double limit = largest_finite<typename Pass::value_type>() / 4;
   double largest = 0;
   for (const auto& t : terms) {
     if (!isfinite(t.alpha)) return false;
@@ -112,10 +122,11 @@ bool usable_update(const Pass& change,
 template <class Store, class Perturbation>
 class step_engine {
  public:
-  using value_type = typename Store::value_type;
+  using value_type = typename Store::value_type;  // what the blocks store
+  using real_type = compute_t<value_type>;        // what passes and step rules compute in
   using backend_type = typename Store::backend_type;
   using pass_type = pass_type_t<Perturbation, value_type>;
-  using offset = term_list<value_type>;
+  using offset = term_list<real_type>;
 
   step_engine(Perturbation perturbation, zo_options options)
       : perturbation_(std::move(perturbation)), options_(options) {}
@@ -171,7 +182,7 @@ class step_engine {
   // What a probe does: move the point the next evaluation needs, and bring memory there.
   void shift(std::size_t sample, double alpha) {
     detail::require_sample(sample);
-    desired_.add(step_, static_cast<std::uint8_t>(sample), static_cast<value_type>(alpha));
+    desired_.add(step_, static_cast<std::uint8_t>(sample), static_cast<real_type>(alpha));
   }
   void reset() { desired_.clear(); }
   void move() { move_all(); }
@@ -180,7 +191,7 @@ class step_engine {
   // recorder instead of the parameters (a fused step ends there).
   template <class Estimator>
   offset first_point(const Estimator& estimator, std::uint64_t step) {
-    first_point_probe<value_type> recorder(static_cast<std::uint32_t>(step));
+    first_point_probe<real_type> recorder(static_cast<std::uint32_t>(step));
     dry_run_gradients_.assign(measured_values(estimator), 0.0);
     estimator.estimate(recorder, std::span<double>(dry_run_gradients_));
     return recorder.offset();
@@ -247,7 +258,8 @@ class step_engine {
   class block_change;
   class update_context {
    public:
-    using value_type = typename step_engine::value_type;
+    // The type the rule computes in and keeps its state in (float for 16-bit blocks).
+    using value_type = typename step_engine::real_type;
     using backend_type = typename step_engine::backend_type;
 
     // g: the estimator's measured values, the q projected gradients first (begin()'s samples).
@@ -287,33 +299,33 @@ class step_engine {
 
   class block_change {
    public:
-    block_change(std::vector<direction_term<value_type>>& terms, std::uint32_t step)
+    block_change(std::vector<direction_term<real_type>>& terms, std::uint32_t step)
         : terms_(terms), step_(step) {}
-    void scale_by(double factor) { sweep.scale *= static_cast<value_type>(factor); }
+    void scale_by(double factor) { sweep.scale *= static_cast<real_type>(factor); }
     void add_direction(std::size_t sample, double alpha) {
       detail::require_sample(sample);
-      terms_.push_back({step_, static_cast<std::uint8_t>(sample), static_cast<value_type>(alpha)});
+      terms_.push_back({step_, static_cast<std::uint8_t>(sample), static_cast<real_type>(alpha)});
     }
     // alpha · values, elementwise (values: one per element of the block).
-    void add_dense(const value_type* values, double alpha) {
+    void add_dense(const real_type* values, double alpha) {
       static_assert(pass_accepts_dense_addend<pass_type>,
                     "zo: the perturbation policy's pass does not accept dense terms from the step "
                     "rule (its pass_type has no with_dense_addend)");
-      sweep.addend = {values, static_cast<value_type>(alpha)};
+      sweep.addend = {values, static_cast<real_type>(alpha)};
     }
     // alpha · left · rightᵀ with left (rows × rank) and right (cols × rank), row-major.
-    void add_low_rank(const value_type* left, const value_type* right, std::size_t rank,
+    void add_low_rank(const real_type* left, const real_type* right, std::size_t rank,
                       double alpha) {
       static_assert(pass_accepts_low_rank_addend<pass_type>,
                     "zo: the perturbation policy's pass does not accept low-rank terms from the "
                     "step rule; pair the rule with zo::low_rank_perturbation");
-      sweep.low_rank = {left, right, rank, static_cast<value_type>(alpha)};
+      sweep.low_rank = {left, right, rank, static_cast<real_type>(alpha)};
     }
     // The change so far: scale and contributions (the keyed terms are kept aside).
     pass_type sweep{};
 
    private:
-    std::vector<direction_term<value_type>>& terms_;
+    std::vector<direction_term<real_type>>& terms_;
     std::uint32_t step_;
   };
 
@@ -335,20 +347,28 @@ class step_engine {
         refused_ = true;
         return;
       }
+      change.sweep.rounding = options_.rounding;
+      change.sweep.rounding_step = step_;
       move(i, block, change.sweep, next_);
     }
     moved_all();
   }
 
-  // One pass from the block scaled by zero (so only the directions remain), or several when q
-  // exceeds a pass's terms, the later ones adding to what the first wrote.
+  // One pass in the compute type from the block scaled by zero (so only the directions remain),
+  // or several when q exceeds a pass's terms, the later ones adding to what the first wrote. Over
+  // 16-bit blocks the pass starts from the cleared buffer instead, which has the compute type.
   template <class Block>
-  value_type* dense_estimate(const Block& block, std::span<const double> g) {
-    value_type* out = estimate_scratch_.request(block.size());
-    pass_type sweep{};
-    sweep.source = block.data();
+  real_type* dense_estimate(const Block& block, std::span<const double> g) {
+    real_type* out = estimate_scratch_.request(block.size());
+    pass_type_t<Perturbation, real_type> sweep{};
+    if constexpr (is_16bit<value_type>) {
+      backend_of(*store_).for_each_index(block.size(), detail::zero_fill_kernel<real_type>{out});
+      sweep.source = out;
+    } else {
+      sweep.source = block.data();
+    }
     sweep.target = out;
-    sweep.scale = value_type(0);
+    sweep.scale = real_type(0);
     sweep.seed = options_.seed;
     sweep.generator = options_.generator;
     const double inverse_q = 1.0 / static_cast<double>(g.size());
@@ -356,11 +376,11 @@ class step_engine {
       if (sweep.terms.full()) {
         perturbation_.apply(backend_of(*store_), block, sweep, scratch_);
         sweep.source = out;
-        sweep.scale = value_type(1);
+        sweep.scale = real_type(1);
         sweep.terms.clear();
       }
       sweep.terms.items[sweep.terms.count++] = {step_, static_cast<std::uint8_t>(j),
-                                                static_cast<value_type>(g[j] * inverse_q)};
+                                                static_cast<real_type>(g[j] * inverse_q)};
     }
     perturbation_.apply(backend_of(*store_), block, sweep, scratch_);
     return out;
@@ -415,17 +435,17 @@ class step_engine {
       for (std::size_t k = 0; k < applied_.size(); ++k)
         merge(applied_[k], -sweep.scale);
     }
-    std::erase_if(terms_, [](const auto& t) { return t.alpha == value_type(0); });
+    std::erase_if(terms_, [](const auto& t) { return t.alpha == real_type(0); });
     pending_terms_.clear();
     for (std::size_t k = 0; k < next.size(); ++k) {
-      if (next[k].alpha != value_type(0)) pending_terms_.push_back(next[k]);
+      if (next[k].alpha != real_type(0)) pending_terms_.push_back(next[k]);
     }
     run_passes(block, sweep, snapshot);
   }
 
   // An offset relative to the source, scaled like it, joins the keyed terms; merging keeps each
   // direction to one generation per pass.
-  void merge(const direction_term<value_type>& t, value_type factor) {
+  void merge(const direction_term<real_type>& t, real_type factor) {
     for (auto& existing : terms_) {
       if (existing.step == t.step && existing.sample == t.sample) {
         existing.alpha += factor * t.alpha;
@@ -440,7 +460,9 @@ class step_engine {
   template <class Block>
   void run_passes(const Block& block, pass_type& sweep, value_type* snapshot) {
     std::size_t taken = 0;
-    for (;;) {
+    for (std::uint8_t pass_index = 0;; ++pass_index) {
+      // Each pass of an update rounds a 16-bit block with words of its own.
+      sweep.rounding_sample = pass_index;
       const std::size_t room = max_terms_per_pass - pending_terms_.size();
       const bool last = terms_.size() - taken <= room;
       const std::size_t count = last ? terms_.size() - taken : max_terms_per_pass;
@@ -462,7 +484,7 @@ class step_engine {
       // Later passes continue from what the first wrote, without the step rule's contributions.
       sweep.source = block.data();
       sweep.save_to = nullptr;
-      sweep.scale = value_type(1);
+      sweep.scale = real_type(1);
       sweep.terms.clear();
       if constexpr (pass_accepts_dense_addend<pass_type>) sweep.addend = {};
       if constexpr (pass_accepts_low_rank_addend<pass_type>) sweep.low_rank = {};
@@ -497,9 +519,9 @@ class step_engine {
   std::vector<block_role> roles_, pending_roles_, requested_;
   element_mask mask_;
   std::vector<typename backend_type::template buffer<value_type>> snapshots_;
-  scratch_arena<backend_type, value_type> scratch_;           // the perturbation's, per pass
-  scratch_arena<backend_type, value_type> estimate_scratch_;  // dense_estimate's
-  std::vector<direction_term<value_type>> terms_, pending_terms_;
+  scratch_arena<backend_type, real_type> scratch_;           // the perturbation's, per pass
+  scratch_arena<backend_type, real_type> estimate_scratch_;  // dense_estimate's
+  std::vector<direction_term<real_type>> terms_, pending_terms_;
   std::vector<double> dry_run_gradients_;  // written by first_point's dry run, never read
   offset applied_;                         // the offset memory holds from the base point
   offset desired_;                         // the offset the next evaluation needs
@@ -514,6 +536,13 @@ template <class Store, class Perturbation>
 void step_engine<Store, Perturbation>::check(const Store& store, std::uint64_t step,
                                              const step_limits& limits) const {
   require(store.size() > 0, "the parameter store has no blocks");
+  if constexpr (is_16bit<value_type>) {
+    // Subtracting a perturbation rounds again in 16 bits, and the residues add up
+    // (docs/precision.md measures the drift).
+    require(exact(),
+            "16-bit blocks need restore_mode::exact: arithmetic restore cannot return them to "
+            "their values (each perturbation and its removal round to 8 or 11 bits)");
+  }
   require(std::isfinite(limits.learning_rate) && limits.learning_rate >= 0, [&] {
     return "learning rate at step " + std::to_string(step) +
            " must be non-negative and finite, got " + std::to_string(limits.learning_rate);

@@ -109,6 +109,9 @@ class hybrid {
   step_report step(Store& store, Objective&& f, Callbacks&... callbacks) {
     using T = typename Store::value_type;
     static_assert(check_parameter_store<Store>());
+    static_assert(!is_16bit<T>,
+                  "zo: the hybrid's first-order rules update float or double blocks; 16-bit "
+                  "blocks are served by the zeroth-order optimizers (docs/precision.md)");
     static_assert(differentiable_objective<std::remove_reference_t<Objective>, T>,
                   "zo: the hybrid's objective needs loss() and "
                   "loss_and_gradients(zo::gradient_view<T>&), both returning the loss (each may "

@@ -27,61 +27,178 @@ ZO_HOST_DEVICE inline bool masked(const Pass& p) {
   }
 }
 
+// The key of a pass's stochastic rounding words. Word w of Philox group g rounds element
+// element_of(g, w), the element the same word of a direction's group gives, on every path.
+template <class Pass>
+ZO_HOST_DEVICE inline direction_key rounding_key(const Pass& p, std::uint32_t block) {
+  return {p.seed, p.rounding_step, block, stream::rounding, p.rounding_sample, p.generator};
+}
+template <class Pass>
+ZO_HOST_DEVICE inline bool rounds_stochastically(const Pass& p) {
+  return is_16bit<typename Pass::value_type> && p.rounding == rounding::stochastic;
+}
+
+// to = from for one element. A 16-bit element is copied as its bits: GCC does not vectorise a
+// loop of struct assignments.
+template <class T>
+ZO_HOST_DEVICE inline void copy_element(T& to, const T& from) {
+  if constexpr (is_16bit<T>) {
+    to.bits = from.bits;
+  } else {
+    to = from;
+  }
+}
+
+// The end of a pass over 16-bit elements, from the base point's values in float: the base point
+// is narrowed (as the pass's rounding says) and stored, and the next perturbation, if any,
+// continues from the narrowed values and is rounded to nearest. A mixed block's first-order
+// entries keep their source bits.
+template <std::size_t Width, std::size_t Stride, class Pass, class Lanes, class AddTerm, class Mask,
+          class RandomWord>
+ZO_HOST_DEVICE inline void dense_pass_narrow(const Pass& p, std::size_t first, Lanes lanes,
+                                             const AddTerm& add_term, const Mask& first_order,
+                                             const RandomWord& random_word,
+                                             typename Pass::real_type* value) {
+  using T = typename Pass::value_type;
+  const T* source = p.source + first;
+  // One loop per case, each without a branch inside, so that they vectorise.
+  T base[Width];
+  if (rounds_stochastically(p)) {
+    for (std::size_t k = 0; k < lanes; ++k)
+      base[k] = round_stochastic<T>(value[k], random_word(k));
+  } else {
+    for (std::size_t k = 0; k < lanes; ++k)
+      base[k] = round_nearest<T>(value[k]);
+  }
+  if (masked(p)) {
+    for (std::size_t k = 0; k < lanes; ++k) {
+      if (first_order(k)) copy_element(base[k], source[k * Stride]);
+    }
+  }
+  if (p.base_to != nullptr) {
+    T* base_to = p.base_to + first;
+    for (std::size_t k = 0; k < lanes; ++k)
+      copy_element(base_to[k * Stride], base[k]);
+  }
+  T* target = p.target + first;
+  if (p.base_term_count() == p.terms.size()) {
+    for (std::size_t k = 0; k < lanes; ++k)
+      copy_element(target[k * Stride], base[k]);
+    return;
+  }
+  for (std::size_t k = 0; k < lanes; ++k)
+    value[k] = widen(base[k]);
+  for (std::size_t t = p.base_term_count(); t < p.terms.size(); ++t)
+    add_term(t, p.terms[t].alpha, value);
+  for (std::size_t k = 0; k < lanes; ++k)
+    target[k * Stride] = round_nearest<T>(value[k]);
+  if (masked(p)) {
+    for (std::size_t k = 0; k < lanes; ++k) {
+      if (first_order(k)) copy_element(target[k * Stride], base[k]);
+    }
+  }
+}
+
 // Computes one pass over the elements first + k·Stride, k < lanes, of a block whose directions
 // are added by add_term(t, alpha, value), value[k] += alpha·z_t[k] for the element first +
 // k·Stride, k < Width (entries from lanes on are zero and may take anything). Shared by the
 // one-group device path (Stride = batch_groups) and the host batches (Stride = 1), so both run the
 // same arithmetic in the same order. A whole host batch without a mask is computed in the target
-// itself, which saves copying it there.
-template <std::size_t Width, std::size_t Stride, class Pass, class Lanes, class AddTerm, class Mask>
+// itself, which saves copying it there. Over 16-bit elements random_word(k) is element k's
+// stochastic rounding word, asked for only when the pass rounds stochastically.
+template <std::size_t Width, std::size_t Stride, class Pass, class Lanes, class AddTerm, class Mask,
+          class RandomWord>
 ZO_HOST_DEVICE inline void dense_pass_span(const Pass& p, std::size_t first, Lanes lanes,
-                                           const AddTerm& add_term, const Mask& first_order) {
+                                           const AddTerm& add_term, const Mask& first_order,
+                                           const RandomWord& random_word) {
   using T = typename Pass::value_type;
+  using R = typename Pass::real_type;
   constexpr bool whole = std::is_same_v<Lanes, std::integral_constant<std::size_t, Width>>;
   const T* source = p.source + first;
   // Before anything is written: the target may be the source.
   if (p.save_to != nullptr) {
     T* save_to = p.save_to + first;
     for (std::size_t k = 0; k < lanes; ++k)
-      save_to[k * Stride] = source[k * Stride];
+      copy_element(save_to[k * Stride], source[k * Stride]);
   }
-  T local[Width];
-  T* value = local;
-  if constexpr (Stride == 1 && whole) {
+  R local[Width];
+  R* value = local;
+  if constexpr (Stride == 1 && whole && !is_16bit<T>) {
     if (!masked(p)) value = p.target + first;
   }
+  const R scale = p.scale;
   for (std::size_t k = 0; k < lanes; ++k)
-    value[k] = p.scale * source[k * Stride];
+    value[k] = scale * widen(source[k * Stride]);
   for (std::size_t k = lanes; k < Width; ++k)
-    value[k] = T(0);
+    value[k] = R(0);
   const std::size_t base_terms = p.base_term_count();
   for (std::size_t t = 0; t < base_terms; ++t)
     add_term(t, p.terms[t].alpha, value);
   if constexpr (pass_accepts_dense_addend<Pass>) {
     if (p.addend.values != nullptr) {
-      const T* addend = p.addend.values + first;
+      const R* addend = p.addend.values + first;
       for (std::size_t k = 0; k < lanes; ++k)
         value[k] += p.addend.scale * addend[k * Stride];
     }
   }
-  if (p.base_to != nullptr) {
-    T* base_to = p.base_to + first;
-    if (masked(p)) {
+  if constexpr (is_16bit<T>) {
+    dense_pass_narrow<Width, Stride>(p, first, lanes, add_term, first_order, random_word, value);
+  } else {
+    (void)random_word;
+    if (p.base_to != nullptr) {
+      T* base_to = p.base_to + first;
+      if (masked(p)) {
+        for (std::size_t k = 0; k < lanes; ++k)
+          base_to[k * Stride] = first_order(k) ? source[k * Stride] : value[k];
+      } else {
+        for (std::size_t k = 0; k < lanes; ++k)
+          base_to[k * Stride] = value[k];
+      }
+    }
+    for (std::size_t t = base_terms; t < p.terms.size(); ++t)
+      add_term(t, p.terms[t].alpha, value);
+    if (value == local) {
+      T* target = p.target + first;
       for (std::size_t k = 0; k < lanes; ++k)
-        base_to[k * Stride] = first_order(k) ? source[k * Stride] : value[k];
-    } else {
-      for (std::size_t k = 0; k < lanes; ++k)
-        base_to[k * Stride] = value[k];
+        target[k * Stride] = masked(p) && first_order(k) ? source[k * Stride] : value[k];
     }
   }
-  for (std::size_t t = base_terms; t < p.terms.size(); ++t)
-    add_term(t, p.terms[t].alpha, value);
-  if (value == local) {
-    T* target = p.target + first;
-    for (std::size_t k = 0; k < lanes; ++k)
-      target[k * Stride] = masked(p) && first_order(k) ? source[k * Stride] : value[k];
-  }
 }
+
+// Stochastic rounding words for the paths of a pass: one group's four (the device path's lanes),
+// or a host run's (run_batches batches, in element order). Empty, and never read, unless the pass
+// rounds stochastically.
+template <class Pass>
+struct group_rounding_words {
+  std::uint32_t words[group_width] = {};
+  ZO_HOST_DEVICE group_rounding_words(const Pass& p, std::uint32_t block, std::uint64_t g) {
+    if (rounds_stochastically(p)) {
+      const auto w = philox_words(rounding_key(p, block), g);
+      for (std::size_t k = 0; k < group_width; ++k)
+        words[k] = w[k];
+    }
+  }
+  ZO_HOST_DEVICE std::uint32_t operator()(std::size_t k) const { return words[k]; }
+};
+template <class Pass, std::size_t Batches>
+struct run_rounding_words {
+  static constexpr std::size_t groups = Batches * batch_groups;
+  std::uint32_t in_element_order[Batches * batch_width];
+  run_rounding_words(const Pass& p, std::uint32_t block, std::uint64_t first_group) {
+    if (!rounds_stochastically(p)) return;
+    std::uint32_t words[group_width][groups];
+    philox_batch(rounding_key(p, block), first_group, words);
+    // Element b·64 + w·16 + i of the run is word w of group 16·b + i (group_of).
+    for (std::size_t b = 0; b < Batches; ++b) {
+      for (std::size_t w = 0; w < group_width; ++w) {
+        for (std::size_t i = 0; i < batch_groups; ++i)
+          in_element_order[b * batch_width + w * batch_groups + i] = words[w][b * batch_groups + i];
+      }
+    }
+  }
+  // Host code only, as run_batch is; marked for the host-device span it is handed to.
+  ZO_HOST_DEVICE std::uint32_t operator()(std::size_t k) const { return in_element_order[k]; }
+};
 
 // A pass over one block, indexed by Philox group (groups_for(size) of them). The values do not
 // depend on which thread or in which order groups run. Devices call operator() per group: the
@@ -89,6 +206,7 @@ ZO_HOST_DEVICE inline void dense_pass_span(const Pass& p, std::size_t first, Lan
 template <class Distribution, class Pass>
 struct dense_pass_kernel {
   using T = typename Pass::value_type;
+  using R = typename Pass::real_type;
   Pass p;
   std::uint32_t block = 0;
   std::size_t size = 0;
@@ -112,10 +230,10 @@ struct dense_pass_kernel {
     }
     dense_pass_span<group_width, batch_groups>(
         p, first, lanes,
-        [&](std::size_t t, T alpha, T* value) {
+        [&](std::size_t t, R alpha, R* value) {
           add_scaled_direction<Distribution>(key(t), g, alpha, value);
         },
-        [&](std::size_t k) { return first_order[k]; });
+        [&](std::size_t k) { return first_order[k]; }, group_rounding_words<Pass>(p, block, g));
   }
 
   // The CPU backend runs run_batches batches of batch_groups groups at a time, so that Philox and
@@ -153,17 +271,18 @@ struct dense_pass_kernel {
         }
       }
     }
-    const auto add_term = [&](std::size_t t, T alpha, T* value) {
+    const auto add_term = [&](std::size_t t, R alpha, R* value) {
       add_scaled_direction_run<run_batches, Distribution>(key(t), g, alpha, value);
     };
     const auto mask = [&](std::size_t k) { return first_order[k]; };
+    const run_rounding_words<Pass, run_batches> words(p, block, g);
     // A whole run is the common case: its loops have constant trip counts, and it is computed in
     // the target (see dense_pass_span).
     if (size - first >= run_width) {
       dense_pass_span<run_width, 1>(p, first, std::integral_constant<std::size_t, run_width>{},
-                                    add_term, mask);
+                                    add_term, mask, words);
     } else {
-      dense_pass_span<run_width, 1>(p, first, size - first, add_term, mask);
+      dense_pass_span<run_width, 1>(p, first, size - first, add_term, mask, words);
     }
   }
 };
@@ -188,7 +307,7 @@ struct dense_perturbation {
   // A step rule may add a dense term of its own (LOZO-M's momentum on vector blocks), and
   // honouring the element mask lets it serve LoHO's intra-layer mode.
   template <class T>
-  using pass_type = pass_with<T, with_dense_addend<T>, with_element_mask>;
+  using pass_type = pass_with<T, with_dense_addend<compute_t<T>>, with_element_mask>;
 
   // Value of element `index` of the direction the given key names, for tests and for users who
   // need to inspect a direction without a pass.

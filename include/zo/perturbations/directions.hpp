@@ -17,13 +17,14 @@
 namespace zo {
 
 // The direction `policy` applies to `block` at (seed, step, sample) with the given generator (a
-// run's zo_options::generator): rows × cols values, row-major. Only the block's shape and id are
-// read; its values are not touched.
+// run's zo_options::generator): rows × cols values, row-major, in the type passes compute in (a
+// 16-bit block's direction is the float one, the same numbers as a float block's). Only the
+// block's shape and id are read; its values are not touched.
 template <class Perturbation, class Block>
-std::vector<typename Block::value_type> materialize_direction(
+std::vector<compute_t<typename Block::value_type>> materialize_direction(
     const Perturbation& policy, const Block& block, std::uint64_t seed, std::uint32_t step,
     std::size_t sample, zo::generator generator = default_generator) {
-  using T = typename Block::value_type;
+  using T = compute_t<typename Block::value_type>;
   const std::vector<T> zeros(block.size(), T(0));
   std::vector<T> direction(block.size());
   pass_type_t<Perturbation, T> sweep{};
@@ -47,10 +48,10 @@ struct low_rank_factors {
 };
 
 template <class Block>
-low_rank_factors<typename Block::value_type> materialize_factors(
+low_rank_factors<compute_t<typename Block::value_type>> materialize_factors(
     const low_rank_perturbation& policy, const Block& block, std::uint64_t seed, std::uint32_t step,
     std::size_t sample, zo::generator generator = default_generator) {
-  using T = typename Block::value_type;
+  using T = compute_t<typename Block::value_type>;
   require(low_rank_perturbation::is_matrix(block), [&] {
     return "materialize_factors: block '" + std::string(block.name()) +
            "' is a vector; its direction is dense (materialize_direction)";

@@ -44,7 +44,7 @@ namespace detail {
 // run of batches at a time on the CPU, with the same values.
 template <class Pass>
 struct hessian_scaled_kernel {
-  using T = typename Pass::value_type;
+  using T = typename Pass::real_type;
   Pass p;
   const T* h;
   std::uint32_t block;
@@ -83,7 +83,7 @@ struct hessian_scaled_kernel {
           for (std::size_t k = 0; k < group_width; ++k)
             value[k] += alpha * (scale[k] * z[k]);
         },
-        [](std::size_t) { return false; });
+        [](std::size_t) { return false; }, group_rounding_words<Pass>(p, block, g));
   }
 
   static constexpr std::size_t batch = run_batches * batch_groups;
@@ -112,7 +112,7 @@ struct hessian_scaled_kernel {
           for (std::size_t k = 0; k < run_width; ++k)
             value[k] += alpha * (scale[k] * z[k]);
         },
-        [](std::size_t) { return false; });
+        [](std::size_t) { return false; }, run_rounding_words<Pass, run_batches>(p, block, g));
   }
 };
 
@@ -131,7 +131,7 @@ class hessian_scaled_perturbation {
 
   template <class Backend, class Block, class Pass, class Scratch>
   void apply(const Backend& backend, const Block& block, const Pass& p, Scratch&) const {
-    using T = typename Pass::value_type;
+    using T = typename Pass::real_type;  // h is kept in the type passes compute in
     const auto& record = diagonal_->template at<Backend, T>(block.id());
     const std::size_t n = block.size();
     if (record.h.size() == 0) {

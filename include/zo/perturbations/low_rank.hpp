@@ -66,12 +66,54 @@ struct factor_copy_kernel {
 template <class Pass>
 struct low_rank_row_kernel {
   using T = typename Pass::value_type;
+  using R = typename Pass::real_type;
   Pass p;
-  const T* a;
-  const T* bt;
+  const R* a;
+  const R* bt;
   std::size_t cols, total_rank, base_rank;
+  std::uint32_t block = 0;  // the block's id, which keys stochastic rounding
 
   ZO_HOST_DEVICE void operator()(std::size_t row) const {
+    if constexpr (is_16bit<T>) {
+      narrow_row(row);
+    } else {
+      wide_row(row);
+    }
+  }
+
+  // 16-bit elements: element by element in float, the base point narrowed as the pass says and
+  // the next perturbation rounded to nearest from it (as dense_pass_narrow does).
+  ZO_HOST_DEVICE void narrow_row(std::size_t row) const {
+    const std::size_t base = row * cols;
+    const bool stochastic = rounds_stochastically(p);
+    const direction_key key = rounding_key(p, block);
+    const std::size_t base_end = base_rank < total_rank ? base_rank : total_rank;
+    for (std::size_t c = 0; c < cols; ++c) {
+      const T source = p.source[base + c];
+      if (p.save_to != nullptr) p.save_to[base + c] = source;
+      R value = p.scale * widen(source);
+      if constexpr (pass_accepts_dense_addend<Pass>) {
+        if (p.addend.values != nullptr) value += p.addend.scale * p.addend.values[base + c];
+      }
+      for (std::size_t k = 0; k < base_end; ++k)
+        value += a[row * total_rank + k] * bt[k * cols + c];
+      const std::uint64_t e = base + c;
+      const T rounded = stochastic
+                            ? round_stochastic<T>(value, philox_words(key, group_of(e))[word_of(e)])
+                            : round_nearest<T>(value);
+      if (p.base_to != nullptr) p.base_to[base + c] = rounded;
+      if (base_end == total_rank) {
+        p.target[base + c] = rounded;
+        continue;
+      }
+      R next = widen(rounded);
+      for (std::size_t k = base_end; k < total_rank; ++k)
+        next += a[row * total_rank + k] * bt[k * cols + c];
+      p.target[base + c] = round_nearest<T>(next);
+    }
+  }
+
+  ZO_HOST_DEVICE void wide_row(std::size_t row) const {
     const std::size_t base = row * cols;
     const T* source = p.source + base;
     T* target = p.target + base;
@@ -121,7 +163,8 @@ class low_rank_perturbation {
   // A step rule may add terms of its own: low-rank ones (LOZO-M's momentum N·Vᵀ) on matrix
   // blocks, dense ones on vector blocks.
   template <class T>
-  using pass_type = pass_with<T, with_dense_addend<T>, with_low_rank_addend<T>>;
+  using pass_type =
+      pass_with<T, with_dense_addend<compute_t<T>>, with_low_rank_addend<compute_t<T>>>;
 
   std::size_t rank() const { return rank_; }
   std::size_t interval() const { return interval_; }
@@ -177,7 +220,7 @@ class low_rank_perturbation {
 
   template <class Backend, class Block, class Pass, class Scratch>
   void apply(const Backend& backend, const Block& block, const Pass& p, Scratch& scratch) const {
-    using T = typename Pass::value_type;
+    using T = typename Pass::real_type;  // the factors are kept in the type passes compute in
     low_rank_addend<T> explicit_factors;
     if constexpr (pass_accepts_low_rank_addend<Pass>) explicit_factors = p.low_rank;
     if (!is_matrix(block)) {
@@ -215,7 +258,8 @@ class low_rank_perturbation {
                                                         n, column, bt});
     }
     backend.for_each_index(
-        m, detail::low_rank_row_kernel<Pass>{p, a, bt, n, total, base_terms * rank_ + extra_rank},
+        m,
+        detail::low_rank_row_kernel<Pass>{p, a, bt, n, total, base_terms * rank_ + extra_rank, id},
         n * (total + 1));
   }
 

@@ -36,7 +36,7 @@ namespace detail {
 // dense_pass_kernel's per-group path, its mask being |source| ≥ threshold.
 template <class Pass>
 struct small_magnitude_kernel {
-  using T = typename Pass::value_type;
+  using T = typename Pass::real_type;
   Pass p;  // with its element mask active, so that dense_pass_span asks which entries to keep
   std::uint32_t block;
   std::size_t size;
@@ -54,9 +54,10 @@ struct small_magnitude_kernel {
               alpha, value);
         },
         [&](std::size_t k) {
-          const T value = p.source[first + k * batch_groups];
+          const T value = widen(p.source[first + k * batch_groups]);
           return !(value < threshold && -value < threshold);
-        });
+        },
+        group_rounding_words<Pass>(p, block, g));
   }
 };
 
@@ -69,7 +70,7 @@ class small_magnitude_perturbation {
       : thresholds_(std::make_shared<const std::vector<double>>(std::move(thresholds))) {}
 
   template <class T>
-  using pass_type = pass_with<T, with_dense_addend<T>>;
+  using pass_type = pass_with<T, with_dense_addend<compute_t<T>>>;
 
   double threshold(std::size_t block_id) const { return thresholds_->at(block_id); }
 
@@ -84,22 +85,23 @@ class small_magnitude_perturbation {
   template <class Backend, class Block, class Pass, class Scratch>
   void apply(const Backend& backend, const Block& block, const Pass& p, Scratch&) const {
     using T = typename Pass::value_type;
-    const bool source_is_base = p.save_to != nullptr || (p.source != p.target && p.scale != T(0) &&
+    using R = typename Pass::real_type;
+    const bool source_is_base = p.save_to != nullptr || (p.source != p.target && p.scale != R(0) &&
                                                          p.base_term_count() == p.terms.size());
     require(source_is_base, [&] {
       return "small_magnitude_perturbation: a pass over block '" + std::string(block.name()) +
              "' does not read the base point, which the mask needs: use restore_mode::exact, "
              "unfused steps, at most 8 directions and a step rule without dense estimates";
     });
-    pass_with<T, with_dense_addend<T>, with_element_mask> masked;
+    pass_with<T, with_dense_addend<R>, with_element_mask> masked;
     static_cast<pass<T>&>(masked) = p;
-    static_cast<with_dense_addend<T>&>(masked) = p;
+    static_cast<with_dense_addend<R>&>(masked) = p;
     masked.mask.active = true;
     const std::size_t n = block.size();
     backend.for_each_index(groups_for(n),
                            detail::small_magnitude_kernel<decltype(masked)>{
                                masked, static_cast<std::uint32_t>(block.id()), n,
-                               static_cast<T>(threshold(block.id()))},
+                               static_cast<R>(threshold(block.id()))},
                            group_width);
   }
 
@@ -123,7 +125,7 @@ std::vector<double> small_magnitude_thresholds(const Store& store, double fracti
     const auto block = store.block(i);
     std::vector<double> magnitudes(block.size());
     for (std::size_t e = 0; e < block.size(); ++e)
-      magnitudes[e] = std::abs(static_cast<double>(block.data()[e]));
+      magnitudes[e] = std::abs(static_cast<double>(widen(block.data()[e])));
     const auto k = static_cast<std::size_t>(fraction * static_cast<double>(block.size()));
     if (k < magnitudes.size()) {
       std::nth_element(magnitudes.begin(), magnitudes.begin() + k, magnitudes.end());

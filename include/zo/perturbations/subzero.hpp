@@ -82,7 +82,7 @@ class subzero_perturbation {
 
   // A step rule may add a dense term (ZO-SignSGD, momentum on the dense estimate).
   template <class T>
-  using pass_type = pass_with<T, with_dense_addend<T>>;
+  using pass_type = pass_with<T, with_dense_addend<compute_t<T>>>;
 
   std::size_t rank() const { return factors_.rank(); }
   std::size_t interval() const { return factors_.interval(); }
@@ -93,7 +93,7 @@ class subzero_perturbation {
 
   template <class Backend, class Block, class Pass, class Scratch>
   void apply(const Backend& backend, const Block& block, const Pass& p, Scratch& scratch) const {
-    using T = typename Pass::value_type;
+    using T = typename Pass::real_type;  // the factors are kept in the type passes compute in
     if (!low_rank_perturbation::is_matrix(block)) {
       detail::apply_dense<gaussian_distribution>(backend, block, p, stream::dense);
       return;
@@ -120,7 +120,7 @@ class subzero_perturbation {
       backend.for_each_index(m, detail::times_core_kernel<T>{u, core, r, total, t * r, a}, r * r);
     }
     backend.for_each_index(
-        m, detail::low_rank_row_kernel<Pass>{p, a, bt, n, total, p.base_term_count() * r},
+        m, detail::low_rank_row_kernel<Pass>{p, a, bt, n, total, p.base_term_count() * r, id},
         n * (total + 1));
   }
 

@@ -53,6 +53,8 @@ enum class stream : std::uint8_t {
   low_rank_u = 1,
   low_rank_v = 2,
   mask = 3,
+  // The random words of stochastic rounding to a 16-bit element type (zo/core/float16.hpp).
+  rounding = 4,
 };
 
 // The keyed generator that turns a direction's key and counter into its entries. It is part of

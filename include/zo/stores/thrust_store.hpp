@@ -40,7 +40,7 @@ class thrust_store : public detail::table_store {
   // Adds a zero-initialised block.
   std::size_t add(std::string name, std::size_t rows, std::size_t cols,
                   block_options options = {}) {
-    const std::vector<T> zeros(rows * cols, T(0));
+    const std::vector<T> zeros(rows * cols, T{});  // value-initialised: zero bits for every T
     return add(std::move(name), rows, cols, std::span<const T>(zeros), options);
   }
 
