@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 methods=(mezo lozo lozo-m loho zo-momentum zo-adam lezo sign-sgd fzoo subzero sparse-mezo hizoo
          adam)
 export ZO_DEMO_METHODS="${methods[*]}"
+export ZO_DEMO_BF16_METHODS=""  # the fp32 comparison only
 export ZO_DEMO_PRETRAINED=${ZO_DEMO_PRETRAINED:-${ZO_DEMO_OUT:-demo-output}/pretrained}
 export ZO_DEMO_OUT=${ZO_COMPARE_OUT:-compare-output}
 exec bash scripts/demo.sh

@@ -123,6 +123,12 @@ good "finetune --steps 0 --forward-budget, --threads 0, the largest seed, --mpi-
 # MeZO step's peak is over 10% above inference's) compares two processes' own overheads: it read
 # 1.09 to 1.12. At 16 the parameters (8.2 MiB) decide it (1.03), as on the demo's model.
 good "memory" memory --scale 16
+good "finetune --dtype bf16 (exact restore by default)" finetune --dtype bf16 --out mezo-bf16
+good "finetune --dtype f16 --restore exact --method lozo" finetune --dtype f16 --restore exact \
+  --method lozo --rank 2 --out lozo-f16
+good "finetune --dtype f32 --restore arithmetic" finetune --dtype f32 --restore arithmetic \
+  --out mezo-f32
+good "memory --dtype bf16" memory --dtype bf16 --scale 4
 if command -v gnuplot > /dev/null; then good "report" report r.json lozo.json adam.json; fi
 
 echo "-- empty values, options given twice, values that are options, unknown options"
@@ -235,6 +241,19 @@ bad "finetune --method fzoo --directions 1" '--directions must be an integer fro
   finetune --method fzoo --directions 1
 bad "finetune --method fzoo --directions 257" '--directions must be an integer from 2 to 256' \
   finetune --method fzoo --directions 257
+bad "finetune --dtype bf16 --restore arithmetic" \
+  '--restore arithmetic cannot restore --dtype bf16 weights' \
+  finetune --dtype bf16 --restore arithmetic
+bad "finetune --dtype f16 --restore arithmetic" \
+  '--restore arithmetic cannot restore --dtype f16 weights' \
+  finetune --dtype f16 --restore arithmetic
+bad "finetune --dtype bf16 --method loho" '--dtype bf16 is not supported by --method loho' \
+  finetune --dtype bf16 --method loho
+bad "finetune --dtype bf16 --method adam" '--dtype bf16 is not supported by --method adam' \
+  finetune --dtype bf16 --method adam
+bad "finetune --dtype f64" '--dtype must be f32, bf16 or f16' finetune --dtype f64
+bad "finetune --dtype BF16" '--dtype must be f32, bf16 or f16' finetune --dtype BF16
+bad "memory --dtype f64" '--dtype must be f32, bf16 or f16' memory --dtype f64
 bad "memory --scale 0" '--scale must be an integer from 1 to 1024' memory --scale 0
 bad "memory --scale 4294967297" '--scale must be an integer from 1 to 1024' \
   memory --scale 4294967297

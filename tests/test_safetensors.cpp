@@ -18,6 +18,7 @@
 #include <vector>
 #include <zo/io/safetensors.hpp>
 #include <zo/stores/eigen_store.hpp>
+#include <zo/stores/view_store.hpp>
 #include <zo/zo.hpp>
 
 namespace fs = std::filesystem;
@@ -331,6 +332,80 @@ BOOST_AUTO_TEST_CASE(half_bfloat16_and_double_decode_to_known_floats) {
   std::vector<float> small(4);
   BOOST_CHECK_EXCEPTION(file.read_block("h", 3, 3, small), zo::invalid_argument,
                         mentions({"'h'", "9 elements", "4"}));
+}
+
+// BF16 and F16 tensors are written as their bits and read back bit for bit, through a store of
+// that type as well; read into the other 16-bit type or from F32 they round to the nearest value.
+BOOST_AUTO_TEST_CASE(sixteen_bit_tensors_round_trip_bit_for_bit_and_f32_rounds_to_nearest) {
+  scratch_dir dir;
+  // Every bit pattern (NaNs included) goes through unchanged.
+  std::vector<zo::bfloat16> bf16(65536);
+  std::vector<zo::float16> f16(65536);
+  for (std::size_t i = 0; i < bf16.size(); ++i) {
+    bf16[i].bits = static_cast<std::uint16_t>(i);
+    f16[i].bits = static_cast<std::uint16_t>(65535 - i);
+  }
+  // F32 values between two bf16 values: below, at (ties to even, both ways) and above the middle.
+  const std::vector<float> f32{1.0f + 0x1p-9f,     1.0f + 0x1p-8f,
+                               1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f,
+                               -3.0e38f,           0.1f};
+  const auto path = dir.path / "half.safetensors";
+  zo::io::write_safetensors(path, {{.name = "b", .shape = {256, 256}, .bf16 = bf16.data()},
+                                   {.name = "h", .shape = {65536}, .f16 = f16.data()},
+                                   {.name = "f", .shape = {6}, .data = f32.data()}});
+  const auto file = zo::io::safetensors_file::open(path);
+  BOOST_TEST(zo::io::dtype_name(file.at("b").dtype) == "BF16");
+  BOOST_TEST(zo::io::dtype_name(file.at("h").dtype) == "F16");
+  BOOST_TEST(zo::io::dtype_name(file.at("f").dtype) == "F32");
+  std::vector<zo::bfloat16> b(65536);
+  file.read_block("b", 256, 256, std::span<zo::bfloat16>(b));
+  std::vector<zo::float16> h(65536);
+  file.read("h", {65536}, std::span<zo::float16>(h));
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    BOOST_TEST_REQUIRE(b[i].bits == bf16[i].bits);
+    BOOST_TEST_REQUIRE(h[i].bits == f16[i].bits);
+  }
+  // Widened exactly when read as float.
+  const auto as_float = file.read_float("b", {256, 256});
+  for (std::size_t i = 0; i < b.size(); ++i)
+    BOOST_TEST_REQUIRE(same_bits(as_float[i], zo::widen(bf16[i])));
+  // F32 into BF16: to the nearest, ties to even.
+  std::vector<zo::bfloat16> rounded(6);
+  file.read("f", {6}, std::span<zo::bfloat16>(rounded));
+  const std::vector<std::uint16_t> expected{0x3F80, 0x3F80, 0x3F82, 0x3F81, 0xFF62, 0x3DCD};
+  for (std::size_t i = 0; i < rounded.size(); ++i) {
+    BOOST_TEST(rounded[i].bits == expected[i], "element " << i);
+    BOOST_TEST(rounded[i].bits == zo::round_nearest<zo::bfloat16>(f32[i]).bits);
+  }
+  // BF16 into F16 goes through the (exact) float value.
+  std::vector<zo::float16> converted(65536);
+  file.read("b", {256, 256}, std::span<zo::float16>(converted));
+  for (std::size_t i = 0; i < converted.size(); i += 97)
+    BOOST_TEST(converted[i].bits == zo::round_nearest<zo::float16>(zo::widen(bf16[i])).bits);
+
+  // save_store and load_store over a store of bfloat16 blocks.
+  std::vector<zo::bfloat16> weights(bf16.begin(), bf16.begin() + 12),
+      bias(bf16.end() - 4, bf16.end());
+  zo::view_store<zo::bfloat16> store;
+  store.add("w", std::span<zo::bfloat16>(weights), 3, 4);
+  store.add("bias", std::span<zo::bfloat16>(bias), 1, 4);
+  zo::io::save_store(dir.path / "store.safetensors", store);
+  const auto saved = zo::io::safetensors_file::open(dir.path / "store.safetensors");
+  BOOST_TEST(zo::io::dtype_name(saved.at("w").dtype) == "BF16");
+  std::vector<zo::bfloat16> weights_back(12), bias_back(4);
+  zo::view_store<zo::bfloat16> loaded;
+  loaded.add("w", std::span<zo::bfloat16>(weights_back), 3, 4);
+  loaded.add("bias", std::span<zo::bfloat16>(bias_back), 1, 4);
+  zo::io::load_store(saved, loaded);
+  for (std::size_t i = 0; i < 12; ++i)
+    BOOST_TEST(weights_back[i].bits == weights[i].bits);
+  for (std::size_t i = 0; i < 4; ++i)
+    BOOST_TEST(bias_back[i].bits == bias[i].bits);
+  // One tensor, one source.
+  BOOST_CHECK_EXCEPTION(zo::io::write_safetensors(
+                            dir.path / "two.safetensors",
+                            {{.name = "x", .shape = {1}, .data = f32.data(), .bf16 = b.data()}}),
+                        zo::invalid_argument, mentions({"'x'", "more than one"}));
 }
 
 BOOST_AUTO_TEST_CASE(truncated_files_name_the_header_or_the_tensor) {

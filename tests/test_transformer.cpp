@@ -329,6 +329,73 @@ BOOST_AUTO_TEST_CASE(forward_matches_the_reference_and_training_matches_inferenc
   }
 }
 
+// 16-bit parameters are widened exactly, one tensor at a time, before the same float code runs:
+// every logit and loss equals, bit for bit, the float model's whose weights are the widened
+// values, also over several threads.
+template <class Half>
+void check_sixteen_bit_model() {
+  zo::eigen_store<float> original;
+  opt::register_parameters(original, tiny, 3);
+  scramble(original, 4, 0.3);
+  opt::sixteen_bit_store<Half> half;
+  opt::register_parameters(half, tiny, 3);
+  zo::eigen_store<float> widened;
+  opt::register_parameters(widened, tiny, 3);
+  std::size_t changed = 0;
+  for (std::size_t b = 0; b < original.size(); ++b) {
+    const auto& m = original.matrix(b);
+    Half* h = half.block(b).data();
+    BOOST_TEST(half.block(b).name() == original.block(b).name());
+    for (Eigen::Index e = 0; e < m.size(); ++e) {
+      h[e] = zo::round_nearest<Half>(m.data()[e]);
+      widened.matrix(b).data()[e] = zo::widen(h[e]);
+      changed += widened.matrix(b).data()[e] != m.data()[e];
+    }
+  }
+  BOOST_TEST(changed > 0);  // the 16-bit model is not the float one
+  const opt::basic_opt_model<Half> half_model(tiny, half);
+  const opt::opt_model float_model(tiny, widened);
+  const std::vector<int> tokens{3, 1, 4, 1, 5, 9, 2, 6};
+  const std::vector<int> all{0, 1, 2, 3, 4, 5, 6, 7}, some{5, 2};
+  BOOST_TEST(bitwise_equal(half_model.logits(tokens, all), float_model.logits(tokens, all)));
+  BOOST_TEST(bitwise_equal(half_model.logits(tokens, some, tiny_candidates),
+                           float_model.logits(tokens, some, tiny_candidates)));
+  const auto batch = random_batch(11, tiny, 5);
+  const int threads_before = omp_get_max_threads();
+  for (const opt::loss_options& options :
+       {opt::loss_options{}, opt::loss_options{.candidates = tiny_candidates}}) {
+    for (const auto& ex : tiny_batch()) {
+      BOOST_TEST(bitwise_equal(half_model.training_logits(ex, options),
+                               float_model.training_logits(ex, options)));
+    }
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      BOOST_TEST(half_model.loss(tiny_batch(), options) == float_model.loss(tiny_batch(), options));
+      if (options.candidates.empty())
+        BOOST_TEST(half_model.example_losses(batch) == float_model.example_losses(batch));
+    }
+  }
+  omp_set_num_threads(threads_before);
+  // Initialised as the float model is, each value rounded to the nearest.
+  opt::sixteen_bit_store<Half> fresh;
+  zo::eigen_store<float> fresh_float;
+  opt::register_parameters(fresh, tiny, 8);
+  opt::register_parameters(fresh_float, tiny, 8);
+  for (std::size_t b = 0; b < fresh.size(); ++b) {
+    const auto& m = fresh_float.matrix(b);
+    for (Eigen::Index e = 0; e < m.size(); ++e)
+      BOOST_TEST(fresh.block(b).data()[e].bits == zo::round_nearest<Half>(m.data()[e]).bits);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_bf16_model_computes_the_float_model_of_its_widened_weights_bit_for_bit) {
+  check_sixteen_bit_model<zo::bfloat16>();
+}
+
+BOOST_AUTO_TEST_CASE(an_f16_model_computes_the_float_model_of_its_widened_weights_bit_for_bit) {
+  check_sixteen_bit_model<zo::float16>();
+}
+
 // Every element of every tensor, in double, against central differences with h = 1e-5:
 // |numeric − exact| ≤ 1e-8 + 1e-6·|exact| (truncation error is O(h²) ≈ 1e-10 here). The float
 // model's gradients then match the double ones to 1e-4 of each tensor's gradient norm (plus 1e-7

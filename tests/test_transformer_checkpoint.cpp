@@ -152,6 +152,67 @@ BOOST_AUTO_TEST_CASE(a_written_and_reread_checkpoint_gives_identical_logits) {
   BOOST_TEST((bias.shape == zo::io::tensor_shape{8}));
 }
 
+// A bf16 model loads an F32 checkpoint rounded to the nearest (ties to even) and writes BF16,
+// which reads back bit for bit, into a bf16 model, or exactly widened, into a float one whose
+// logits are the bf16 model's; a non-finite bf16 weight is refused like a float one.
+BOOST_AUTO_TEST_CASE(a_bf16_checkpoint_round_trips_bit_for_bit_and_f32_loads_rounded) {
+  scratch s;
+  const auto original = save_random(s.dir / "f32", 2);
+  opt::sixteen_bit_store<zo::bfloat16> half;
+  opt::load_checkpoint(s.dir / "f32", half);
+  BOOST_REQUIRE(half.size() == original.size());
+  for (std::size_t b = 0; b < original.size(); ++b) {
+    const auto& m = original.matrix(*original.find(half.block(b).name()));
+    for (Eigen::Index e = 0; e < m.size(); ++e)
+      BOOST_TEST_REQUIRE(half.block(b).data()[e].bits ==
+                         zo::round_nearest<zo::bfloat16>(m.data()[e]).bits);
+    BOOST_TEST((half.block(b).layer() == original.block(b).layer()));
+    BOOST_TEST(half.block(b).decay() == original.block(b).decay());
+  }
+
+  opt::save_checkpoint(s.dir / "bf16", small, half);
+  const auto file = zo::io::safetensors_file::open(s.dir / "bf16" / "model.safetensors");
+  for (const auto& t : file.tensors())
+    BOOST_TEST(zo::io::dtype_name(t.dtype) == "BF16", t.name);
+  auto data_bytes = [](const zo::io::safetensors_file& f) {
+    std::size_t total = 0;
+    for (const auto& t : f.tensors())
+      total += t.end - t.begin;
+    return total;
+  };
+  BOOST_TEST(2 * data_bytes(file) ==
+             data_bytes(zo::io::safetensors_file::open(s.dir / "f32" / "model.safetensors")));
+  std::ifstream config_file(s.dir / "bf16" / "config.json");
+  BOOST_TEST(nlohmann::json::parse(config_file).at("torch_dtype") == "bfloat16");
+
+  opt::sixteen_bit_store<zo::bfloat16> again;
+  opt::load_checkpoint(s.dir / "bf16", again);
+  zo::eigen_store<float> widened;
+  opt::load_checkpoint(s.dir / "bf16", widened);
+  for (std::size_t b = 0; b < half.size(); ++b) {
+    for (std::size_t e = 0; e < half.block(b).size(); ++e) {
+      BOOST_TEST_REQUIRE(again.block(b).data()[e].bits == half.block(b).data()[e].bits);
+      BOOST_TEST_REQUIRE(widened.block(b).data()[e] == zo::widen(half.block(b).data()[e]));
+    }
+  }
+  const opt::bf16_opt_model half_model(small, again);
+  const auto expected = some_logits(widened, small);
+  const std::vector<std::vector<int>> sequences = {{1, 5, 2, 12, 0, 7}, {3}, {9, 9, 4, 11, 2}};
+  for (std::size_t i = 0; i < sequences.size(); ++i) {
+    std::vector<int> positions(sequences[i].size());
+    for (std::size_t p = 0; p < positions.size(); ++p)
+      positions[p] = static_cast<int>(p);
+    const auto logits = half_model.logits(sequences[i], positions);
+    BOOST_REQUIRE(logits.size() == expected[i].size());
+    BOOST_TEST(std::memcmp(logits.data(), expected[i].data(), sizeof(float) * logits.size()) == 0);
+  }
+
+  again.block(*again.find("model.decoder.layers.1.fc1.bias")).data()[2].bits = 0x7FC0;  // NaN
+  const std::string message = error_of([&] { opt::save_checkpoint(s.dir / "bad", small, again); });
+  BOOST_TEST(contains(message, "1 weights are NaN or infinite"), message);
+  BOOST_TEST(!fs::exists(s.dir / "bad"));
+}
+
 BOOST_AUTO_TEST_CASE(real_opt_checkpoint_variations_load) {
   scratch s;
   const auto store = save_random(s.dir, 2);

@@ -19,6 +19,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 #include <zo/core/errors.hpp>
 #include <zo/io/safetensors.hpp>
@@ -29,7 +30,10 @@
 
 namespace opt {
 
-inline nlohmann::json config_json(const opt_config& config) {
+// torch_dtype names the tensors' dtype as transformers spells it: "float32", "bfloat16" or
+// "float16".
+inline nlohmann::json config_json(const opt_config& config,
+                                  const std::string& torch_dtype = "float32") {
   auto id = [](const std::optional<int>& token) {
     return token ? nlohmann::json(*token) : nlohmann::json(nullptr);
   };
@@ -51,7 +55,7 @@ inline nlohmann::json config_json(const opt_config& config) {
           {"bos_token_id", id(config.bos_token_id)},
           {"eos_token_id", id(config.eos_token_id)},
           {"pad_token_id", id(config.pad_token_id)},
-          {"torch_dtype", "float32"}};
+          {"torch_dtype", torch_dtype}};
 }
 
 // Reads the fields the model uses and rejects the OPT variants it does not implement, naming the
@@ -154,9 +158,22 @@ inline void check_checkpoint_target(const std::filesystem::path& dir) {
 }
 
 // How many of `values` are NaN or infinite.
-inline std::size_t count_nonfinite(std::span<const float> values) {
-  return static_cast<std::size_t>(
-      std::count_if(values.begin(), values.end(), [](float x) { return !std::isfinite(x); }));
+template <class T>
+std::size_t count_nonfinite(std::span<const T> values) {
+  return static_cast<std::size_t>(std::count_if(values.begin(), values.end(),
+                                                [](T x) { return !std::isfinite(zo::widen(x)); }));
+}
+
+// The dtype a checkpoint of element type T is written in, as transformers' config names it.
+template <class T>
+std::string torch_dtype_name() {
+  if constexpr (std::is_same_v<T, zo::bfloat16>) {
+    return "bfloat16";
+  } else if constexpr (std::is_same_v<T, zo::float16>) {
+    return "float16";
+  } else {
+    return "float32";
+  }
 }
 
 // Writes config.json and model.safetensors as a new directory `dir`, as a whole: both files go
@@ -168,10 +185,13 @@ inline std::size_t count_nonfinite(std::span<const float> values) {
 // the old checkpoint as it was; a kill leaves the old directory or the new one under `dir` (or,
 // on a file system without the exchange, between the two renames, both under their temporary
 // names). Concurrent saves use different temporaries; the last one to rename wins.
-inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& config,
-                            const zo::eigen_store<float>& store,
-                            const zo::io::metadata_map& metadata = {}) {
+// The tensors are written in the store's element type: F32 from float, BF16 and F16 as they are.
+template <class Store>
+void save_checkpoint(const std::filesystem::path& dir, const opt_config& config, const Store& store,
+                     const zo::io::metadata_map& metadata = {}) {
   namespace fs = std::filesystem;
+  using T = typename Store::value_type;
+  static_assert(zo::io::element_type<T>, "save_checkpoint writes float, bfloat16 or float16");
   // Only the model's tensors, in Hugging Face order, whatever else the store holds.
   std::vector<zo::io::tensor_to_write> tensors;
   for (const auto& spec : parameter_specs(config)) {
@@ -184,14 +204,23 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
                          "save_checkpoint: '" + spec.name + "' is " + std::to_string(block.rows()) +
                              "x" + std::to_string(block.cols()) + ", the config says " +
                              std::to_string(spec.rows) + "x" + std::to_string(spec.cols));
-    tensors.push_back({spec.name, zo::io::default_tensor_shape{}(block), block.data()});
+    zo::io::tensor_to_write tensor{.name = spec.name,
+                                   .shape = zo::io::default_tensor_shape{}(block)};
+    if constexpr (std::is_same_v<T, zo::bfloat16>) {
+      tensor.bf16 = block.data();
+    } else if constexpr (std::is_same_v<T, zo::float16>) {
+      tensor.f16 = block.data();
+    } else {
+      tensor.data = block.data();
+    }
+    tensors.push_back(std::move(tensor));
   }
   // A diverged run's weights are not a checkpoint: refuse them, counting what is not finite.
   std::size_t nonfinite = 0;
   std::string first;
   for (const auto& t : tensors) {
     const auto block = store.block(*store.find(t.name));
-    const std::size_t here = count_nonfinite(std::span<const float>(block.data(), block.size()));
+    const std::size_t here = count_nonfinite(std::span<const T>(block.data(), block.size()));
     if (here > 0 && first.empty()) first = t.name;
     nonfinite += here;
   }
@@ -216,7 +245,8 @@ inline void save_checkpoint(const std::filesystem::path& dir, const opt_config& 
                            temporary.string() + ": " + ec.message());
   fs::path replaced;  // the old checkpoint, renamed aside, once the new one is in place
   try {
-    zo_examples::write_new_file(temporary / "config.json", config_json(config).dump(2) + '\n',
+    zo_examples::write_new_file(temporary / "config.json",
+                                config_json(config, torch_dtype_name<T>()).dump(2) + '\n',
                                 (dir / "config.json").string());
     zo::io::write_safetensors(temporary / "model.safetensors", tensors, meta);
     zo_examples::fsync_directory(temporary);
@@ -281,9 +311,12 @@ struct loaded_checkpoint {
 // indices and decay flags). Every tensor is checked (present, shape, dtype, and used by the
 // model) before any is read.
 // Tensor names may carry OPTForCausalLM's "model." prefix or, as OPTModel writes them, not.
-// F16, BF16 and F64 tensors are converted to float.
-inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
-                                         zo::eigen_store<float>& store) {
+// Into a float store, F16, BF16 and F64 tensors are converted to float; into a sixteen_bit_store,
+// tensors of its own dtype are copied bit for bit and others rounded to the nearest value (ties
+// to even; F64 through float).
+template <class Store>
+loaded_checkpoint load_checkpoint(const std::filesystem::path& dir, Store& store) {
+  using T = typename Store::value_type;
   zo_examples::require(store.size() == 0, "load_checkpoint needs an empty store");
   loaded_checkpoint result{read_config(dir), {}};
   const auto file = zo::io::safetensors_file::open(dir / "model.safetensors");
@@ -313,10 +346,8 @@ inline loaded_checkpoint load_checkpoint(const std::filesystem::path& dir,
   register_parameters(store, result.config, 0);
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const auto block = store.block(*store.find(specs[i].name));
-    file.read_block(names[i], block.rows(), block.cols(),
-                    std::span<float>(block.data(), block.size()));
-    const std::size_t nonfinite =
-        count_nonfinite(std::span<const float>(block.data(), block.size()));
+    file.read_block(names[i], block.rows(), block.cols(), std::span<T>(block.data(), block.size()));
+    const std::size_t nonfinite = count_nonfinite(std::span<const T>(block.data(), block.size()));
     zo_examples::require(nonfinite == 0, [&] {
       return "tensor '" + names[i] + "' in " + file.source() + " holds " +
              std::to_string(nonfinite) + " NaN or infinite values (of " +

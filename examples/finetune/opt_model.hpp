@@ -15,17 +15,21 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <optional>
 #include <random>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 #include <zo/core/errors.hpp>
+#include <zo/core/float16.hpp>
 #include <zo/core/gradient_view.hpp>
 #include <zo/selectors/layers.hpp>
 #include <zo/stores/eigen_store.hpp>
+#include <zo/stores/view_store.hpp>
 
 #include "../common/check.hpp"
 
@@ -188,14 +192,47 @@ inline std::vector<tensor_spec> parameter_specs(const opt_config& config) {
 template <class T>
 using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Adds the model's tensors to the store, initialised as OPT does (weights N(0, 0.02), biases 0,
-// layer-norm weights 1) from one generator seeded with init_seed; returns their store indices.
+// The parameters of a model of 16-bit elements (zo::bfloat16, zo::float16): a zo::view_store,
+// which zo's optimizers step in 16 bits, over memory this store owns, one allocation a tensor.
 template <class T>
-std::vector<std::size_t> register_parameters(zo::eigen_store<T>& store, const opt_config& config,
-                                             std::uint64_t init_seed) {
+class sixteen_bit_store : public zo::view_store<T> {
+  static_assert(zo::is_16bit<T>, "sixteen_bit_store holds zo::bfloat16 or zo::float16");
+
+ public:
+  sixteen_bit_store() = default;
+  // The view's blocks point into memory_: a copy would share it.
+  sixteen_bit_store(const sixteen_bit_store&) = delete;
+  sixteen_bit_store& operator=(const sixteen_bit_store&) = delete;
+
+  // Adds a zero-initialised rows × cols block.
+  std::size_t add(std::string name, std::size_t rows, std::size_t cols,
+                  zo::block_options options = {}) {
+    memory_.push_back(std::make_unique<T[]>(rows * cols));
+    return zo::view_store<T>::add(std::move(name), std::span<T>(memory_.back().get(), rows * cols),
+                                  rows, cols, options);
+  }
+
+ private:
+  std::vector<std::unique_ptr<T[]>> memory_;
+};
+
+// The store a model of element type T reads: Eigen matrices for float and double, a view of 16-bit
+// memory for the 16-bit types.
+template <class T>
+using store_of = std::conditional_t<zo::is_16bit<T>, zo::view_store<T>, zo::eigen_store<T>>;
+
+// The store that holds them: the same, except that 16-bit memory needs an owner.
+template <class T>
+using owning_store_of =
+    std::conditional_t<zo::is_16bit<T>, sixteen_bit_store<T>, zo::eigen_store<T>>;
+
+// Calls add(spec, value) for each of the model's tensors with its value initialised as OPT does
+// (weights N(0, 0.02), biases 0, layer-norm weights 1) in T, from one generator seeded with
+// init_seed.
+template <class T, class Add>
+void for_each_initial_value(const opt_config& config, std::uint64_t init_seed, Add&& add) {
   std::mt19937_64 engine(init_seed);
   std::normal_distribution<double> normal(0.0, 0.02);
-  std::vector<std::size_t> indices;
   for (const auto& spec : parameter_specs(config)) {
     matrix<T> value(spec.rows, spec.cols);
     switch (spec.init) {
@@ -210,9 +247,36 @@ std::vector<std::size_t> register_parameters(zo::eigen_store<T>& store, const op
         value.setOnes();
         break;
     }
+    add(spec, std::move(value));
+  }
+}
+
+// Adds the model's tensors to the store, initialised as OPT does; returns their store indices.
+template <class T>
+std::vector<std::size_t> register_parameters(zo::eigen_store<T>& store, const opt_config& config,
+                                             std::uint64_t init_seed) {
+  std::vector<std::size_t> indices;
+  for_each_initial_value<T>(config, init_seed, [&](const tensor_spec& spec, matrix<T> value) {
     indices.push_back(
         store.add(spec.name, std::move(value), {.layer = spec.layer, .decay = spec.decay}));
-  }
+  });
+  return indices;
+}
+
+// The same in 16 bits: the float model's initial values, each rounded to the nearest.
+template <class T>
+std::vector<std::size_t> register_parameters(sixteen_bit_store<T>& store, const opt_config& config,
+                                             std::uint64_t init_seed) {
+  std::vector<std::size_t> indices;
+  for_each_initial_value<float>(
+      config, init_seed, [&](const tensor_spec& spec, matrix<float> value) {
+        const std::size_t index = store.add(spec.name, static_cast<std::size_t>(spec.rows),
+                                            static_cast<std::size_t>(spec.cols),
+                                            {.layer = spec.layer, .decay = spec.decay});
+        std::transform(value.data(), value.data() + value.size(), store.block(index).data(),
+                       [](float x) { return zo::round_nearest<T>(x); });
+        indices.push_back(index);
+      });
   return indices;
 }
 
@@ -270,17 +334,25 @@ struct loss_options {
   std::vector<int> candidates;
 };
 
+// The model over parameters of element type T. It computes in zo::compute_t<T>: float for the
+// 16-bit types, whose tensors are widened (exactly) one at a time into per-thread scratch right
+// before they are used, so that memory holds the 16-bit parameters and one tensor's float copy
+// per thread; its results are bit for bit those of the float model holding the widened values.
+// Gradients (loss_and_gradients) are for float and double parameters only.
 template <class T>
 class basic_opt_model {
  public:
   using value_type = T;
-  using matrix_type = matrix<T>;
-  using column_type = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+  using scalar = zo::compute_t<T>;
+  using matrix_type = matrix<scalar>;
+  using column_type = Eigen::Matrix<scalar, Eigen::Dynamic, 1>;
+  using row_type = Eigen::Matrix<scalar, 1, Eigen::Dynamic>;
+  using store_type = store_of<T>;
 
   // Finds the model's tensors in the store by name and checks their shapes, so a store loaded
   // from a checkpoint works as well as one filled by register_parameters. The store must outlive
   // the model; the model reads its current values on every call.
-  basic_opt_model(const opt_config& config, const zo::eigen_store<T>& store)
+  basic_opt_model(const opt_config& config, const store_type& store)
       : config_(config), store_(&store), layer_of_block_(store.size(), -1) {
     const auto specs = parameter_specs(config);
     std::vector<std::size_t> indices;
@@ -313,7 +385,7 @@ class basic_opt_model {
   basic_opt_model& operator=(const basic_opt_model&) = delete;
 
   const opt_config& config() const { return config_; }
-  const zo::eigen_store<T>& store() const { return *store_; }
+  const store_type& store() const { return *store_; }
   // Store indices of all the model's tensors, in parameter_specs order: the "full" gradient set.
   const std::vector<std::size_t>& parameter_blocks() const { return blocks_; }
   // The store index of tensor t of decoder layer i.
@@ -392,7 +464,7 @@ class basic_opt_model {
   // loss and stops at the lowest layer holding a requested block: layers below it keep no
   // activations and do no backward work.
   double loss_and_gradients(const batch& examples, zo::gradient_view<T>& gradients,
-                            const loss_options& options = {}) const {
+                            const loss_options& options = {}) const requires(!zo::is_16bit<T>) {
     const std::vector<int> columns = check_batch(examples, options);
     const auto requested = gradients.blocks();
     int lowest = config_.layer_count();  // no layer: the loss alone
@@ -459,7 +531,7 @@ class basic_opt_model {
 
  private:
   using row_map = Eigen::Map<matrix_type>;
-  static constexpr T norm_epsilon = T(1e-5);
+  static constexpr scalar norm_epsilon = scalar(1e-5);
 
   // What one decoder layer's backward pass needs from its forward pass. Inference reuses one of
   // these for every layer.
@@ -475,14 +547,46 @@ class basic_opt_model {
     matrix_type x, projection, selected, final_xhat, final_hidden, logits, candidate_embeddings;
     column_type final_rstd;
     layer_state layer;
+    // 16-bit parameters widened to float, one weight and one bias (or norm weight and bias) at a
+    // time, and two embedding rows; empty for float parameters, which are read in place.
+    matrix_type weight, bias;
+    row_type first_row, second_row;
     // Backward scratch.
     matrix_type d_logits, d_candidates, d_final, d_selected, dx, d_hidden, d_ffn_input, d_norm,
         d_context, dq, dk, dv, d_scores, d_attn_input, dxhat;
     column_type row_dot, mean1, mean2;
   };
 
-  const matrix_type& param(std::size_t block) const {
+  // A parameter as a matrix of scalars: the store's own, or the 16-bit one widened into
+  // `widened`.
+  const matrix_type& param(std::size_t block, matrix_type& widened) const {
+    if constexpr (zo::is_16bit<T>) {
+      const auto b = store_->block(block);
+      widened.resize(static_cast<Eigen::Index>(b.rows()), static_cast<Eigen::Index>(b.cols()));
+      std::transform(b.data(), b.data() + b.size(), widened.data(),
+                     [](T x) { return zo::widen(x); });
+      return widened;
+    } else {
+      (void)widened;
+      return store_->matrix(block);
+    }
+  }
+  // The backward pass reads parameters in place.
+  const matrix_type& param(std::size_t block) const requires(!zo::is_16bit<T>) {
     return store_->matrix(block);
+  }
+  // Row r of a parameter: in place, or widened into `widened`.
+  Eigen::Ref<const row_type> param_row(std::size_t block, Eigen::Index r, row_type& widened) const {
+    if constexpr (zo::is_16bit<T>) {
+      const auto b = store_->block(block);
+      const T* first = b.data() + static_cast<std::size_t>(r) * b.cols();
+      widened.resize(static_cast<Eigen::Index>(b.cols()));
+      std::transform(first, first + b.cols(), widened.data(), [](T x) { return zo::widen(x); });
+      return widened;
+    } else {
+      (void)widened;
+      return store_->matrix(block).row(r);
+    }
   }
   static row_map gradient_map(T* g, const matrix_type& like) {
     return row_map(g, like.rows(), like.cols());
@@ -583,7 +687,9 @@ class basic_opt_model {
                          matrix_type& xhat, column_type& rstd, matrix_type& y) {
     rstd = x.rowwise().mean();  // the mean, until overwritten below
     xhat = x.colwise() - rstd;
-    rstd = ((xhat.array().square().rowwise().sum() / T(x.cols())) + norm_epsilon).rsqrt().matrix();
+    rstd = ((xhat.array().square().rowwise().sum() / scalar(x.cols())) + norm_epsilon)
+               .rsqrt()
+               .matrix();
     xhat.array().colwise() *= rstd.array();
     y = ((xhat.array().rowwise() * weight.row(0).array()).rowwise() + bias.row(0).array()).matrix();
   }
@@ -624,15 +730,20 @@ class basic_opt_model {
 
   // One decoder layer on x (length × d) in place. Inference and training run this same code, so
   // their logits agree bit for bit.
-  void layer_forward(int i, matrix_type& x, layer_state& s, matrix_type& projection) const {
+  void layer_forward(int i, matrix_type& x, layer_state& s, workspace& ws) const {
     const auto& id = layers_[static_cast<std::size_t>(i)];
     const Eigen::Index length = x.rows(), head_dim = config_.head_dim();
-    layer_norm(x, param(id[tensor::attn_norm_weight]), param(id[tensor::attn_norm_bias]),
-               s.attn_xhat, s.attn_rstd, s.attn_input);
-    linear(s.attn_input, param(id[tensor::q_weight]), param(id[tensor::q_bias]), s.q);
-    s.q *= T(1) / std::sqrt(T(head_dim));  // OPT scales the projected query, bias included
-    linear(s.attn_input, param(id[tensor::k_weight]), param(id[tensor::k_bias]), s.k);
-    linear(s.attn_input, param(id[tensor::v_weight]), param(id[tensor::v_bias]), s.v);
+    // The layer's parameters, each in place or widened into the workspace just before its use.
+    auto weight = [&](tensor::index t) -> const matrix_type& { return param(id[t], ws.weight); };
+    auto bias = [&](tensor::index t) -> const matrix_type& { return param(id[t], ws.bias); };
+    matrix_type& projection = ws.projection;
+    layer_norm(x, weight(tensor::attn_norm_weight), bias(tensor::attn_norm_bias), s.attn_xhat,
+               s.attn_rstd, s.attn_input);
+    linear(s.attn_input, weight(tensor::q_weight), bias(tensor::q_bias), s.q);
+    s.q *=
+        scalar(1) / std::sqrt(scalar(head_dim));  // OPT scales the projected query, bias included
+    linear(s.attn_input, weight(tensor::k_weight), bias(tensor::k_bias), s.k);
+    linear(s.attn_input, weight(tensor::v_weight), bias(tensor::v_bias), s.v);
     s.probabilities.resize(config_.n_heads * length, length);
     s.context.resize(length, config_.d_model);
     for (int h = 0; h < config_.n_heads; ++h) {
@@ -643,13 +754,13 @@ class basic_opt_model {
       s.context.middleCols(h * head_dim, head_dim).noalias() =
           p * s.v.middleCols(h * head_dim, head_dim);
     }
-    linear(s.context, param(id[tensor::out_weight]), param(id[tensor::out_bias]), projection);
+    linear(s.context, weight(tensor::out_weight), bias(tensor::out_bias), projection);
     x += projection;
-    layer_norm(x, param(id[tensor::ffn_norm_weight]), param(id[tensor::ffn_norm_bias]), s.ffn_xhat,
+    layer_norm(x, weight(tensor::ffn_norm_weight), bias(tensor::ffn_norm_bias), s.ffn_xhat,
                s.ffn_rstd, s.ffn_input);
-    linear(s.ffn_input, param(id[tensor::fc1_weight]), param(id[tensor::fc1_bias]), s.hidden);
-    s.hidden = s.hidden.cwiseMax(T(0));
-    linear(s.hidden, param(id[tensor::fc2_weight]), param(id[tensor::fc2_bias]), projection);
+    linear(s.ffn_input, weight(tensor::fc1_weight), bias(tensor::fc1_bias), s.hidden);
+    s.hidden = s.hidden.cwiseMax(scalar(0));
+    linear(s.hidden, weight(tensor::fc2_weight), bias(tensor::fc2_bias), projection);
     x += projection;
   }
 
@@ -660,35 +771,33 @@ class basic_opt_model {
   void forward(std::span<const int> tokens, std::span<const int> positions, workspace& ws,
                std::vector<layer_state>* kept, int keep_from = 0) const {
     const Eigen::Index length = *std::max_element(positions.begin(), positions.end()) + 1;
-    const matrix_type& embed_tokens = param(embed_tokens_);
-    const matrix_type& embed_positions = param(embed_positions_);
     ws.x.resize(length, config_.d_model);
     for (Eigen::Index t = 0; t < length; ++t)
-      ws.x.row(t) =
-          embed_tokens.row(tokens[static_cast<std::size_t>(t)]) + embed_positions.row(t + 2);
+      ws.x.row(t) = param_row(embed_tokens_, tokens[static_cast<std::size_t>(t)], ws.first_row) +
+                    param_row(embed_positions_, t + 2, ws.second_row);
     for (int i = 0; i < config_.n_layers; ++i) {
       const bool keep = kept != nullptr && decoder_layer(i) >= keep_from;
       if (keep) ++kept_layers_;
-      layer_forward(i, ws.x, keep ? (*kept)[static_cast<std::size_t>(i)] : ws.layer, ws.projection);
+      layer_forward(i, ws.x, keep ? (*kept)[static_cast<std::size_t>(i)] : ws.layer, ws);
     }
     // The final norm is per position, so only the positions asked for go through it.
     ws.selected.resize(static_cast<Eigen::Index>(positions.size()), config_.d_model);
     for (std::size_t j = 0; j < positions.size(); ++j)
       ws.selected.row(static_cast<Eigen::Index>(j)) = ws.x.row(positions[j]);
-    layer_norm(ws.selected, param(final_norm_weight_), param(final_norm_bias_), ws.final_xhat,
-               ws.final_rstd, ws.final_hidden);
+    layer_norm(ws.selected, param(final_norm_weight_, ws.weight), param(final_norm_bias_, ws.bias),
+               ws.final_xhat, ws.final_rstd, ws.final_hidden);
   }
 
   void head_logits(const matrix_type& hidden, std::span<const int> candidates, workspace& ws,
                    matrix_type& out) const {
-    const matrix_type& embed_tokens = param(embed_tokens_);
     if (candidates.empty()) {
-      out.noalias() = hidden * embed_tokens.transpose();
+      out.noalias() = hidden * param(embed_tokens_, ws.weight).transpose();
       return;
     }
     ws.candidate_embeddings.resize(static_cast<Eigen::Index>(candidates.size()), config_.d_model);
     for (std::size_t c = 0; c < candidates.size(); ++c)
-      ws.candidate_embeddings.row(static_cast<Eigen::Index>(c)) = embed_tokens.row(candidates[c]);
+      ws.candidate_embeddings.row(static_cast<Eigen::Index>(c)) =
+          param_row(embed_tokens_, candidates[c], ws.first_row);
     out.noalias() = hidden * ws.candidate_embeddings.transpose();
   }
 
@@ -697,19 +806,19 @@ class basic_opt_model {
   double cross_entropy(workspace& ws, const example& ex, const std::vector<int>& columns,
                        double weight, bool want_gradient) const {
     const auto m = static_cast<Eigen::Index>(ex.targets.size());
-    const T scale = T(weight / double(m));
+    const scalar scale = scalar(weight / double(m));
     if (want_gradient) ws.d_logits.resize(m, ws.logits.cols());
     double total = 0;
     for (Eigen::Index j = 0; j < m; ++j) {
       const auto row = ws.logits.row(j);
-      const T max = row.maxCoeff();
+      const scalar max = row.maxCoeff();
       const double log_sum =
           double(max) + std::log((row.template cast<double>().array() - double(max)).exp().sum());
       const int token = ex.targets[static_cast<std::size_t>(j)].token;
       const int column = columns.empty() ? token : columns[static_cast<std::size_t>(token)];
       total += log_sum - double(row(column));
       if (want_gradient) {
-        ws.d_logits.row(j) = ((row.array() - T(log_sum)).exp() * scale).matrix();
+        ws.d_logits.row(j) = ((row.array() - scalar(log_sum)).exp() * scale).matrix();
         ws.d_logits(j, column) -= scale;
       }
     }
@@ -853,7 +962,7 @@ class basic_opt_model {
   }
 
   opt_config config_;
-  const zo::eigen_store<T>* store_;
+  const store_type* store_;
   std::vector<int> layer_of_block_;  // by store index; -1 for blocks that are not the model's
   std::vector<std::size_t> blocks_;
   std::size_t embed_tokens_ = 0, embed_positions_ = 0, final_norm_weight_ = 0, final_norm_bias_ = 0;
@@ -863,6 +972,7 @@ class basic_opt_model {
 };
 
 using opt_model = basic_opt_model<float>;
+using bf16_opt_model = basic_opt_model<zo::bfloat16>;
 
 // Gradient buffers for a set of blocks, e.g. parameter_blocks() for first-order training of the
 // whole model.
@@ -912,7 +1022,7 @@ class basic_objective {
 
   double loss() const { return model_->loss(batch_, options_); }
   double operator()() const { return loss(); }
-  double loss_and_gradients(zo::gradient_view<T>& gradients) const {
+  double loss_and_gradients(zo::gradient_view<T>& gradients) const requires(!zo::is_16bit<T>) {
     return model_->loss_and_gradients(batch_, gradients, options_);
   }
 
@@ -923,5 +1033,6 @@ class basic_objective {
 };
 
 using lm_objective = basic_objective<float>;
+using bf16_objective = basic_objective<zo::bfloat16>;
 
 }  // namespace opt

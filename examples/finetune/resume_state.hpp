@@ -42,10 +42,10 @@ struct resume_state {
 };
 
 // Writes the resume state into `dir` (created where missing): the weights first, then `state`
-// naming them, then the older entries removed.
-inline void save_resume_state(const std::filesystem::path& dir, const opt_config& config,
-                              const zo::eigen_store<float>& store, nlohmann::json position,
-                              const std::string& optimizer) {
+// naming them, then the older entries removed. The weights are saved in the store's element type.
+template <class Store>
+void save_resume_state(const std::filesystem::path& dir, const opt_config& config,
+                       const Store& store, nlohmann::json position, const std::string& optimizer) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);

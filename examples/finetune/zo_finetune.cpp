@@ -363,7 +363,8 @@ struct evaluation {
   double accuracy = 0, loss = 0;
 };
 
-evaluation evaluate(const opt::opt_model& model, const opt::batch& examples) {
+template <class T>
+evaluation evaluate(const opt::basic_opt_model<T>& model, const opt::batch& examples) {
   const auto losses = model.example_losses(examples, reviews::label_word_loss());
   evaluation e;
   for (double l : losses) {
@@ -653,9 +654,14 @@ std::vector<option_spec> finetune_options() {
            {"loho"}},
           {"fo-lr", "1e-5", "LoHO: Adam learning rate of the first-order layers", {"loho"}},
           {"clip", "1.0", "LoHO: first-order gradient-norm clip (0: off)", {"loho"}},
-          {"restore", "arithmetic",
-           "exact (snapshot, no rounding residue) or arithmetic (the reference's undo; no memory)",
+          {"restore", "",
+           "exact (snapshot, no rounding residue) or arithmetic (the reference's undo; no "
+           "memory); default arithmetic with --dtype f32, exact (the only one) with bf16 and f16",
            zeroth_order_methods()},
+          {"dtype", "f32",
+           "the parameters' dtype: f32, bf16 or f16 (half the parameter memory; the forward "
+           "computes in float, and the optimizer rounds updates stochastically); loho and adam "
+           "take f32 only"},
           {"train-examples", "1000", "training set size (MeZO: 1000)"},
           {"test-examples", "1000", "held-out test set size"},
           {"eval-interval", "0", "steps between held-out evaluations (0: 20 evaluations in all)"},
@@ -788,9 +794,30 @@ int finetune(const arguments& args) {
                     "--train-examples " + std::to_string(train_examples));
   require_data_fits(double(test_examples) * sentiment_example_bytes,
                     "--test-examples " + std::to_string(test_examples));
-  const std::string restore_name = args.text("restore");
+  const std::string dtype = args.text("dtype");
+  zo_examples::require(dtype == "f32" || dtype == "bf16" || dtype == "f16",
+                       "--dtype must be f32, bf16 or f16, got '" + dtype + "'");
+  const bool sixteen_bit = dtype != "f32";
+  // The run's name in the curves, the summary and the report: "mezo", "mezo (bf16)".
+  const std::string label = sixteen_bit ? method + " (" + dtype + ")" : method;
+  // The first-order parts keep gradients and Adam moments of float parameters; the 16-bit
+  // parameters are for the zeroth-order methods.
+  zo_examples::require(!sixteen_bit || (method != "loho" && method != "adam"),
+                       "--dtype " + dtype + " is not supported by --method " + method +
+                           " (its first-order part works on float parameters); use --dtype "
+                           "f32, or a zeroth-order method such as mezo");
+  const std::string restore_name = args.given("restore") ? args.text("restore")
+                                   : sixteen_bit         ? "exact"
+                                                         : "arithmetic";
   zo_examples::require(restore_name == "exact" || restore_name == "arithmetic",
                        "--restore must be exact or arithmetic, got '" + restore_name + "'");
+  // Perturbed 16-bit weights are rounded: subtracting the perturbation again does not give the
+  // weights back, so only the snapshot restores them (zo refuses the arithmetic restore too).
+  zo_examples::require(!sixteen_bit || restore_name == "exact",
+                       "--restore arithmetic cannot restore --dtype " + dtype +
+                           " weights: a perturbed 16-bit weight is rounded, so undoing the "
+                           "perturbation does not give it back; use --restore exact (the "
+                           "default with 16-bit weights)");
   // Sparse-MeZO's mask is read from the base point, and HiZOO's directions change with every
   // update: only the exact restore's snapshot serves either.
   const double sparse_fraction =
@@ -895,304 +922,322 @@ int finetune(const arguments& args) {
     }
   }
 
-  zo::eigen_store<float> store;
-  // A resumed run starts from the saved weights (of the same model as --checkpoint).
-  const auto loaded = opt::load_checkpoint(
-      resumed ? resume_dir / resumed->position.at("weights").get<std::string>() : checkpoint,
-      store);
-  zo_examples::require(
-      !resumed || opt::config_json(loaded.config) == opt::config_json(opt::read_config(checkpoint)),
-      "--resume: the saved weights in " + resume_dir.string() +
-          " are not of the model of --checkpoint " + checkpoint.string());
-  const opt::opt_model model(loaded.config, store);
-  const opt::batch train = reviews::sentiment_examples(data_seed, train_examples);
-  const opt::batch test = reviews::sentiment_examples(data_seed + 1, test_examples);
-  batch_sampler sampler(train, batch_size, seed + 1);
-  const std::size_t shard_begin = group.rank * batch_size / group.size,
-                    shard_end = (group.rank + 1) * batch_size / group.size;
-  group.set_shard(shard_end - shard_begin, batch_size);
-  opt::lm_objective objective(model, {}, reviews::label_word_loss());
+  // The rest runs over parameters of the chosen element type: float, or 16 bits, which the
+  // forward widens one tensor at a time and the optimizers step in 16 bits.
+  auto train_in = [&]<class Element>() -> int {
+    constexpr bool sixteen_bit_element = zo::is_16bit<Element>;
+    opt::owning_store_of<Element> store;
+    // What the optimizers step: the store, or the zo::view_store a 16-bit store is.
+    typename opt::basic_opt_model<Element>::store_type& parameters = store;
+    // A resumed run starts from the saved weights (of the same model as --checkpoint).
+    const auto loaded = opt::load_checkpoint(
+        resumed ? resume_dir / resumed->position.at("weights").get<std::string>() : checkpoint,
+        store);
+    zo_examples::require(!resumed || opt::config_json(loaded.config) ==
+                                         opt::config_json(opt::read_config(checkpoint)),
+                         "--resume: the saved weights in " + resume_dir.string() +
+                             " are not of the model of --checkpoint " + checkpoint.string());
+    const opt::basic_opt_model<Element> model(loaded.config, store);
+    const opt::batch train = reviews::sentiment_examples(data_seed, train_examples);
+    const opt::batch test = reviews::sentiment_examples(data_seed + 1, test_examples);
+    batch_sampler sampler(train, batch_size, seed + 1);
+    const std::size_t shard_begin = group.rank * batch_size / group.size,
+                      shard_end = (group.rank + 1) * batch_size / group.size;
+    group.set_shard(shard_end - shard_begin, batch_size);
+    opt::basic_objective<Element> objective(model, {}, reviews::label_word_loss());
 
-  std::vector<curve_point> curve;
-  const auto start = clock_type::now();
-  double loss_sum = 0, seconds_before = 0;  // seconds_before: the saved run's
-  std::uint64_t loss_count = 0, first_step = 1, adam_step = 0;
-  // Steps that changed nothing: a non-finite loss, or an update the optimizer refused because it
-  // would have made weights non-finite (refused_updates counts those among them).
-  std::uint64_t skipped_steps = 0, refused_updates = 0;
-  if (resumed) {
-    try {
-      const auto& p = resumed->position;
-      sampler.restore(p.at("sampler"));
-      for (const auto& row : p.at("curve")) {
-        curve.push_back({row.at(0).get<std::uint64_t>(), row.at(1).get<std::uint64_t>(),
-                         opt::bits_double(row.at(2).get<std::uint64_t>()),
-                         opt::bits_double(row.at(3).get<std::uint64_t>()),
-                         opt::bits_double(row.at(4).get<std::uint64_t>()),
-                         opt::bits_double(row.at(5).get<std::uint64_t>())});
-      }
-      loss_sum = opt::bits_double(p.at("loss_sum").get<std::uint64_t>());
-      loss_count = p.at("loss_count").get<std::uint64_t>();
-      skipped_steps = p.at("skipped_steps").get<std::uint64_t>();
-      refused_updates = p.at("refused_updates").get<std::uint64_t>();
-      adam_step = p.at("adam_step").get<std::uint64_t>();
-      seconds_before = p.at("seconds").get<double>();
-      first_step = p.at("step").get<std::uint64_t>() + 1;
-      zo_examples::require(!curve.empty() && first_step >= 2 && first_step <= steps,
-                           "its step is out of range");
-    } catch (const std::exception& e) {
-      throw zo::invalid_argument("the resume state in " + resume_dir.string() +
-                                 " is damaged: " + e.what());
-    }
-  }
-  auto record = [&](std::uint64_t step) {
-    // Only rank 0 evaluates and reports: the replicas are identical.
-    if (!group.root()) return;
-    const evaluation e = evaluate(model, test);
-    curve.push_back({step, step * batch_size * passes_per_example,
-                     loss_count > 0 ? loss_sum / double(loss_count) : e.loss, e.accuracy, e.loss,
-                     seconds_before + seconds_since(start)});
-    loss_sum = 0;
-    loss_count = 0;
-  };
-  if (!resumed) record(0);
-  const double zero_shot = group.root() ? curve.front().test_accuracy : 0;
-  if (group.root()) {
-    std::fprintf(stderr, "%s: zero-shot held-out accuracy %.3f; %llu steps of %llu examples%s\n",
-                 method.c_str(), zero_shot, static_cast<unsigned long long>(steps),
-                 static_cast<unsigned long long>(batch_size),
-                 group.size > 1 ? (" over " + std::to_string(group.size) + " ranks").c_str() : "");
+    std::vector<curve_point> curve;
+    const auto start = clock_type::now();
+    double loss_sum = 0, seconds_before = 0;  // seconds_before: the saved run's
+    std::uint64_t loss_count = 0, first_step = 1, adam_step = 0;
+    // Steps that changed nothing: a non-finite loss, or an update the optimizer refused because it
+    // would have made weights non-finite (refused_updates counts those among them).
+    std::uint64_t skipped_steps = 0, refused_updates = 0;
     if (resumed) {
-      std::fprintf(stderr, "%s: resuming at step %llu from %s\n", method.c_str(),
-                   static_cast<unsigned long long>(first_step), resume_dir.c_str());
-    }
-  }
-
-  progress_line progress(method, steps);
-  const auto train_start = clock_type::now();
-  const std::uint64_t bytes_before = group.bytes_sent();
-  std::size_t optimizer_state = 0;
-  auto counted = [&](const zo::step_report& report) {
-    if (report.skipped()) ++skipped_steps;
-    if (report.status == zo::step_status::skipped_nonfinite_update) ++refused_updates;
-    return report.loss;
-  };
-  // The resume state after `step`: the weights, the optimizer's state and the run's position.
-  auto save_resume = [&](std::uint64_t step, const auto& optimizer) {
-    std::ostringstream state;
-    optimizer.save(state);
-    nlohmann::json rows = nlohmann::json::array();
-    for (const auto& p : curve) {
-      rows.push_back({p.step, p.forward_passes, opt::double_bits(p.train_loss),
-                      opt::double_bits(p.test_accuracy), opt::double_bits(p.test_loss),
-                      opt::double_bits(p.seconds)});
-    }
-    opt::save_resume_state(resume_dir, loaded.config, store,
-                           {{"step", step},
-                            {"options", run_options},
-                            {"sampler", sampler.state()},
-                            {"curve", rows},
-                            {"loss_sum", opt::double_bits(loss_sum)},
-                            {"loss_count", loss_count},
-                            {"skipped_steps", skipped_steps},
-                            {"refused_updates", refused_updates},
-                            {"adam_step", adam_step},
-                            {"seconds", seconds_before + seconds_since(start)}},
-                           state.str());
-  };
-  // One step at a time, so the loop can draw the batch, log, evaluate and save between steps.
-  auto run = [&](auto& optimizer, auto&& one_step) {
-    if (resumed) {
-      std::istringstream in(resumed->optimizer);
-      optimizer.load(in);
-    }
-    for (std::uint64_t step = first_step; step <= steps; ++step) {
-      objective.set_batch(sampler.next(shard_begin, shard_end));
-      const double loss = one_step();
-      if (std::isfinite(loss)) {
-        loss_sum += loss;
-        ++loss_count;
+      try {
+        const auto& p = resumed->position;
+        sampler.restore(p.at("sampler"));
+        for (const auto& row : p.at("curve")) {
+          curve.push_back({row.at(0).get<std::uint64_t>(), row.at(1).get<std::uint64_t>(),
+                           opt::bits_double(row.at(2).get<std::uint64_t>()),
+                           opt::bits_double(row.at(3).get<std::uint64_t>()),
+                           opt::bits_double(row.at(4).get<std::uint64_t>()),
+                           opt::bits_double(row.at(5).get<std::uint64_t>())});
+        }
+        loss_sum = opt::bits_double(p.at("loss_sum").get<std::uint64_t>());
+        loss_count = p.at("loss_count").get<std::uint64_t>();
+        skipped_steps = p.at("skipped_steps").get<std::uint64_t>();
+        refused_updates = p.at("refused_updates").get<std::uint64_t>();
+        adam_step = p.at("adam_step").get<std::uint64_t>();
+        seconds_before = p.at("seconds").get<double>();
+        first_step = p.at("step").get<std::uint64_t>() + 1;
+        zo_examples::require(!curve.empty() && first_step >= 2 && first_step <= steps,
+                             "its step is out of range");
+      } catch (const std::exception& e) {
+        throw zo::invalid_argument("the resume state in " + resume_dir.string() +
+                                   " is damaged: " + e.what());
       }
-      if (group.root()) progress.update(step, loss, step == steps, skipped_steps);
-      if (step % eval_interval == 0 || step == steps) {
-        group.verify_replicas(store, step);
-        record(step);
-      }
-      if (save_every > 0 && step % save_every == 0 && step < steps) save_resume(step, optimizer);
     }
-    if (group.root()) progress.finish();
-  };
-  // The zeroth-order methods over the estimator of this run: central differences, or under
-  // mpirun zo::mpi::data_parallel around them (one gather of losses per step).
-  auto with_estimator = [&](auto&& body) {
-    return group.with_estimator(zo::central_difference(eps), body);
-  };
-  // The first-order parts' loss and gradients: the objective's own, or under mpirun every
-  // rank's gathered and summed in rank order.
-  auto with_gradients = [&](auto&& body) { return group.with_gradients(store, objective, body); };
-  if (method == "mezo") {
-    with_estimator([&]<class Estimator>(Estimator estimator) {
-      zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>> optimizer(
-          {}, estimator, zo::sgd<>(lr, decay), {}, zo_options);
-      run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
-      optimizer_state = state_bytes(optimizer);
-    });
-  } else if (method == "zo-momentum" || method == "zo-adam" || method == "lezo" ||
-             method == "sign-sgd") {
-    run_dense_variant(
-        method,
-        [&]<class Rule, class Selector>(Rule rule, Selector selector) {
-          with_estimator([&]<class Estimator>(Estimator estimator) {
-            zo::zo_optimizer<zo::gaussian_perturbation, Estimator, Rule, Selector> optimizer(
-                {}, estimator, rule, selector, zo_options);
-            run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
-            optimizer_state = state_bytes(optimizer);
-          });
-        },
-        lr, beta, decay, lezo_layers, seed);
-  } else if (method == "sparse-mezo") {
-    // The thresholds come from the checkpoint's weights, also when resuming from others, so a
-    // resumed run masks as the uninterrupted one did.
-    zo::eigen_store<float> pretrained;
-    if (resumed) opt::load_checkpoint(checkpoint, pretrained);
-    const zo::small_magnitude_perturbation sparse(
-        zo::small_magnitude_thresholds(resumed ? pretrained : store, sparse_fraction));
-    with_estimator([&]<class Estimator>(Estimator estimator) {
-      zo::zo_optimizer<zo::small_magnitude_perturbation, Estimator, zo::sgd<>> optimizer(
-          sparse, estimator, zo::sgd<>(lr, decay), {}, zo_options);
-      run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
-      optimizer_state = state_bytes(optimizer);
-    });
-  } else if (method == "subzero") {
-    with_estimator([&]<class Estimator>(Estimator estimator) {
-      zo::zo_optimizer<zo::subzero_perturbation, Estimator, zo::sgd<>> optimizer(
-          zo::subzero_perturbation(rank, interval), estimator, zo::sgd<>(lr, decay), {},
-          zo_options);
-      run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
-      optimizer_state = state_bytes(optimizer);
-    });
-  } else if (method == "fzoo") {
-    group.with_estimator(
-        zo::q_sample<zo::one_sided>(directions, zo::one_sided(eps)),
-        [&]<class Estimator>(Estimator estimator) {
-          zo::zo_optimizer<zo::rademacher_perturbation, Estimator, zo::fzoo_sgd<>> optimizer(
-              {}, estimator, zo::fzoo_sgd<>(lr), {}, zo_options);
-          run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
-          optimizer_state = state_bytes(optimizer);
-        });
-  } else if (method == "hizoo") {
-    // Not data-parallel: zo::mpi's estimators repeat a central or one-sided difference, and
-    // HiZOO's three evaluations are neither.
-    zo_examples::require(group.size == 1, "--method hizoo does not run under mpirun");
-    const zo::hizoo_sgd<> rule(lr, hessian_smoothing, decay);
-    zo::hizoo optimizer(zo::hessian_scaled_perturbation(rule.diagonal()),
-                        zo::curvature_difference(eps), rule, {}, zo_options);
-    run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
-    optimizer_state = state_bytes(optimizer);
-  } else if (method == "lozo" || method == "lozo-m") {
-    const zo::low_rank_perturbation low_rank(rank, interval);
-    with_estimator([&]<class Estimator>(Estimator estimator) {
-      if (method == "lozo") {
-        zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::sgd<>> optimizer(
-            low_rank, estimator, zo::sgd<>(lr, decay), {}, zo_options);
-        run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
-        optimizer_state = state_bytes(optimizer);
-      } else {
-        zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::low_rank_momentum<>> optimizer(
-            low_rank, estimator, zo::low_rank_momentum<>(lr, beta, decay), {}, zo_options);
-        run(optimizer, [&] { return counted(optimizer.step(store, objective)); });
-        optimizer_state = state_bytes(optimizer);
-      }
-    });
-  } else if (method == "loho") {
-    // LoHO's first-order layers: the deepest k, or as many as a memory budget allows.
-    auto with_selector = [&](auto&& body) {
-      if (budget_mib == 0) return body(zo::deepest_layers(loho_layers));
-      const int longest = static_cast<int>(
-          std::max_element(train.begin(), train.end(), [](const auto& a, const auto& b) {
-            return a.tokens.size() < b.tokens.size();
-          })->tokens.size());
-      const zo::memory_budget selector(
-          static_cast<std::size_t>(budget_mib * 1048576.0),
-          opt::memory_costs(loaded.config, shard_end - shard_begin, longest));
-      if (group.root()) {
-        std::fprintf(
-            stderr,
-            "loho: %zu first-order layers fit the budget of %.1f MiB (predicted %.1f MiB)\n",
-            selector.k(), budget_mib, selector.predicted_bytes() / 1048576.0);
-      }
-      body(selector);
+    auto record = [&](std::uint64_t step) {
+      // Only rank 0 evaluates and reports: the replicas are identical.
+      if (!group.root()) return;
+      const evaluation e = evaluate(model, test);
+      curve.push_back({step, step * batch_size * passes_per_example,
+                       loss_count > 0 ? loss_sum / double(loss_count) : e.loss, e.accuracy, e.loss,
+                       seconds_before + seconds_since(start)});
+      loss_sum = 0;
+      loss_count = 0;
     };
-    with_estimator([&]<class Estimator>(Estimator estimator) {
-      with_selector([&]<class Selector>(Selector selector) {
-        using zo_part = zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>>;
-        zo::hybrid<zo_part, zo::adam<>, Selector> optimizer(
-            zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options), zo::adam<>(fo_lr),
-            selector, zo::hybrid_options{.clip_norm = clip});
-        with_gradients(
-            [&](auto& f) { run(optimizer, [&] { return counted(optimizer.step(store, f)); }); });
+    if (!resumed) record(0);
+    const double zero_shot = group.root() ? curve.front().test_accuracy : 0;
+    if (group.root()) {
+      std::fprintf(
+          stderr, "%s: zero-shot held-out accuracy %.3f; %llu steps of %llu examples%s\n",
+          method.c_str(), zero_shot, static_cast<unsigned long long>(steps),
+          static_cast<unsigned long long>(batch_size),
+          group.size > 1 ? (" over " + std::to_string(group.size) + " ranks").c_str() : "");
+      if (resumed) {
+        std::fprintf(stderr, "%s: resuming at step %llu from %s\n", method.c_str(),
+                     static_cast<unsigned long long>(first_step), resume_dir.c_str());
+      }
+    }
+
+    progress_line progress(method, steps);
+    const auto train_start = clock_type::now();
+    const std::uint64_t bytes_before = group.bytes_sent();
+    std::size_t optimizer_state = 0;
+    auto counted = [&](const zo::step_report& report) {
+      if (report.skipped()) ++skipped_steps;
+      if (report.status == zo::step_status::skipped_nonfinite_update) ++refused_updates;
+      return report.loss;
+    };
+    // The resume state after `step`: the weights, the optimizer's state and the run's position.
+    auto save_resume = [&](std::uint64_t step, const auto& optimizer) {
+      std::ostringstream state;
+      optimizer.save(state);
+      nlohmann::json rows = nlohmann::json::array();
+      for (const auto& p : curve) {
+        rows.push_back({p.step, p.forward_passes, opt::double_bits(p.train_loss),
+                        opt::double_bits(p.test_accuracy), opt::double_bits(p.test_loss),
+                        opt::double_bits(p.seconds)});
+      }
+      opt::save_resume_state(resume_dir, loaded.config, store,
+                             {{"step", step},
+                              {"options", run_options},
+                              {"sampler", sampler.state()},
+                              {"curve", rows},
+                              {"loss_sum", opt::double_bits(loss_sum)},
+                              {"loss_count", loss_count},
+                              {"skipped_steps", skipped_steps},
+                              {"refused_updates", refused_updates},
+                              {"adam_step", adam_step},
+                              {"seconds", seconds_before + seconds_since(start)}},
+                             state.str());
+    };
+    // One step at a time, so the loop can draw the batch, log, evaluate and save between steps.
+    auto run = [&](auto& optimizer, auto&& one_step) {
+      if (resumed) {
+        std::istringstream in(resumed->optimizer);
+        optimizer.load(in);
+      }
+      for (std::uint64_t step = first_step; step <= steps; ++step) {
+        objective.set_batch(sampler.next(shard_begin, shard_end));
+        const double loss = one_step();
+        if (std::isfinite(loss)) {
+          loss_sum += loss;
+          ++loss_count;
+        }
+        if (group.root()) progress.update(step, loss, step == steps, skipped_steps);
+        if (step % eval_interval == 0 || step == steps) {
+          group.verify_replicas(store, step);
+          record(step);
+        }
+        if (save_every > 0 && step % save_every == 0 && step < steps) save_resume(step, optimizer);
+      }
+      if (group.root()) progress.finish();
+    };
+    // The zeroth-order methods over the estimator of this run: central differences, or under
+    // mpirun zo::mpi::data_parallel around them (one gather of losses per step).
+    auto with_estimator = [&](auto&& body) {
+      return group.with_estimator(zo::central_difference(eps), body);
+    };
+    // The first-order parts' loss and gradients: the objective's own, or under mpirun every
+    // rank's gathered and summed in rank order.
+    auto with_gradients = [&](auto&& body) { return group.with_gradients(store, objective, body); };
+    if (method == "mezo") {
+      with_estimator([&]<class Estimator>(Estimator estimator) {
+        zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>> optimizer(
+            {}, estimator, zo::sgd<>(lr, decay), {}, zo_options);
+        run(optimizer, [&] { return counted(optimizer.step(parameters, objective)); });
         optimizer_state = state_bytes(optimizer);
       });
-    });
-  } else {
-    zo::adam<> adam(lr, 0.9, 0.999, 1e-8, decay);
-    opt::gradient_buffers<float> gradients(store, model.parameter_blocks());
-    with_gradients([&](auto& f) {
-      run(adam, [&] { return first_order_step(store, gradients, adam, f, adam_step++); });
-    });
-    optimizer_state = state_bytes(adam);
-  }
-  const double bytes_per_step = double(group.bytes_sent() - bytes_before) / double(steps);
-  group.verify_replicas(store, steps);
-  const double train_seconds = seconds_since(train_start);
-  if (!group.root()) return 0;  // rank 0 evaluated and reports
-  const curve_point& last = curve.back();
-  // Each file replaces the previous one as a whole (a temporary file, fsync'ed and renamed); the
-  // curves first, so a summary always names curves of its own run.
-  {
-    std::ostringstream csv;
-    csv << "method,step,forward_passes,train_loss,test_accuracy,test_loss,seconds\n";
-    for (const auto& p : curve) {
-      csv << method << ',' << p.step << ',' << p.forward_passes << ',' << p.train_loss << ','
-          << p.test_accuracy << ',' << p.test_loss << ',' << p.seconds << '\n';
+    } else if (method == "zo-momentum" || method == "zo-adam" || method == "lezo" ||
+               method == "sign-sgd") {
+      run_dense_variant(
+          method,
+          [&]<class Rule, class Selector>(Rule rule, Selector selector) {
+            with_estimator([&]<class Estimator>(Estimator estimator) {
+              zo::zo_optimizer<zo::gaussian_perturbation, Estimator, Rule, Selector> optimizer(
+                  {}, estimator, rule, selector, zo_options);
+              run(optimizer, [&] { return counted(optimizer.step(parameters, objective)); });
+              optimizer_state = state_bytes(optimizer);
+            });
+          },
+          lr, beta, decay, lezo_layers, seed);
+    } else if (method == "sparse-mezo") {
+      // The thresholds come from the checkpoint's weights, also when resuming from others, so a
+      // resumed run masks as the uninterrupted one did.
+      opt::owning_store_of<Element> pretrained;
+      if (resumed) opt::load_checkpoint(checkpoint, pretrained);
+      const zo::small_magnitude_perturbation sparse(zo::small_magnitude_thresholds(
+          resumed ? static_cast<decltype(parameters)>(pretrained) : parameters, sparse_fraction));
+      with_estimator([&]<class Estimator>(Estimator estimator) {
+        zo::zo_optimizer<zo::small_magnitude_perturbation, Estimator, zo::sgd<>> optimizer(
+            sparse, estimator, zo::sgd<>(lr, decay), {}, zo_options);
+        run(optimizer, [&] { return counted(optimizer.step(parameters, objective)); });
+        optimizer_state = state_bytes(optimizer);
+      });
+    } else if (method == "subzero") {
+      with_estimator([&]<class Estimator>(Estimator estimator) {
+        zo::zo_optimizer<zo::subzero_perturbation, Estimator, zo::sgd<>> optimizer(
+            zo::subzero_perturbation(rank, interval), estimator, zo::sgd<>(lr, decay), {},
+            zo_options);
+        run(optimizer, [&] { return counted(optimizer.step(parameters, objective)); });
+        optimizer_state = state_bytes(optimizer);
+      });
+    } else if (method == "fzoo") {
+      group.with_estimator(
+          zo::q_sample<zo::one_sided>(directions, zo::one_sided(eps)),
+          [&]<class Estimator>(Estimator estimator) {
+            zo::zo_optimizer<zo::rademacher_perturbation, Estimator, zo::fzoo_sgd<>> optimizer(
+                {}, estimator, zo::fzoo_sgd<>(lr), {}, zo_options);
+            run(optimizer, [&] { return counted(optimizer.step(parameters, objective)); });
+            optimizer_state = state_bytes(optimizer);
+          });
+    } else if (method == "hizoo") {
+      // Not data-parallel: zo::mpi's estimators repeat a central or one-sided difference, and
+      // HiZOO's three evaluations are neither.
+      zo_examples::require(group.size == 1, "--method hizoo does not run under mpirun");
+      const zo::hizoo_sgd<> rule(lr, hessian_smoothing, decay);
+      zo::hizoo optimizer(zo::hessian_scaled_perturbation(rule.diagonal()),
+                          zo::curvature_difference(eps), rule, {}, zo_options);
+      run(optimizer, [&] { return counted(optimizer.step(parameters, objective)); });
+      optimizer_state = state_bytes(optimizer);
+    } else if (method == "lozo" || method == "lozo-m") {
+      const zo::low_rank_perturbation low_rank(rank, interval);
+      with_estimator([&]<class Estimator>(Estimator estimator) {
+        if (method == "lozo") {
+          zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::sgd<>> optimizer(
+              low_rank, estimator, zo::sgd<>(lr, decay), {}, zo_options);
+          run(optimizer, [&] { return counted(optimizer.step(parameters, objective)); });
+          optimizer_state = state_bytes(optimizer);
+        } else {
+          zo::zo_optimizer<zo::low_rank_perturbation, Estimator, zo::low_rank_momentum<>> optimizer(
+              low_rank, estimator, zo::low_rank_momentum<>(lr, beta, decay), {}, zo_options);
+          run(optimizer, [&] { return counted(optimizer.step(parameters, objective)); });
+          optimizer_state = state_bytes(optimizer);
+        }
+      });
+    } else if (method == "loho") {
+      // Refused with the options for 16-bit parameters.
+      if constexpr (!sixteen_bit_element) {
+        // LoHO's first-order layers: the deepest k, or as many as a memory budget allows.
+        auto with_selector = [&](auto&& body) {
+          if (budget_mib == 0) return body(zo::deepest_layers(loho_layers));
+          const int longest = static_cast<int>(
+              std::max_element(train.begin(), train.end(), [](const auto& a, const auto& b) {
+                return a.tokens.size() < b.tokens.size();
+              })->tokens.size());
+          const zo::memory_budget selector(
+              static_cast<std::size_t>(budget_mib * 1048576.0),
+              opt::memory_costs(loaded.config, shard_end - shard_begin, longest));
+          if (group.root()) {
+            std::fprintf(
+                stderr,
+                "loho: %zu first-order layers fit the budget of %.1f MiB (predicted %.1f MiB)\n",
+                selector.k(), budget_mib, selector.predicted_bytes() / 1048576.0);
+          }
+          body(selector);
+        };
+        with_estimator([&]<class Estimator>(Estimator estimator) {
+          with_selector([&]<class Selector>(Selector selector) {
+            using zo_part = zo::zo_optimizer<zo::gaussian_perturbation, Estimator, zo::sgd<>>;
+            zo::hybrid<zo_part, zo::adam<>, Selector> optimizer(
+                zo_part({}, estimator, zo::sgd<>(lr, decay), {}, zo_options), zo::adam<>(fo_lr),
+                selector, zo::hybrid_options{.clip_norm = clip});
+            with_gradients([&](auto& f) {
+              run(optimizer, [&] { return counted(optimizer.step(store, f)); });
+            });
+            optimizer_state = state_bytes(optimizer);
+          });
+        });
+      }
+    } else if constexpr (!sixteen_bit_element) {
+      zo::adam<> adam(lr, 0.9, 0.999, 1e-8, decay);
+      opt::gradient_buffers<float> gradients(store, model.parameter_blocks());
+      with_gradients([&](auto& f) {
+        run(adam, [&] { return first_order_step(store, gradients, adam, f, adam_step++); });
+      });
+      optimizer_state = state_bytes(adam);
     }
-    zo_examples::write_file_atomically(csv_path, csv.str());
-  }
-  std::size_t parameter_count = 0;
-  for (std::size_t b : model.parameter_blocks())
-    parameter_count += store.block(b).size();
-  const nlohmann::json summary = {{"method", method},
-                                  {"steps", steps},
-                                  {"batch", batch_size},
-                                  {"forward_passes", steps * batch_size * passes_per_example},
-                                  {"lr", lr},
-                                  {"eps", eps},
-                                  {"restore", restore_name},
-                                  {"zero_shot_accuracy", zero_shot},
-                                  {"test_accuracy", last.test_accuracy},
-                                  {"test_loss", last.test_loss},
-                                  {"skipped_steps", skipped_steps},
-                                  {"refused_updates", refused_updates},
-                                  {"train_seconds", train_seconds},
-                                  {"peak_resident_bytes", peak_resident_bytes()},
-                                  {"optimizer_state_bytes", optimizer_state},
-                                  {"parameter_count", parameter_count},
-                                  {"test_examples", test.size()},
-                                  {"ranks", group.size},
-                                  {"bytes_sent_per_step_per_rank", bytes_per_step},
-                                  {"csv", csv_path}};
-  zo_examples::write_file_atomically(json_path, summary.dump(2) + '\n');
-  // The run is done: its resume state is of no more use.
-  if (save_every > 0 || resume) {
-    std::error_code ec;
-    fs::remove_all(resume_dir, ec);
-    zo_examples::require(
-        !ec, "cannot remove the resume state " + resume_dir.string() + ": " + ec.message());
-  }
-  std::printf("%s: held-out accuracy %.3f -> %.3f in %s (%llu steps), peak RSS %.1f MiB\n",
-              method.c_str(), zero_shot, last.test_accuracy, duration_text(train_seconds).c_str(),
-              static_cast<unsigned long long>(steps), peak_resident_bytes() / 1048576.0);
-  return 0;
+    const double bytes_per_step = double(group.bytes_sent() - bytes_before) / double(steps);
+    group.verify_replicas(store, steps);
+    const double train_seconds = seconds_since(train_start);
+    if (!group.root()) return 0;  // rank 0 evaluated and reports
+    const curve_point& last = curve.back();
+    // Each file replaces the previous one as a whole (a temporary file, fsync'ed and renamed); the
+    // curves first, so a summary always names curves of its own run.
+    {
+      std::ostringstream csv;
+      csv << "method,step,forward_passes,train_loss,test_accuracy,test_loss,seconds\n";
+      for (const auto& p : curve) {
+        csv << label << ',' << p.step << ',' << p.forward_passes << ',' << p.train_loss << ','
+            << p.test_accuracy << ',' << p.test_loss << ',' << p.seconds << '\n';
+      }
+      zo_examples::write_file_atomically(csv_path, csv.str());
+    }
+    std::size_t parameter_count = 0;
+    for (std::size_t b : model.parameter_blocks())
+      parameter_count += store.block(b).size();
+    const nlohmann::json summary = {{"method", method},
+                                    {"dtype", dtype},
+                                    {"label", label},
+                                    {"parameter_bytes", parameter_count * sizeof(Element)},
+                                    {"steps", steps},
+                                    {"batch", batch_size},
+                                    {"forward_passes", steps * batch_size * passes_per_example},
+                                    {"lr", lr},
+                                    {"eps", eps},
+                                    {"restore", restore_name},
+                                    {"zero_shot_accuracy", zero_shot},
+                                    {"test_accuracy", last.test_accuracy},
+                                    {"test_loss", last.test_loss},
+                                    {"skipped_steps", skipped_steps},
+                                    {"refused_updates", refused_updates},
+                                    {"train_seconds", train_seconds},
+                                    {"peak_resident_bytes", peak_resident_bytes()},
+                                    {"optimizer_state_bytes", optimizer_state},
+                                    {"parameter_count", parameter_count},
+                                    {"test_examples", test.size()},
+                                    {"ranks", group.size},
+                                    {"bytes_sent_per_step_per_rank", bytes_per_step},
+                                    {"csv", csv_path}};
+    zo_examples::write_file_atomically(json_path, summary.dump(2) + '\n');
+    // The run is done: its resume state is of no more use.
+    if (save_every > 0 || resume) {
+      std::error_code ec;
+      fs::remove_all(resume_dir, ec);
+      zo_examples::require(
+          !ec, "cannot remove the resume state " + resume_dir.string() + ": " + ec.message());
+    }
+    std::printf("%s: held-out accuracy %.3f -> %.3f in %s (%llu steps), peak RSS %.1f MiB\n",
+                label.c_str(), zero_shot, last.test_accuracy, duration_text(train_seconds).c_str(),
+                static_cast<unsigned long long>(steps), peak_resident_bytes() / 1048576.0);
+    return 0;
+  };
+  if (dtype == "bf16") return train_in.template operator()<zo::bfloat16>();
+  if (dtype == "f16") return train_in.template operator()<zo::float16>();
+  return train_in.template operator()<float>();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1206,6 +1251,9 @@ std::vector<option_spec> memory_options() {
            "not the program, dominate the resident size"},
           {"batch", "16", "examples per step"},
           {"steps", "2", "steps of each kind measured"},
+          {"dtype", "f32",
+           "f32: inference and MeZO steps with both restores; bf16 or f16: inference with float "
+           "and with 16-bit parameters, and a MeZO step on the 16-bit ones (exact restore)"},
           {"threads", "0", "OpenMP threads (0: the OpenMP default)"}};
 }
 
@@ -1282,22 +1330,27 @@ int memory(const arguments& args) {
   for (const auto& spec : opt::parameter_specs(config))
     parameter_bytes += static_cast<std::size_t>(spec.rows) * spec.cols * sizeof(float);
 
-  auto phase = [&](auto step) {
+  const std::string dtype = args.text("dtype");
+  zo_examples::require(dtype == "f32" || dtype == "bf16" || dtype == "f16",
+                       "--dtype must be f32, bf16 or f16, got '" + dtype + "'");
+  // A phase over parameters of element type Element.
+  auto phase = [&]<class Element>(auto step) {
     return [&, step]() mutable {
-      zo::eigen_store<float> store;
+      opt::owning_store_of<Element> store;
       opt::register_parameters(store, config, 1);
-      const opt::opt_model model(config, store);
-      opt::lm_objective objective(model, reviews::sentiment_examples(3, batch_size),
-                                  reviews::label_word_loss());
-      step(store, objective);
+      typename opt::basic_opt_model<Element>::store_type& parameters = store;
+      const opt::basic_opt_model<Element> model(config, parameters);
+      opt::basic_objective<Element> objective(model, reviews::sentiment_examples(3, batch_size),
+                                              reviews::label_word_loss());
+      step(parameters, objective);
       const std::size_t before = resident_bytes();
       for (std::uint64_t s = 0; s < steps; ++s)
-        step(store, objective);
+        step(parameters, objective);
       return before;
     };
   };
-  auto measure = [&](const char* name, auto&& step) {
-    const phase_memory m = measure_in_child(name, phase(step));
+  auto measure = [&]<class Element = float>(const char* name, auto&& step) {
+    const phase_memory m = measure_in_child(name, phase.template operator()<Element>(step));
     std::printf("  %-34s peak RSS %8.1f MiB", name, m.peak / 1048576.0);
     if (m.before > 0) {
       std::printf(" (%+.1f MiB over the %.1f MiB before it)",
@@ -1307,17 +1360,39 @@ int memory(const arguments& args) {
     return m.peak;
   };
   std::printf(
-      "memory of one step, batch %llu, model d_model %d, %d layers, %.1f MiB of "
+      "memory of one step, batch %llu, model d_model %d, %d layers, %.1f MiB of float "
       "parameters (each phase in a process of its own):\n",
       static_cast<unsigned long long>(batch_size), config.d_model, config.n_layers,
       parameter_bytes / 1048576.0);
-  const std::size_t inference =
-      measure("inference (one forward)", [](auto&, auto& objective) { objective.loss(); });
+  auto forward = [](auto&, auto& objective) { objective.loss(); };
   auto mezo_step = [](zo::restore_mode restore) {
     return [optimizer = zo::mezo(zo::central_difference(1e-3), zo::sgd<>(1e-6),
                                  {.seed = 1, .restore = restore})](
                auto& store, auto& objective) mutable { optimizer.step(store, objective); };
   };
+  if (dtype != "f32") {
+    auto sixteen_bit = [&]<class Element>() {
+      const std::string inference_name = "inference, " + dtype + " parameters",
+                        step_name = "MeZO step, " + dtype + ", exact restore";
+      const std::size_t float_inference = measure("inference, f32 parameters", forward);
+      const std::size_t inference =
+          measure.template operator()<Element>(inference_name.c_str(), forward);
+      const std::size_t step = measure.template operator()<Element>(
+          step_name.c_str(), mezo_step(zo::restore_mode::exact));
+      std::printf(
+          "%s inference / f32 inference peak: %.3f; MeZO step (%s, exact restore: one %s snapshot "
+          "of the parameters) / %s inference peak: %.3f\n",
+          dtype.c_str(), double(inference) / double(float_inference), dtype.c_str(), dtype.c_str(),
+          dtype.c_str(), double(step) / double(inference));
+    };
+    if (dtype == "bf16") {
+      sixteen_bit.template operator()<zo::bfloat16>();
+    } else {
+      sixteen_bit.template operator()<zo::float16>();
+    }
+    return 0;
+  }
+  const std::size_t inference = measure("inference (one forward)", forward);
   const std::size_t zo_step =
       measure("MeZO step, arithmetic restore", mezo_step(zo::restore_mode::arithmetic));
   const std::size_t exact_step =
@@ -1338,6 +1413,11 @@ std::string mib(double bytes) {
   char buffer[32];
   std::snprintf(buffer, sizeof buffer, "%.1f MiB", bytes / 1048576.0);
   return buffer;
+}
+
+// A run's name in the table and the plot, as its curves name it: "mezo", "mezo (bf16)".
+std::string run_label(const nlohmann::json& run) {
+  return run.value("label", run.at("method").get<std::string>());
 }
 
 int report(const arguments& args) {
@@ -1372,6 +1452,8 @@ int report(const arguments& args) {
       field(name, &nlohmann::json::is_number, "a number");
     for (const char* name : {"forward_passes", "steps", "optimizer_state_bytes"})
       field(name, &nlohmann::json::is_number_unsigned, "a non-negative integer");
+    // Summaries written before 16-bit runs have no label (their method is their name).
+    if (run.contains("label")) field("label", &nlohmann::json::is_string, "a string");
     // Summaries written before skipped steps were counted have no such field.
     if (run.contains("skipped_steps"))
       field("skipped_steps", &nlohmann::json::is_number_unsigned, "a non-negative integer");
@@ -1415,8 +1497,7 @@ int report(const arguments& args) {
       steps += " (" + std::to_string(skipped) + " skipped)";
     char row[512];
     std::snprintf(row, sizeof row, "| %s | %.1f%% | %.1f%% | %llu | %s | %s | %s | %llu B |\n",
-                  run.at("method").get<std::string>().c_str(),
-                  100 * run.at("test_accuracy").get<double>(),
+                  run_label(run).c_str(), 100 * run.at("test_accuracy").get<double>(),
                   100 * run.at("zero_shot_accuracy").get<double>(),
                   run.at("forward_passes").get<unsigned long long>(), steps.c_str(),
                   duration_text(run.at("train_seconds").get<double>()).c_str(),
@@ -1442,14 +1523,14 @@ int report(const arguments& args) {
          << "set xlabel 'forward passes (examples)'\nset key bottom right\n"
          << "set ylabel 'held-out accuracy'\nset title 'Sentiment task, held-out accuracy'\nplot ";
   for (std::size_t i = 0; i < runs.size(); ++i) {
-    const std::string name = runs[i].at("method").get<std::string>();
+    const std::string name = run_label(runs[i]);
     script << (i ? ", " : "") << "'" << csv_path.string() << "' using 3:(strcol(1) eq '" << name
            << "' ? $5 : 1/0) with linespoints title '" << name << "'";
   }
   script << "\nset ylabel 'training loss (label words)'\nset key top right\n"
          << "set title 'Training loss, mean over each evaluation interval'\nplot ";
   for (std::size_t i = 0; i < runs.size(); ++i) {
-    const std::string name = runs[i].at("method").get<std::string>();
+    const std::string name = run_label(runs[i]);
     script << (i ? ", " : "") << "'" << csv_path.string() << "' using 3:(strcol(1) eq '" << name
            << "' ? $4 : 1/0) with lines title '" << name << "'";
   }

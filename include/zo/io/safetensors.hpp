@@ -54,6 +54,7 @@
 
 #include "zo/backends/cpu.hpp"
 #include "zo/core/errors.hpp"
+#include "zo/core/float16.hpp"
 
 namespace zo::io {
 
@@ -134,6 +135,16 @@ inline std::optional<dtype> parse_dtype(std::string_view name) {
 inline bool float_convertible(dtype t) {
   return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16 || t == dtype::f64;
 }
+
+// The dtype a tensor of element type T is written as: F32, BF16 or F16.
+template <class T>
+inline constexpr dtype dtype_of = std::is_same_v<T, bfloat16>  ? dtype::bf16
+                                  : std::is_same_v<T, float16> ? dtype::f16
+                                                               : dtype::f32;
+
+// The element types a tensor is read into and written from.
+template <class T>
+inline constexpr bool element_type = std::is_same_v<T, float> || is_16bit<T>;
 
 // "[2, 3]", the way PyTorch prints shapes, so messages read like the Python side.
 inline std::string shape_string(std::span<const std::size_t> shape) {
@@ -248,6 +259,26 @@ inline void decode(io::dtype t, const unsigned char* src, std::size_t count, flo
   }
 }
 
+// Into a 16-bit type: a tensor of that dtype is copied bit for bit; any other is converted to
+// float first (exact but for F64) and rounded to the nearest value, ties to even.
+template <class T>
+requires is_16bit<T>
+void decode(io::dtype t, const unsigned char* src, std::size_t count, T* dst) {
+  if (t == dtype_of<T>) {
+    for (std::size_t i = 0; i < count; ++i)
+      dst[i].bits = load_u16(src + 2 * i);
+    return;
+  }
+  const std::size_t size = dtype_size(t);
+  std::array<float, 256> widened;
+  for (std::size_t done = 0; done < count; done += widened.size()) {
+    const std::size_t n = std::min(widened.size(), count - done);
+    decode(t, src + done * size, n, widened.data());
+    for (std::size_t i = 0; i < n; ++i)
+      dst[done + i] = round_nearest<T>(widened[i]);
+  }
+}
+
 // The reference implementation's cap; a larger header is a corrupt or hostile file.
 inline constexpr std::size_t max_header_bytes = 100'000'000;
 
@@ -325,7 +356,7 @@ class safetensors_file {
     const tensor_info& t = at(name);
     require_convertible(t);
     std::vector<float> out(t.elements());
-    read_into(t, out);
+    read_into(t, std::span<float>(out));
     return out;
   }
 
@@ -334,7 +365,7 @@ class safetensors_file {
     const tensor_info& t = at(name);
     require_shape(t, expected);
     std::vector<float> out(t.elements());
-    read_into(t, out);
+    read_into(t, std::span<float>(out));
     return out;
   }
 
@@ -345,10 +376,31 @@ class safetensors_file {
     read_into(t, out);
   }
 
+  // Reads a tensor into 16-bit elements: bit for bit from its own dtype, rounded to the nearest
+  // value from any other.
+  template <class T>
+  requires is_16bit<T>
+  void read(std::string_view name, const tensor_shape& expected, std::span<T> out) const {
+    const tensor_info& t = at(name);
+    require_shape(t, expected);
+    require_size(t, out.size());
+    read_into(t, out);
+  }
+
   // Reads a tensor into a rows × cols row-major block: [rows, cols], or [n] for a 1 × n or
   // n × 1 block (see shape_fits_block).
   void read_block(std::string_view name, std::size_t rows, std::size_t cols,
                   std::span<float> out) const {
+    const tensor_info& t = at(name);
+    require_block_shape(t, rows, cols);
+    require_size(t, out.size());
+    read_into(t, out);
+  }
+  // The same into a block of 16-bit elements (see read).
+  template <class T>
+  requires is_16bit<T>
+  void read_block(std::string_view name, std::size_t rows, std::size_t cols,
+                  std::span<T> out) const {
     const tensor_info& t = at(name);
     require_block_shape(t, rows, cols);
     require_size(t, out.size());
@@ -530,7 +582,8 @@ class safetensors_file {
                 " elements but the destination holds " + std::to_string(out_size));
   }
 
-  void read_into(const tensor_info& t, std::span<float> out) const {
+  template <class T>
+  void read_into(const tensor_info& t, std::span<T> out) const {
     require_convertible(t);
     const std::size_t size = dtype_size(t.dtype);
     const std::size_t count = t.elements();
@@ -575,11 +628,18 @@ class safetensors_file {
   metadata_map metadata_;
 };
 
-// One F32 tensor to write: `data` holds the shape's element count in row-major order.
+// One tensor to write: the shape's element count in row-major order, from exactly one of `data`
+// (written as F32), `bf16` (BF16) or `f16` (F16); the 16-bit ones are written as they are.
 struct tensor_to_write {
   std::string name;
   tensor_shape shape;
   const float* data = nullptr;
+  const bfloat16* bf16 = nullptr;
+  const float16* f16 = nullptr;
+
+  io::dtype dtype() const {
+    return bf16 != nullptr ? io::dtype::bf16 : f16 != nullptr ? io::dtype::f16 : io::dtype::f32;
+  }
 };
 
 namespace detail {
@@ -599,8 +659,9 @@ inline std::filesystem::path temporary_path(const std::filesystem::path& path) {
 
 }  // namespace detail
 
-// Writes F32 tensors in the given order. The file appears complete or not at all: it is
-// written to a temporary file in the same directory, flushed to disk, then renamed over `path`.
+// Writes the tensors (F32, BF16 or F16) in the given order. The file appears complete or not at
+// all: it is written to a temporary file in the same directory, flushed to disk, then renamed over
+// `path`.
 inline void write_safetensors(const std::filesystem::path& path,
                               std::span<const tensor_to_write> tensors,
                               const metadata_map& metadata = {}) {
@@ -613,13 +674,18 @@ inline void write_safetensors(const std::filesystem::path& path,
     require(!t.name.empty(), "a tensor to write needs a non-empty name");
     require(t.name != "__metadata__", "'__metadata__' is reserved, not a tensor name");
     require(names.insert(t.name).second, "duplicate " + tensor + " to write");
+    const int sources = (t.data != nullptr) + (t.bf16 != nullptr) + (t.f16 != nullptr);
+    require(sources <= 1, tensor + " has more than one of data, bf16 and f16");
+    const std::size_t size = dtype_size(t.dtype());
     const auto count = element_count(t.shape);
-    require(count.has_value() && *count <= (std::numeric_limits<std::size_t>::max() - offset) / 4,
-            tensor + " has shape " + shape_string(t.shape) + " whose size overflows");
-    require(t.data != nullptr || *count == 0, tensor + " has a null data pointer");
-    header[t.name] = {
-        {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + *count * 4}}};
-    offset += *count * 4;
+    require(
+        count.has_value() && *count <= (std::numeric_limits<std::size_t>::max() - offset) / size,
+        tensor + " has shape " + shape_string(t.shape) + " whose size overflows");
+    require(sources == 1 || *count == 0, tensor + " has a null data pointer");
+    header[t.name] = {{"dtype", dtype_name(t.dtype())},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + *count * size}}};
+    offset += *count * size;
   }
   std::string text;
   try {
@@ -643,14 +709,20 @@ inline void write_safetensors(const std::filesystem::path& path,
   for (const auto& t : tensors) {
     const std::size_t count = *element_count(t.shape);
     if (!ok || count == 0) continue;
+    const std::size_t size = dtype_size(t.dtype());
+    const void* data = t.data != nullptr   ? static_cast<const void*>(t.data)
+                       : t.bf16 != nullptr ? static_cast<const void*>(t.bf16)
+                                           : static_cast<const void*>(t.f16);
     if constexpr (std::endian::native == std::endian::little) {
-      ok = std::fwrite(t.data, sizeof(float), count, file) == count;
+      ok = std::fwrite(data, size, count, file) == count;
     } else {
-      buffer.resize(4 * count);
+      buffer.resize(size * count);
       for (std::size_t i = 0; i < count; ++i) {
-        const auto bits = std::bit_cast<std::uint32_t>(t.data[i]);
-        for (int b = 0; b < 4; ++b)
-          buffer[4 * i + b] = static_cast<unsigned char>(bits >> (8 * b));
+        const std::uint32_t bits = t.data != nullptr   ? std::bit_cast<std::uint32_t>(t.data[i])
+                                   : t.bf16 != nullptr ? t.bf16[i].bits
+                                                       : t.f16[i].bits;
+        for (std::size_t b = 0; b < size; ++b)
+          buffer[size * i + b] = static_cast<unsigned char>(bits >> (8 * b));
       }
       ok = std::fwrite(buffer.data(), 1, buffer.size(), file) == buffer.size();
     }
@@ -698,8 +770,8 @@ namespace detail {
 // Only stores whose blocks live in host memory can be read or written with plain pointers.
 template <class Store>
 void check_host_float_store() {
-  static_assert(std::is_same_v<typename Store::value_type, float>,
-                "zo: save_store/load_store need a store of float blocks");
+  static_assert(element_type<typename Store::value_type>,
+                "zo: save_store/load_store need a store of float, bfloat16 or float16 blocks");
   static_assert(
       std::is_same_v<typename Store::backend_type, backends::cpu>,
       "zo: save_store/load_store need a store whose blocks are host memory (cpu backend)");
@@ -707,7 +779,8 @@ void check_host_float_store() {
 
 }  // namespace detail
 
-// Saves every block of the store under its name as an F32 tensor, in block order. shape_of
+// Saves every block of the store under its name as an F32 tensor (BF16 or F16 for a store of
+// bfloat16 or float16 blocks, bit for bit), in block order. shape_of
 // maps a block to its tensor shape (e.g. to save an n × 1 view_store bias as [n]); the shape
 // must hold exactly the block's elements.
 template <class Store, class ShapeOf = default_tensor_shape>
@@ -724,14 +797,24 @@ void save_store(const std::filesystem::path& path, const Store& store,
             "shape " + shape_string(shape) + " given for block " + detail::quoted(block.name()) +
                 " does not hold its " + std::to_string(block.rows()) + "x" +
                 std::to_string(block.cols()) + " elements");
-    tensors.push_back({std::string(block.name()), std::move(shape), block.data()});
+    tensor_to_write tensor{.name = std::string(block.name()), .shape = std::move(shape)};
+    using T = typename Store::value_type;
+    if constexpr (std::is_same_v<T, bfloat16>) {
+      tensor.bf16 = block.data();
+    } else if constexpr (std::is_same_v<T, float16>) {
+      tensor.f16 = block.data();
+    } else {
+      tensor.data = block.data();
+    }
+    tensors.push_back(std::move(tensor));
   }
   write_safetensors(path, tensors, metadata);
 }
 
 // Fills every block of the store from the tensor of the same name (converting F16, BF16 and
-// F64 to float). Every block is checked for presence, shape and dtype before any is modified;
-// the first missing or mismatched one is reported by name.
+// F64 to float; for a store of bfloat16 or float16 blocks, a tensor of that dtype is copied bit
+// for bit and any other rounded to the nearest value). Every block is checked for presence, shape
+// and dtype before any is modified; the first missing or mismatched one is reported by name.
 //
 // Tensors the store has no block for are returned, not rejected: real checkpoints carry such
 // tensors legitimately (OPT's lm_head.weight is tied to the token embedding, and a store often
@@ -749,7 +832,7 @@ std::vector<std::string> load_store(const safetensors_file& file, Store& store) 
   for (std::size_t i = 0; i < store.size(); ++i) {
     const auto block = store.block(i);
     file.read_block(block.name(), block.rows(), block.cols(),
-                    std::span<float>(block.data(), block.size()));
+                    std::span<typename Store::value_type>(block.data(), block.size()));
   }
   std::vector<std::string> ignored;
   for (const auto& t : file.tensors())
