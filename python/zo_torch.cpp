@@ -17,18 +17,21 @@ namespace py = pybind11;
 
 namespace {
 
-zo::torch_store store_of(zo::torch_store::named_tensors parameters,
-                         std::vector<std::string> layer_prefixes) {
+// The parameters' element type: float, zo::bfloat16 or zo::float16 (zo_torch/__init__.py picks
+// the class of the parameters' dtype).
+template <class T = float>
+zo::basic_torch_store<T> store_of(zo::torch_store::named_tensors parameters,
+                                  std::vector<std::string> layer_prefixes) {
   zo::torch_store_options options;
   options.layer_prefixes = std::move(layer_prefixes);
-  return zo::torch_store(std::move(parameters), std::move(options));
+  return zo::basic_torch_store<T>(std::move(parameters), std::move(options));
 }
 
 // One optimizer of zo over the tensors Python gave it; the closure is the Python one.
-template <class Optimizer>
+template <class Optimizer, class T = float>
 class python_optimizer {
  public:
-  python_optimizer(zo::torch_store store, Optimizer optimizer)
+  python_optimizer(zo::basic_torch_store<T> store, Optimizer optimizer)
       : optimizer_(std::move(store), std::move(optimizer)) {}
 
   // Autograd's engine refuses to start while the GIL is held (its threads may run Python
@@ -79,13 +82,13 @@ class python_optimizer {
   std::vector<std::string> left_out() const { return optimizer_.store().left_out(); }
 
  private:
-  zo::torch_optimizer<Optimizer> optimizer_;
+  zo::torch_optimizer<Optimizer, T> optimizer_;
 };
 
-template <class Optimizer>
-py::class_<python_optimizer<Optimizer>> bind(py::module_& m, const char* name) {
-  using type = python_optimizer<Optimizer>;
-  return py::class_<type>(m, name)
+template <class Optimizer, class T = float>
+py::class_<python_optimizer<Optimizer, T>> bind(py::module_& m, const std::string& name) {
+  using type = python_optimizer<Optimizer, T>;
+  return py::class_<type>(m, name.c_str())
       .def("step", &type::step, py::arg("closure"))
       .def("state", &type::state)
       .def("load_state", &type::load_state, py::arg("state"))
@@ -114,42 +117,43 @@ zo::zo_options options_of(std::uint64_t seed, const std::string& restore) {
   return options;
 }
 
-}  // namespace
+using named = zo::torch_store::named_tensors;
+using prefixes = std::vector<std::string>;
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "zo's zeroth-order optimizers over PyTorch parameters (use the classes of zo_torch)";
-  using named = zo::torch_store::named_tensors;
-  using prefixes = std::vector<std::string>;
+// The zeroth-order classes for parameters of type T, named with `suffix` ("" for float32,
+// "_bf16", "_f16").
+template <class T>
+void bind_zeroth_order(py::module_& m, const std::string& suffix) {
+  bind<zo::mezo, T>(m, "MeZO" + suffix)
+      .def(py::init([](named params, prefixes layers, double lr, double eps, double weight_decay,
+                       std::uint64_t seed, const std::string& restore) {
+             return python_optimizer<zo::mezo, T>(
+                 store_of<T>(std::move(params), std::move(layers)),
+                 zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, weight_decay),
+                          options_of(seed, restore)));
+           }),
+           py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
+           py::arg("weight_decay"), py::arg("seed"), py::arg("restore"));
 
-  bind<zo::mezo>(m, "MeZO").def(
-      py::init([](named params, prefixes layers, double lr, double eps, double weight_decay,
-                  std::uint64_t seed, const std::string& restore) {
-        return python_optimizer<zo::mezo>(
-            store_of(std::move(params), std::move(layers)),
-            zo::mezo(zo::central_difference(eps), zo::sgd<>(lr, weight_decay),
-                     options_of(seed, restore)));
-      }),
-      py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
-      py::arg("weight_decay"), py::arg("seed"), py::arg("restore"));
+  bind<zo::lozo, T>(m, "LOZO" + suffix)
+      .def(py::init([](named params, prefixes layers, double lr, double eps, std::size_t rank,
+                       std::size_t interval, double weight_decay, std::uint64_t seed,
+                       const std::string& restore) {
+             return python_optimizer<zo::lozo, T>(
+                 store_of<T>(std::move(params), std::move(layers)),
+                 zo::lozo(zo::low_rank_perturbation(rank, interval), zo::central_difference(eps),
+                          zo::sgd<>(lr, weight_decay), {}, options_of(seed, restore)));
+           }),
+           py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
+           py::arg("rank"), py::arg("interval"), py::arg("weight_decay"), py::arg("seed"),
+           py::arg("restore"));
 
-  bind<zo::lozo>(m, "LOZO").def(
-      py::init([](named params, prefixes layers, double lr, double eps, std::size_t rank,
-                  std::size_t interval, double weight_decay, std::uint64_t seed,
-                  const std::string& restore) {
-        return python_optimizer<zo::lozo>(
-            store_of(std::move(params), std::move(layers)),
-            zo::lozo(zo::low_rank_perturbation(rank, interval), zo::central_difference(eps),
-                     zo::sgd<>(lr, weight_decay), {}, options_of(seed, restore)));
-      }),
-      py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"), py::arg("rank"),
-      py::arg("interval"), py::arg("weight_decay"), py::arg("seed"), py::arg("restore"));
-
-  bind<zo::lozo_m>(m, "LOZOM")
+  bind<zo::lozo_m, T>(m, "LOZOM" + suffix)
       .def(py::init([](named params, prefixes layers, double lr, double eps, std::size_t rank,
                        std::size_t interval, double beta, double weight_decay, std::uint64_t seed,
                        const std::string& restore) {
-             return python_optimizer<zo::lozo_m>(
-                 store_of(std::move(params), std::move(layers)),
+             return python_optimizer<zo::lozo_m, T>(
+                 store_of<T>(std::move(params), std::move(layers)),
                  zo::lozo_m(zo::low_rank_perturbation(rank, interval), zo::central_difference(eps),
                             zo::low_rank_momentum<>(lr, beta, weight_decay), {},
                             options_of(seed, restore)));
@@ -157,6 +161,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("params"), py::arg("layer_prefixes"), py::arg("lr"), py::arg("eps"),
            py::arg("rank"), py::arg("interval"), py::arg("beta"), py::arg("weight_decay"),
            py::arg("seed"), py::arg("restore"));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "zo's zeroth-order optimizers over PyTorch parameters (use the classes of zo_torch)";
+
+  bind_zeroth_order<float>(m, "");
+  bind_zeroth_order<zo::bfloat16>(m, "_bf16");
+  bind_zeroth_order<zo::float16>(m, "_f16");
 
   bind<zo::loho>(m, "LoHO").def(
       py::init([](named params, prefixes layers, double lr, double eps, double weight_decay,

@@ -4,8 +4,10 @@
     opt = zo_torch.MeZO(model.named_parameters(), lr=1e-6, eps=1e-3, seed=0)
     loss = opt.step(lambda: loss_fn(model(x), y))
 
-The parameters are perturbed and updated in place, in their own memory (CPU float32 tensors; a
-parameter with requires_grad=False is left out). The closure returns the loss tensor and is run
+The parameters are perturbed and updated in place, in their own memory (CPU float32, bfloat16
+or float16 tensors, all of one dtype; LoHO float32 only; a parameter with requires_grad=False is
+left out). Over bfloat16 and float16 parameters zo computes in float, restores exactly and rounds
+each update stochastically (docs/precision.md). The closure returns the loss tensor and is run
 under torch.no_grad() for the zeroth-order evaluations; LoHO also runs it once with autograd for
 its first-order layers. A run is the C++ optimizer's run bit for bit (docs/torch.md).
 
@@ -35,6 +37,17 @@ def _named(params):
         else:
             out.append((str(index), item))
     return out
+
+
+# The extension's class for each dtype of the trained parameters. Any other dtype, or a mix,
+# goes to the float32 class, which refuses it naming the parameter.
+_SUFFIXES = {torch.float32: "", torch.bfloat16: "_bf16", torch.float16: "_f16"}
+
+
+def _core_class(name, named):
+    dtypes = {tensor.dtype for _, tensor in named if tensor is not None and tensor.requires_grad}
+    suffix = _SUFFIXES.get(dtypes.pop(), "") if len(dtypes) == 1 else ""
+    return getattr(_zo_torch, name + suffix)
 
 
 class _Optimizer:
@@ -84,8 +97,9 @@ class _Optimizer:
 class MeZO(_Optimizer):
     def __init__(self, params, lr=1e-6, eps=1e-3, weight_decay=0.0, seed=0,
                  layer_prefixes=DEFAULT_LAYER_PREFIXES, trajectory=None, restore="exact"):
-        core = _zo_torch.MeZO(_named(params), list(layer_prefixes), lr, eps, weight_decay, seed,
-                              restore)
+        named = _named(params)
+        core = _core_class("MeZO", named)(named, list(layer_prefixes), lr, eps, weight_decay,
+                                          seed, restore)
         super().__init__(core, dict(lr=lr, eps=eps, weight_decay=weight_decay, seed=seed,
                                     restore=restore), trajectory)
 
@@ -93,8 +107,9 @@ class MeZO(_Optimizer):
 class LOZO(_Optimizer):
     def __init__(self, params, lr=1e-6, eps=1e-3, rank=2, interval=50, weight_decay=0.0, seed=0,
                  layer_prefixes=DEFAULT_LAYER_PREFIXES, trajectory=None, restore="exact"):
-        core = _zo_torch.LOZO(_named(params), list(layer_prefixes), lr, eps, rank, interval,
-                              weight_decay, seed, restore)
+        named = _named(params)
+        core = _core_class("LOZO", named)(named, list(layer_prefixes), lr, eps, rank, interval,
+                                          weight_decay, seed, restore)
         super().__init__(core, dict(lr=lr, eps=eps, rank=rank, interval=interval,
                                     weight_decay=weight_decay, seed=seed, restore=restore),
                          trajectory)
@@ -104,8 +119,9 @@ class LOZOM(_Optimizer):
     def __init__(self, params, lr=1e-6, eps=1e-3, rank=2, interval=50, beta=0.9,
                  weight_decay=0.0, seed=0, layer_prefixes=DEFAULT_LAYER_PREFIXES,
                  trajectory=None, restore="exact"):
-        core = _zo_torch.LOZOM(_named(params), list(layer_prefixes), lr, eps, rank, interval,
-                               beta, weight_decay, seed, restore)
+        named = _named(params)
+        core = _core_class("LOZOM", named)(named, list(layer_prefixes), lr, eps, rank, interval,
+                                           beta, weight_decay, seed, restore)
         super().__init__(core, dict(lr=lr, eps=eps, rank=rank, interval=interval, beta=beta,
                                     weight_decay=weight_decay, seed=seed, restore=restore),
                          trajectory)
