@@ -27,15 +27,7 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 fi
 zo=$(realpath "$1")
 rounds=${2:-2}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work" || exit 1
-
-failures=0
-fail() {
-  echo "FAILED: $*" >&2
-  failures=$((failures + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/shell_support.sh"
 
 tiny=(--steps 20 --d-model 16 --layers 2 --heads 2 --ffn 32 --batch 4 --threads 1)
 # A finetune long enough to be killed in the middle, evaluating and saving often.

@@ -11,15 +11,7 @@
 set -uo pipefail
 zo=$(realpath "$1")
 replay=$(realpath "$2")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work" || exit 1
-
-failures=0
-fail() {
-  echo "FAILED: $*" >&2
-  failures=$((failures + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/shell_support.sh"
 
 # expect_failure NAME PATTERN COMMAND...: the command exits non-zero, not killed by a signal, and
 # its output (stdout and stderr, through a pipe so that a file-size limit does not swallow it)

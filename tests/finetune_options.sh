@@ -9,15 +9,7 @@
 # bash and coreutils (timeout), and grep as the other tests use.
 set -uo pipefail
 zo=$(realpath "$1")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work" || exit 1
-
-failures=0
-fail() {
-  echo "FAILED: $*" >&2
-  failures=$((failures + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/shell_support.sh"
 
 # with BASE ARGS...: sets cmd to the array named BASE (a program, a command and --name value
 # pairs) without the options that ARGS name, followed by ARGS; so ARGS replace options of BASE
